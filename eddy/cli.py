@@ -43,6 +43,53 @@ def status(message: str) -> Iterator[None]:
         yield
 
 
+@contextmanager
+def progress_bar(description: str) -> Iterator:
+    """A progress bar fed with fractions: ``update(stage, fraction)``."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(description, total=1.0)
+
+        def update(stage: str, fraction: float) -> None:
+            bar.update(task, completed=fraction, description=f"{description}: {stage}")
+
+        yield update
+
+
+@app.command()
+def simulate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the data set to.")] = None,
+    customers: Annotated[int, typer.Option(min=10, help="How many customers to simulate.")] = settings.DEFAULT_DEMO_CUSTOMERS,
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data set.")] = settings.DEFAULT_SEED,
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+    end: Annotated[str, typer.Option(help="Last moment of the simulated history (UTC).")] = "2026-02-28T23:59:59",
+) -> None:
+    """Simulate a retailer's deliveries, scans, orders and feedback, with exact truth."""
+    from data.simulate import SimConfig, simulate as run, write_truth
+    from data.write import FORMATS, write_data_set
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    out_dir = out_dir or settings.default_data_set()
+    try:
+        cfg = SimConfig(customers=customers, seed=seed, end=end)
+    except ValueError as exc:
+        fail(str(exc))
+    with progress_bar("simulating") as update:
+        result = run(cfg, progress=update)
+        update("writing", 1.0)
+        write_data_set(result.tables, out_dir, fmt)
+        write_truth(result.truth, out_dir)
+    s = result.summary
+    out.print(
+        f"simulated {int(s['shipments']):,} shipments, {int(s['scans']):,} scans, {int(s['orders']):,} orders of "
+        f"{int(s['customers']):,} customers (late {s['late_share']:.1%}, at peak {s['late_share_peak']:.1%}) "
+        f"into {out_dir} ({fmt}; truth in {out_dir}/truth)",
+        highlight=False,
+    )
+
+
 @app.command()
 def validate(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
