@@ -90,6 +90,32 @@ def simulate(
     )
 
 
+@app.command("import-olist")
+def import_olist(
+    src: Annotated[Path, typer.Argument(help="Folder with the original Olist CSV files.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the contract data set to.")],
+    fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
+) -> None:
+    """Import the Olist Brazilian e-commerce tables into the data contract."""
+    from data.olist import OlistError, import_olist as run, write_import
+    from data.write import FORMATS
+
+    if fmt not in FORMATS:
+        fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    try:
+        with status(f"importing {src}"):
+            result = run(src)
+            write_import(result, out_dir, fmt)
+    except OlistError as exc:
+        fail(str(exc))
+    r = result.report
+    out.print(
+        f"imported {r['orders_read']:,} Olist orders as {r['shipments_written']:,} shipments into {out_dir} "
+        f"({r['orders_without_shipment']:,} orders without a shipment, reasons in {out_dir}/import_excluded.csv)",
+        highlight=False,
+    )
+
+
 @app.command()
 def validate(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],

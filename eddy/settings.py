@@ -39,3 +39,8 @@ def tracking_uri() -> str:
 
 DEFAULT_DEMO_CUSTOMERS = 6000
 DEFAULT_SEED = 7
+
+
+def olist_sample_dir() -> Path:
+    """The real Olist sample shipped beside the repository (``../shared/data/olist-sample``)."""
+    return Path(os.environ.get("EDDY_OLIST_SAMPLE", REPO_ROOT.parent / "shared" / "data" / "olist-sample"))

@@ -1,0 +1,224 @@
+"""The contract reader: every rule, with small hand-written bad files."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data.load import ContractError, load_data_set, write_report
+
+SHIP_HEADER = "shipment_id,order_id,customer_id,carrier,service_level,origin_region,destination_region,ordered_at,shipped_at,promised_at,delivered_at,weight_kg,value"
+GOOD_SHIP = "S1,O1,C1,ups,ground,CA,NY,2024-11-29T14:03:00Z,2024-11-30T10:00:00Z,2024-12-03,2024-12-02T10:00:00Z,1.5,20"
+
+
+def write(folder: Path, name: str, text: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(textwrap.dedent(text).strip() + "\n")
+
+
+def shipments(folder: Path, *rows: str) -> None:
+    write(folder, "shipments.csv", "\n".join([SHIP_HEADER, GOOD_SHIP, *rows]))
+
+
+def only_rules(ds, table: str) -> dict[str, int]:
+    return ds.report[table].by_rule
+
+
+def assert_counts_add_up(ds) -> None:
+    for name, r in ds.report.items():
+        assert r.read == r.accepted + r.quarantined, name
+        assert len(ds.tables[name]) == r.accepted
+        assert len(ds.quarantine[name]) == r.quarantined
+
+
+# ------------------------------------------------------------------ normalising
+
+
+def test_types_are_normalised(tmp_path):
+    shipments(tmp_path, "00123,O2,C2,ups,ground,CA,NY,2024-11-29 14:03:00+01:00,,,,,")
+    ds = load_data_set(tmp_path)
+    s = ds["shipments"]
+    assert s.shipment_id.tolist() == ["S1", "00123"]  # identifiers stay strings
+    assert str(s.ordered_at.dtype) == "datetime64[us, UTC]"
+    assert s.ordered_at[1] == pd.Timestamp("2024-11-29T13:03:00Z")  # offset converted to UTC
+    assert s.promised_at[0] == pd.Timestamp("2024-12-03T23:59:59Z")  # bare date = end of day
+    assert pd.isna(s.shipped_at[1]) and pd.isna(s.weight_kg[1])  # empty = unknown
+    assert ds.total_quarantined == 0
+
+
+def test_extra_columns_are_ignored_with_a_note(tmp_path):
+    write(tmp_path, "shipments.csv", SHIP_HEADER + ",colour\n" + GOOD_SHIP + ",red")
+    ds = load_data_set(tmp_path)
+    assert ds.report["shipments"].ignored_columns == ["colour"]
+    assert "colour" not in ds["shipments"].columns
+
+
+def test_parquet_tables_with_numeric_ids_and_naive_timestamps(tmp_path):
+    df = pd.DataFrame({
+        "shipment_id": [1, 2], "order_id": [10, 11], "customer_id": [5, 5], "carrier": ["ups"] * 2,
+        "service_level": ["ground"] * 2, "origin_region": ["CA"] * 2, "destination_region": ["NY"] * 2,
+        "ordered_at": pd.to_datetime(["2024-01-01 10:00", "2024-01-02 10:00"]),
+    })
+    df.to_parquet(tmp_path / "shipments.parquet")
+    s = load_data_set(tmp_path)["shipments"]
+    assert s.shipment_id.tolist() == ["1", "2"]
+    assert s.ordered_at[0] == pd.Timestamp("2024-01-01T10:00:00Z")
+
+
+# ------------------------------------------------------------------ row rules
+
+
+@pytest.mark.parametrize(
+    "row, column, rule",
+    [
+        ("S2,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,2024-11-28T10:00:00Z,,,,", "shipped_at", "shipped_at before ordered_at"),
+        ("S2,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,2024-11-30T10:00:00Z,,2024-11-30T09:00:00Z,,", "delivered_at", "delivered_at before shipped_at"),
+        ("S2,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,,,2024-11-28T09:00:00Z,,", "delivered_at", "delivered_at before ordered_at"),
+        ("S2,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,,2024-11-27,,,", "promised_at", "promised_at before ordered_at"),
+        ("S1,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,,,,,", "shipment_id", "duplicate shipment_id"),
+        ("S2,O2,C1,ups,ground,CA,NY,yesterday,,,,,", "ordered_at", "unparseable timestamp"),
+        ("S2,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,,,,heavy,", "weight_kg", "unparseable number"),
+        ("S2,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,,,,-1,", "weight_kg", "negative weight"),
+        ("S2,O2,,ups,ground,CA,NY,2024-11-29T14:00:00Z,,,,,", "customer_id", "required value missing"),
+    ],
+)
+def test_bad_shipment_rows_are_quarantined_with_reason(tmp_path, row, column, rule):
+    shipments(tmp_path, row)
+    ds = load_data_set(tmp_path)
+    assert_counts_add_up(ds)
+    assert ds.report["shipments"].quarantined == 1
+    q = ds.quarantine["shipments"].iloc[0]
+    assert (q["_row"], q["_column"], q["_rule"]) == (3, column, rule)  # CSV line 3: header, good row, bad row
+    assert ds["shipments"].shipment_id.tolist() == ["S1"]
+
+
+def test_a_row_breaking_two_rules_is_quarantined_once_with_both(tmp_path):
+    shipments(tmp_path, "S1,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,,,,abc,")
+    ds = load_data_set(tmp_path)
+    q = ds.quarantine["shipments"]
+    assert len(q) == 1
+    assert set(q._rule[0].split("; ")) == {"unparseable number", "duplicate shipment_id"}
+    assert ds.report["shipments"].by_rule == {"weight_kg: unparseable number": 1, "shipment_id: duplicate shipment_id": 1}
+
+
+def test_scan_rules(tmp_path):
+    shipments(tmp_path, "S2,O2,C1,ups,ground,CA,NY,2024-11-29T14:00:00Z,2024-11-28T10:00:00Z,,,,")
+    write(tmp_path, "scans.csv", """
+        shipment_id,scanned_at,event,region
+        S1,2024-11-30T10:00:00Z,picked_up,CA
+        S1,2024-11-30T11:00:00Z,teleported,CA
+        S9,2024-11-30T11:00:00Z,picked_up,CA
+        S2,2024-11-30T11:00:00Z,picked_up,CA
+        S1,2024-11-20T11:00:00Z,label_created,CA
+        S1,,delivered,NY
+    """)
+    ds = load_data_set(tmp_path)
+    assert_counts_add_up(ds)
+    assert ds.report["scans"].by_rule == {
+        "event: unknown event": 1,
+        "shipment_id: scan for an unknown shipment": 1,
+        "shipment_id: scan for a quarantined shipment": 1,
+        "scanned_at: scanned_at before the shipment's ordered_at": 1,
+        "scanned_at: required value missing": 1,
+    }
+    assert ds["scans"].event.tolist() == ["picked_up"]
+
+
+def test_feedback_rules(tmp_path):
+    shipments(tmp_path)
+    write(tmp_path, "feedback.csv", """
+        order_id,submitted_at,rating,contacts
+        O1,2024-12-04T10:00:00Z,5,0
+        O1,2024-12-04T10:00:00Z,6,0
+        O1,2024-12-04T10:00:00Z,0,
+        O1,2024-12-04T10:00:00Z,4.5,
+        O1,2024-12-04T10:00:00Z,,-2
+        O404,2024-12-04T10:00:00Z,3,
+        O1,2024-12-04T10:00:00Z,,
+    """)
+    ds = load_data_set(tmp_path)
+    assert_counts_add_up(ds)
+    assert ds.report["feedback"].by_rule == {
+        "rating: rating outside 1..5": 2,
+        "rating: not a whole number": 1,
+        "contacts: negative contacts": 1,
+        "order_id: feedback for an unknown order": 1,
+    }
+    assert ds["feedback"].rating.tolist()[0] == 5
+    assert str(ds["feedback"].rating.dtype) == "Int64"
+
+
+def test_orders_customers_locations_rules(tmp_path):
+    shipments(tmp_path)
+    write(tmp_path, "orders.csv", """
+        order_id,customer_id,ordered_at,value
+        O1,C1,2024-11-29T14:03:00Z,20
+        O1,C1,2024-11-29T14:03:00Z,20
+        O2,C1,2024-11-29T14:03:00Z,-5
+    """)
+    write(tmp_path, "customers.csv", """
+        customer_id,region,first_seen_at
+        C1,CA,2023-01-01
+        C1,CA,2023-01-01
+    """)
+    write(tmp_path, "locations.csv", """
+        key,kind,latitude,longitude
+        CA,region,36.8,-119.4
+        CA,region,36.8,-119.4
+        NY,city,42.9,-75.5
+        XX,region,95,0
+        YY,region,0,200
+    """)
+    ds = load_data_set(tmp_path)
+    assert_counts_add_up(ds)
+    assert ds.report["orders"].by_rule == {"order_id: duplicate order_id": 1, "value: negative value": 1}
+    assert ds.report["customers"].by_rule == {"customer_id: duplicate customer_id": 1}
+    assert ds.report["locations"].by_rule == {
+        "key: duplicate key and kind": 1,
+        "kind: kind is not region or postal": 1,
+        "latitude: latitude outside -90..90": 1,
+        "longitude: longitude outside -180..180": 1,
+    }
+
+
+def test_report_and_quarantine_files(tmp_path):
+    shipments(tmp_path, "S2,O2,C1,ups,ground,CA,NY,bad,,,,,")
+    ds = load_data_set(tmp_path)
+    out = write_report(ds)
+    q = pd.read_csv(out / "shipments.csv", dtype=str)
+    assert q[["_row", "_column", "_rule", "shipment_id"]].values.tolist() == [["3", "ordered_at", "unparseable timestamp", "S2"]]
+    import json
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["tables"]["shipments"]["read"] == 2
+    assert report["tables"]["shipments"]["accepted"] == 1
+
+
+# ------------------------------------------------------------------ whole-file errors
+
+
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        (lambda d: None, "no contract tables found"),
+        (lambda d: write(d, "orders.csv", "order_id,customer_id,ordered_at\nO1,C1,2024-01-01"), "required table shipments is missing"),
+        (lambda d: write(d, "shipments.csv", "shipment_id,order_id\nS1,O1"), "shipments.csv: missing required columns customer_id, carrier"),
+        (lambda d: (d / "shipments.parquet").write_bytes(b"not a parquet file at all"), "shipments.parquet: unreadable"),
+        (lambda d: (d / "shipments.csv").write_text(""), "shipments.csv: file is empty"),
+        (lambda d: (shipments(d), (d / "shipments.parquet").write_bytes(b"x")), "both shipments.parquet and shipments.csv"),
+    ],
+)
+def test_whole_file_problems_raise_one_clear_error(tmp_path, setup, message):
+    setup(tmp_path)
+    with pytest.raises(ContractError) as err:
+        load_data_set(tmp_path)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(ContractError, match="folder does not exist"):
+        load_data_set(tmp_path / "nope")

@@ -1,0 +1,75 @@
+"""The Olist importer on the real shared sample: nothing lost, everything explained."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from data.load import load_data_set
+from data.olist import import_olist, write_import
+
+
+@pytest.fixture(scope="module")
+def olist(olist_src, tmp_path_factory):
+    result = import_olist(olist_src)
+    folder = write_import(result, tmp_path_factory.mktemp("olist"))
+    return result, load_data_set(folder)
+
+
+def test_every_order_is_either_shipped_or_explained(olist, olist_src):
+    result, ds = olist
+    raw = pd.read_csv(olist_src / "olist_orders_dataset.csv", dtype=str)
+    shipped_orders = set(result.tables["shipments"].order_id)
+    excluded = set(result.excluded.order_id)
+    assert shipped_orders.isdisjoint(excluded)
+    assert shipped_orders | excluded == set(raw.order_id)
+    assert len(ds["orders"]) == len(raw)  # every purchase stays an order
+    assert result.excluded.reason.str.len().gt(0).all()
+    assert result.report["excluded_by_reason"]["canceled before handover to the carrier"] > 0
+
+
+def test_only_really_inconsistent_rows_are_quarantined(olist):
+    _, ds = olist
+    assert set(ds.report["shipments"].by_rule) == {"delivered_at: delivered_at before shipped_at"}
+    assert set(ds.report["scans"].by_rule) <= {"shipment_id: scan for a quarantined shipment"}
+    for name in ("orders", "feedback", "customers", "locations"):
+        assert ds.report[name].quarantined == 0, name
+
+
+def test_one_shipment_per_order_and_seller(olist, olist_src):
+    result, _ = olist
+    items = pd.read_csv(olist_src / "olist_order_items_dataset.csv", dtype=str)
+    pairs = items.drop_duplicates(["order_id", "seller_id"])
+    kept = pairs[pairs.order_id.isin(result.tables["shipments"].order_id)]
+    assert len(result.tables["shipments"]) == len(kept)
+    multi = result.tables["shipments"].groupby("order_id").size()
+    assert (multi > 1).any()
+    assert result.tables["shipments"].shipment_id.is_unique
+
+
+def test_times_are_utc_and_promise_is_end_of_local_day(olist):
+    _, ds = olist
+    s = ds["shipments"].set_index("order_id")
+    row = s.loc["a4591c265e18cb1dcee52889e2d8acc3"]
+    # 2017-07-09 21:57:05 in Sao Paulo (UTC-3 in July) and an estimate of 2017-08-01.
+    assert row.ordered_at == pd.Timestamp("2017-07-10T00:57:05Z")
+    assert row.promised_at == pd.Timestamp("2017-08-02T02:59:59Z")
+    assert row.carrier == "olist"
+
+
+def test_identifiers_keep_leading_zeros_and_customers_are_unique_ids(olist, olist_src):
+    _, ds = olist
+    postals = ds["shipments"].origin_postal.dropna()
+    assert postals.str.len().eq(5).all() and postals.str.startswith("0").any()
+    raw_customers = pd.read_csv(olist_src / "olist_customers_dataset.csv", dtype=str)
+    assert set(ds["shipments"].customer_id) <= set(raw_customers.customer_unique_id)
+    loc = ds["locations"]
+    assert {"region", "postal"} == set(loc.kind)
+    assert loc[loc.kind == "region"].latitude.between(-34, 5.5).all()
+
+
+def test_reviews_become_feedback(olist, olist_src):
+    _, ds = olist
+    reviews = pd.read_csv(olist_src / "olist_order_reviews_dataset.csv", dtype=str)
+    assert len(ds["feedback"]) == len(reviews)
+    assert ds["feedback"].rating.between(1, 5).all()
