@@ -28,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import holidays as holidays_lib
 import numpy as np
 import pandas as pd
 from scipy.special import expit, ndtr, ndtri
 
+from data.calendar import black_friday_of, holiday_dates
 from eddy.settings import TIMESTAMP_DTYPE
 
 # --------------------------------------------------------------------------- world
@@ -117,13 +117,6 @@ class SimResult:
 # ------------------------------------------------------------------ calendar clock
 
 
-def black_friday_of(year: int) -> pd.Timestamp:
-    """The day after the fourth Thursday of November."""
-    nov1 = pd.Timestamp(year, 11, 1)
-    first_thursday = nov1 + pd.Timedelta(days=(3 - nov1.weekday()) % 7)
-    return first_thursday + pd.Timedelta(weeks=3, days=1)
-
-
 class World:
     """Geography, lanes, storms and the per-(carrier-service, region) operating clock."""
 
@@ -137,9 +130,8 @@ class World:
         self.n_days = int(math.ceil(self.t_end)) + 150  # room for transit past the end
         self.dates = pd.date_range(self.origin, periods=self.n_days, freq="D")
         self.weekday = self.dates.weekday.to_numpy()
-        years = range(self.dates[0].year, self.dates[-1].year + 1)
-        us_holidays = holidays_lib.country_holidays("US", years=years)
-        self.holiday = np.array([d.date() in us_holidays for d in self.dates])
+        us_holidays = holiday_dates("US", self.dates[0].year, self.dates[-1].year)
+        self.holiday = np.isin(self.dates.values.astype("datetime64[D]"), us_holidays)
         self.business = (self.weekday < 5) & ~self.holiday
         self.peak = self._peak_days()
 

@@ -117,6 +117,50 @@ def import_olist(
 
 
 @app.command()
+def features(
+    folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet (or .csv) file to write.")],
+    moment: Annotated[str, typer.Option(help="at-order, in-transit or after-delivery.")] = "at-order",
+    as_of: Annotated[str | None, typer.Option(help="In transit: every open shipment at this UTC moment instead of the training snapshots.")] = None,
+    holidays: Annotated[str | None, typer.Option(help="Holiday country code (default: guessed from the regions, US or BR).")] = None,
+) -> None:
+    """Build point-in-time features: one row per shipment (or per snapshot or delivery)."""
+    import pandas as pd
+
+    from data.load import ContractError, load_data_set
+    from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
+
+    moments = ("at-order", "in-transit", "after-delivery")
+    if moment not in moments:
+        fail(f"--moment must be one of {', '.join(moments)}, not {moment!r}")
+    try:
+        when = pd.Timestamp(as_of, tz="UTC") if as_of and pd.Timestamp(as_of).tzinfo is None else (pd.Timestamp(as_of) if as_of else None)
+    except ValueError:
+        fail(f"--as-of {as_of!r} is not a timestamp")
+    try:
+        with progress_bar("features") as update:
+            update("reading", 0.05)
+            ds = load_data_set(folder)
+            update("history", 0.2)
+            snapshot = FeatureSnapshot.fit(ds, country=holidays)
+            update("at order", 0.4)
+            rows = at_order(ds, snapshot)
+            if moment == "in-transit":
+                update("in transit", 0.6)
+                rows = in_transit(ds, snapshot, rows, moments_at(ds, when) if when is not None else None)
+            elif moment == "after-delivery":
+                update("after delivery", 0.6)
+                rows = after_delivery(ds, rows)
+            update("writing", 0.9)
+            out_file.parent.mkdir(parents=True, exist_ok=True)
+            rows.to_csv(out_file, index=False) if out_file.suffix == ".csv" else rows.to_parquet(out_file, index=False)
+    except ContractError as exc:
+        fail(str(exc))
+    key = {"at-order": "shipment_id", "in-transit": "shipment_id, as_of", "after-delivery": "order_id, as_of"}[moment]
+    out.print(f"wrote {len(rows):,} {moment} feature rows ({rows.shape[1]} columns, keyed by {key}) to {out_file}", highlight=False)
+
+
+@app.command()
 def validate(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the report and quarantined rows (default FOLDER/_quarantine).")] = None,

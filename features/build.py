@@ -1,0 +1,135 @@
+"""Feature tables for the three prediction moments, and the feature snapshot.
+
+``FeatureSnapshot`` is everything historical a model version needs at prediction
+time: the daily lane/carrier/region tables for the last year, the locations, the
+holiday country, and the customer-side tables (orders, feedback, judged deliveries)
+for churn. Training builds it from the training data and saves it with the model;
+the service loads it and calls the same feature functions on a request.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from data.calendar import guess_country
+from data.load import DataSet
+from features.customer import churn_moments, customer_features, order_experience, orders_table
+from features.history import N_BINS, SCALAR_SUMS, DailyTable, History, data_end
+from features.pit import micros
+from features.shipment import Locations, shipment_features
+from features.transit import transit_features, training_moments
+
+SNAPSHOT_VERSION = 1
+USUAL_HOURS = "carrier_lane_median_h"  # the lane's usual lead time (shrunk), at order time
+
+
+@dataclass
+class FeatureSnapshot:
+    history: History
+    locations: Locations
+    country: str
+    end: pd.Timestamp
+
+    @classmethod
+    def fit(cls, ds: DataSet, country: str | None = None, end: pd.Timestamp | None = None) -> "FeatureSnapshot":
+        shipments, scans = ds["shipments"], ds.get("scans")
+        end = end if end is not None else data_end(shipments, scans)
+        return cls(History.build(shipments, scans, end), Locations(ds.get("locations")),
+                   country or guess_country(shipments.destination_region), end)
+
+    # -- persistence
+    def save(self, folder: str | Path) -> Path:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        snap = self.history.snapshot()
+        for name, table in {**snap.tables, "volume": snap.volume}.items():
+            _write_daily(table, folder / f"history_{name}.parquet")
+        self.locations.table.to_parquet(folder / "locations.parquet", index=False)
+        meta = {"version": SNAPSHOT_VERSION, "country": self.country, "end": self.end.isoformat(),
+                "last_day": self.history.last_day, "levels": list(snap.tables)}
+        (folder / "snapshot.json").write_text(json.dumps(meta, indent=2))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "FeatureSnapshot":
+        folder = Path(folder)
+        meta = json.loads((folder / "snapshot.json").read_text())
+        if meta.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"{folder}: feature snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
+        tables = {name: _read_daily(folder / f"history_{name}.parquet", name) for name in meta["levels"]}
+        history = History(tables, _read_daily(folder / "history_volume.parquet", "carrier"), int(meta["last_day"]))
+        return cls(history, Locations(pd.read_parquet(folder / "locations.parquet")), meta["country"],
+                   pd.Timestamp(meta["end"]))
+
+
+def _write_daily(t: DailyTable, path: Path) -> None:
+    cols = {"group": pa.array(t.groups.to_numpy()[t.group] if len(t.group) else np.array([], dtype=object), pa.string()),
+            "day": t.day, **{k: v for k, v in t.sums.items()}}
+    table = pa.table({**cols, **{f"h{i}": t.hist[:, i] for i in range(N_BINS)}})
+    pq.write_table(table, path, compression="zstd")
+
+
+def _read_daily(path: Path, level: str) -> DailyTable:
+    df = pd.read_parquet(path)
+    codes, groups = pd.factorize(df["group"], sort=True)
+    order = np.lexsort((df.day.to_numpy(), codes))
+    return DailyTable(level, pd.Index(groups, dtype="str"), codes[order].astype(np.int64), df.day.to_numpy()[order],
+                      {k: df[k].to_numpy()[order] for k in SCALAR_SUMS},
+                      df[[f"h{i}" for i in range(N_BINS)]].to_numpy(dtype=np.int32)[order])
+
+
+# ------------------------------------------------------------------------ moments
+
+
+def at_order(ds: DataSet, snapshot: FeatureSnapshot) -> pd.DataFrame:
+    """One row per shipment: its features as of its ``ordered_at``."""
+    return shipment_features(ds["shipments"], snapshot.history, snapshot.locations, snapshot.country)
+
+
+def in_transit(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame,
+               moments: pd.DataFrame | None = None, seed: int = 0) -> pd.DataFrame:
+    """In-transit features per (shipment_id, as_of), with progress against the lane's usual.
+
+    Without ``moments``, the training snapshots (one after each scan of history).
+    The at-order columns join on ``shipment_id``; they are not repeated per snapshot.
+    """
+    shipments, scans = ds["shipments"], ds.get("scans")
+    if moments is None:
+        moments = training_moments(shipments, scans, snapshot.end, seed)
+    rows = transit_features(shipments, scans, moments)
+    return add_progress(rows, at_order_rows)
+
+
+def add_progress(transit_rows: pd.DataFrame, at_order_rows: pd.DataFrame) -> pd.DataFrame:
+    usual = transit_rows.shipment_id.map(at_order_rows.set_index("shipment_id")[USUAL_HOURS]).to_numpy(dtype=float)
+    transit_rows["progress_vs_usual"] = (transit_rows.hours_since_order / usual).astype(np.float32)
+    transit_rows["hours_left_vs_usual"] = (usual - transit_rows.hours_since_order).astype(np.float32)
+    return transit_rows
+
+
+def after_delivery(ds: DataSet, at_order_rows: pd.DataFrame | None = None, moments: pd.DataFrame | None = None,
+                   lag_days: float | np.ndarray = 0.0) -> pd.DataFrame:
+    """Customer features per (order_id, as_of); default moments: each judged order + lag."""
+    shipments, scans = ds["shipments"], ds.get("scans")
+    if moments is None:
+        moments = churn_moments(order_experience(shipments, scans), lag_days)
+    usual = at_order_rows.set_index("shipment_id")[USUAL_HOURS] if at_order_rows is not None else None
+    return customer_features(shipments, scans, orders_table(shipments, ds.get("orders")), ds.get("feedback"),
+                             ds.get("customers"), moments, usual)
+
+
+def moments_at(ds: DataSet, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Every shipment ordered before ``as_of`` and not delivered by then, at ``as_of``."""
+    s = ds["shipments"]
+    t = micros(pd.Series([as_of]))[0]
+    delivered = micros(s.delivered_at)
+    open_ = (micros(s.ordered_at) < t) & ((delivered == np.iinfo(np.int64).min) | (delivered >= t))
+    return pd.DataFrame({"shipment_id": s.shipment_id[open_].astype("str").to_numpy(),
+                         "as_of": pd.Series([as_of] * int(open_.sum()), dtype="datetime64[us, UTC]")})

@@ -1,0 +1,284 @@
+"""Historical lane, carrier and region statistics, point in time, from daily sums.
+
+The heavy reduction is scans -> shipments -> one row per (group, day) holding only
+sums and counts: deliveries, promised, late, exceptions and a 64-bin histogram of
+lead time (order to delivery). Every statistic for a trailing window is a difference
+of cumulative sums, and quantiles come from the summed histogram, so the same logic
+runs on any engine that can group and add.
+
+Point in time: a delivery counts from its ``delivered_at`` day, and a moment ``t``
+sees whole days strictly before ``day(t)`` (a daily batch, as feature stores refresh).
+Queries are clipped to the history's last day + 1, so a history built from training
+data and the same history saved as a snapshot and queried later by the service
+answer through exactly this code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from features.pit import NAT, US_PER_HOUR, count_less_in_ranges, day_number, micros
+
+#: Lead-time histogram: 64 log-spaced bins from 2 hours to 180 days (about 10% wide).
+BIN_EDGES_H = np.concatenate([[0.0], np.geomspace(2.0, 180 * 24.0, 63), [np.inf]])
+N_BINS = len(BIN_EDGES_H) - 1
+
+#: level -> the shipment columns that define its groups
+LEVELS: dict[str, tuple[str, ...]] = {
+    "global": (),
+    "carrier": ("carrier", "service_level"),
+    "lane": ("origin_region", "destination_region"),
+    "carrier_lane": ("carrier", "service_level", "origin_region", "destination_region"),
+    "postal_lane": ("origin_postal", "destination_postal"),
+    "destination": ("destination_region",),
+}
+#: trailing windows (days) computed per level
+WINDOWS: dict[str, tuple[int, ...]] = {
+    "global": (28, 91),
+    "carrier": (7, 28, 91),
+    "lane": (28, 91, 365),
+    "carrier_lane": (91, 365),
+    "postal_lane": (365,),
+    "destination": (7, 28),
+}
+#: sparse levels shrink toward their parent (lane -> carrier-service -> global)
+PARENT: dict[str, str] = {"carrier": "global", "lane": "global", "carrier_lane": "carrier",
+                          "postal_lane": "lane", "destination": "global"}
+#: the window whose statistics are shrunk toward the parent, per level
+SHRINK_WINDOW = {"global": 91, "carrier": 91, "lane": 91, "carrier_lane": 91, "postal_lane": 365, "destination": 28}
+PRIOR_COUNT = 20.0  # a group with n deliveries weighs n / (n + 20) against its parent
+SCALAR_SUMS = ("n", "n_promised", "n_late", "n_exception")
+HISTORY_SPAN = 366  # days of daily rows a snapshot keeps: the longest window plus one
+
+
+def group_keys(shipments: pd.DataFrame, level: str) -> pd.Series:
+    """One string per shipment naming its group at ``level`` (missing parts -> missing)."""
+    cols = LEVELS[level]
+    if not cols:
+        return pd.Series("all", index=shipments.index, dtype="str")
+    parts = [shipments[c].astype("str") for c in cols]
+    key = parts[0]
+    for p in parts[1:]:
+        key = key + "|" + p
+    missing = np.logical_or.reduce([p.isna().to_numpy() for p in parts])
+    return key.mask(missing)
+
+
+def delivery_outcomes(shipments: pd.DataFrame, scans: pd.DataFrame | None) -> pd.DataFrame:
+    """One row per delivered shipment: the facts that enter history on its delivery day."""
+    done = shipments[shipments.delivered_at.notna()]
+    delivered = micros(done.delivered_at)
+    lead_h = (delivered - micros(done.ordered_at)) / US_PER_HOUR
+    promised = micros(done.promised_at)
+    has_promise = promised != NAT
+    exception = np.zeros(len(done), dtype=bool)
+    if scans is not None and len(scans):
+        exc = scans[scans.event == "exception"]
+        # Only exceptions scanned by the delivery count, so nothing later leaks in.
+        exc_at = exc.groupby("shipment_id", observed=True).scanned_at.min()
+        first_exc = micros(done.shipment_id.map(exc_at))
+        exception = (first_exc != NAT) & (first_exc <= delivered)
+    return pd.DataFrame({
+        "shipment_id": done.shipment_id.to_numpy(),
+        "day": day_number(delivered),
+        "lead_h": lead_h,
+        "promised": has_promise,
+        "late": has_promise & (delivered > promised),
+        "exception": exception,
+        **{c: done[c].to_numpy() for c in sorted({c for cols in LEVELS.values() for c in cols})},
+    })
+
+
+@dataclass
+class DailyTable:
+    """Daily sums for one level: sorted (group, day) rows and their cumulative sums."""
+
+    level: str
+    groups: pd.Index  # group key strings; a group's code is its position
+    group: np.ndarray  # per row, sorted by (group, day)
+    day: np.ndarray
+    sums: dict[str, np.ndarray]  # per row
+    hist: np.ndarray  # (rows, N_BINS) int32
+    _cum: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    _cum_hist: np.ndarray | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_outcomes(cls, outcomes: pd.DataFrame, level: str) -> "DailyTable":
+        keys = group_keys(outcomes, level)
+        ok = keys.notna().to_numpy()
+        codes, groups = pd.factorize(keys[ok], sort=True)
+        day = outcomes.day.to_numpy()[ok]
+        span = int(day.max() - day.min() + 1) if ok.any() else 1
+        combined = codes.astype(np.int64) * span + (day - (day.min() if ok.any() else 0))
+        uniq, inverse = np.unique(combined, return_inverse=True)
+        sums = {
+            "n": np.bincount(inverse, minlength=len(uniq)),
+            "n_promised": np.bincount(inverse, weights=outcomes.promised.to_numpy()[ok], minlength=len(uniq)),
+            "n_late": np.bincount(inverse, weights=outcomes.late.to_numpy()[ok], minlength=len(uniq)),
+            "n_exception": np.bincount(inverse, weights=outcomes.exception.to_numpy()[ok], minlength=len(uniq)),
+        }
+        bins = np.clip(np.searchsorted(BIN_EDGES_H, outcomes.lead_h.to_numpy()[ok], side="right") - 1, 0, N_BINS - 1)
+        hist = np.bincount(inverse * N_BINS + bins, minlength=len(uniq) * N_BINS).reshape(len(uniq), N_BINS)
+        return cls(level, pd.Index(groups, dtype="str"), (uniq // span).astype(np.int64),
+                   (uniq % span + (day.min() if ok.any() else 0)).astype(np.int64),
+                   {k: v.astype(np.int64) for k, v in sums.items()}, hist.astype(np.int32))
+
+    def since(self, first_day: int) -> "DailyTable":
+        keep = self.day >= first_day
+        return DailyTable(self.level, self.groups, self.group[keep], self.day[keep],
+                          {k: v[keep] for k, v in self.sums.items()}, self.hist[keep])
+
+    def _cumulative(self) -> None:
+        if self._cum_hist is None:
+            self._cum = {k: np.concatenate([[0], np.cumsum(v)]) for k, v in self.sums.items()}
+            self._cum_hist = np.concatenate([np.zeros((1, N_BINS), np.int64), np.cumsum(self.hist, axis=0, dtype=np.int64)])
+
+    def codes(self, keys: pd.Series) -> np.ndarray:
+        return self.groups.get_indexer(keys.astype("str").where(keys.notna(), "\x00missing"))
+
+    def window(self, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
+        """Sums over days in [day - width, day) per query; unknown groups give zeros."""
+        self._cumulative()
+        hi = _position(self.group, self.day, codes, days)
+        lo = _position(self.group, self.day, codes, days - width)
+        known = codes >= 0
+        out = {k: np.where(known, c[hi] - c[lo], 0) for k, c in self._cum.items()}
+        out["hist"] = np.where(known[:, None], self._cum_hist[hi] - self._cum_hist[lo], 0)
+        return out
+
+
+def _position(group: np.ndarray, day: np.ndarray, q_group: np.ndarray, q_day: np.ndarray) -> np.ndarray:
+    """Index of the first row with (group, day) >= (q_group, q_day) in lexicographic order."""
+    start = np.searchsorted(group, q_group, side="left")
+    end = np.searchsorted(group, q_group, side="right")
+    return start + count_less_in_ranges(day, start, end, q_day)
+
+
+def hist_quantiles(hist: np.ndarray, probs: tuple[float, ...]) -> list[np.ndarray]:
+    """Quantiles (hours) from binned counts, interpolated inside the bin; NaN when empty."""
+    total = hist.sum(axis=1)
+    cum = np.cumsum(hist, axis=1)
+    out = []
+    for p in probs:
+        target = p * total
+        b = np.minimum((cum < target[:, None]).sum(axis=1), N_BINS - 1)
+        below = np.where(b > 0, cum[np.arange(len(b)), np.maximum(b - 1, 0)], 0)
+        in_bin = hist[np.arange(len(b)), b]
+        frac = np.where(in_bin > 0, (target - below) / np.maximum(in_bin, 1), 0.5)
+        lo_edge, hi_edge = BIN_EDGES_H[b], np.where(np.isinf(BIN_EDGES_H[b + 1]), BIN_EDGES_H[b] * 1.5, BIN_EDGES_H[b + 1])
+        out.append(np.where(total > 0, lo_edge + frac * (hi_edge - lo_edge), np.nan))
+    return out
+
+
+@dataclass
+class History:
+    """Daily tables for every level plus the last day they cover."""
+
+    tables: dict[str, DailyTable]
+    volume: DailyTable  # shipments ordered per carrier-service and day
+    last_day: int  # the last (UTC) day whose facts are in the tables
+
+    @classmethod
+    def build(cls, shipments: pd.DataFrame, scans: pd.DataFrame | None, as_of: pd.Timestamp | None = None) -> "History":
+        """History from a data set; ``as_of`` (default: the data's end) bounds it."""
+        outcomes = delivery_outcomes(shipments, scans)
+        ordered = micros(shipments.ordered_at)
+        volume_rows = pd.DataFrame({
+            "day": day_number(ordered), "lead_h": 0.0, "promised": False, "late": False, "exception": False,
+            "carrier": shipments.carrier.to_numpy(), "service_level": shipments.service_level.to_numpy(),
+        })
+        end = as_of if as_of is not None else data_end(shipments, scans)
+        return cls({level: DailyTable.from_outcomes(outcomes, level) for level in LEVELS},
+                   DailyTable.from_outcomes(volume_rows, "carrier"), int(day_number(micros(pd.Series([end])))[0]))
+
+    def query_days(self, moments_us: np.ndarray) -> np.ndarray:
+        """The day each moment sees: its own day, but never past what history holds."""
+        return np.minimum(day_number(moments_us), self.last_day + 1)
+
+    def snapshot(self) -> "History":
+        """The part the service needs: the last year of daily rows."""
+        first = self.last_day + 1 - HISTORY_SPAN
+        return History({k: t.since(first) for k, t in self.tables.items()}, self.volume.since(first), self.last_day)
+
+    def features(self, shipments: pd.DataFrame, moments_us: np.ndarray) -> pd.DataFrame:
+        """All lane, carrier and region statistics for each shipment at its moment."""
+        days = self.query_days(moments_us)
+        cols: dict[str, np.ndarray] = {}
+        for level, table in self.tables.items():
+            codes = table.codes(group_keys(shipments, level))
+            cols.update(_level_features(table, codes, days, level))
+        self._add_shrunk(cols)
+        self._add_carrier_trend(cols, shipments, days)
+        return pd.DataFrame({k: v.astype(np.float32) for k, v in cols.items()}, index=shipments.index)
+
+    def _add_shrunk(self, cols: dict[str, np.ndarray]) -> None:
+        # Parents are shrunk first so each level leans on an already-stable parent.
+        for level in ("global", "carrier", "lane", "destination", "carrier_lane", "postal_lane"):
+            w = SHRINK_WINDOW[level]
+            n = cols[f"{level}_{w}d_n"]
+            for stat in ("median_h", "p90_h", "late_rate", "exception_rate"):
+                raw = cols[f"{level}_{w}d_{stat}"]
+                if level == "global":
+                    cols[f"{level}_{stat}"] = raw
+                    continue
+                parent = self._parent_value(cols, level, stat)
+                weight = n / (n + PRIOR_COUNT)
+                mixed = np.where(n > 0, weight * np.nan_to_num(raw) + (1 - weight) * parent, parent)
+                cols[f"{level}_{stat}"] = mixed
+
+    @staticmethod
+    def _parent_value(cols: dict[str, np.ndarray], level: str, stat: str) -> np.ndarray:
+        """A level's prior. A carrier's lane leans on the carrier's speed applied to the
+        lane's relative length (carrier x lane / global), so a thin carrier lane keeps
+        the distance that the carrier-wide figure alone would lose."""
+        parent = cols[f"{PARENT[level]}_{stat}"]
+        if level != "carrier_lane":
+            return parent
+        lane, glob = cols[f"lane_{stat}"], cols[f"global_{stat}"]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            blended = parent * lane / glob if stat.endswith("_h") else np.clip(parent + lane - glob, 0.0, 1.0)
+        return np.where(np.isfinite(blended), blended, parent)
+
+    def _add_carrier_trend(self, cols: dict[str, np.ndarray], shipments: pd.DataFrame, days: np.ndarray) -> None:
+        cols["carrier_trend_7_91"] = cols["carrier_7d_median_h"] / cols["carrier_91d_median_h"]
+        codes = self.volume.codes(group_keys(shipments, "carrier"))
+        last7 = self.volume.window(codes, days, 7)["n"].astype(float)
+        last91 = self.volume.window(codes, days, 91)["n"].astype(float)
+        cols["carrier_volume_7d"] = last7
+        cols["carrier_volume_ratio_7_91"] = np.where(last91 > 0, (last7 / 7.0) / np.maximum(last91 / 91.0, 1e-9), np.nan)
+
+
+def _level_features(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
+    """Window statistics for unique (group, day) pairs, broadcast back to every row."""
+    pair = np.stack([codes, days], axis=1)
+    uniq, inverse = np.unique(pair, axis=0, return_inverse=True)
+    inverse = inverse.ravel()
+    out: dict[str, np.ndarray] = {}
+    for width in WINDOWS[level]:
+        w = table.window(uniq[:, 0], uniq[:, 1], width)
+        n = w["n"].astype(float)
+        p10, p50, p90 = hist_quantiles(w["hist"], (0.1, 0.5, 0.9))
+        prefix = f"{level}_{width}d"
+        with np.errstate(invalid="ignore", divide="ignore"):
+            stats = {
+                "n": n,
+                "median_h": p50,
+                "p90_h": p90,
+                "spread_h": p90 - p10,
+                "late_rate": np.where(w["n_promised"] > 0, w["n_late"] / np.maximum(w["n_promised"], 1), np.nan),
+                "exception_rate": np.where(n > 0, w["n_exception"] / np.maximum(n, 1), np.nan),
+            }
+        for stat, values in stats.items():
+            out[f"{prefix}_{stat}"] = values[inverse]
+    return out
+
+
+def data_end(shipments: pd.DataFrame, scans: pd.DataFrame | None = None) -> pd.Timestamp:
+    """The latest moment any fact in the data set speaks of."""
+    candidates = [shipments[c].max() for c in ("ordered_at", "shipped_at", "delivered_at") if shipments[c].notna().any()]
+    if scans is not None and len(scans):
+        candidates.append(scans.scanned_at.max())
+    return max(candidates)
