@@ -78,8 +78,8 @@ def delivery_outcomes(shipments: pd.DataFrame, scans: pd.DataFrame | None) -> pd
     if scans is not None and len(scans):
         exc = scans[scans.event == "exception"]
         # Only exceptions scanned by the delivery count, so nothing later leaks in.
-        exc_at = exc.groupby("shipment_id", observed=True).scanned_at.min()
-        first_exc = micros(done.shipment_id.map(exc_at))
+        exc_at = exc.assign(shipment_id=exc.shipment_id.astype("str")).groupby("shipment_id").scanned_at.min()
+        first_exc = micros(exc_at.reindex(done.shipment_id.astype("str").to_numpy()))
         exception = (first_exc != NAT) & (first_exc <= delivered)
     return pd.DataFrame({
         "shipment_id": done.shipment_id.to_numpy(),

@@ -17,7 +17,10 @@ US_PER_HOUR = 3_600_000_000
 
 def micros(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """UTC timestamps as int64 microseconds since 1970 (NaT becomes INT64 min)."""
-    values = pd.Series(ts).astype("datetime64[us, UTC]")
+    values = pd.Series(ts)
+    if not isinstance(values.dtype, pd.DatetimeTZDtype):
+        values = pd.to_datetime(values, utc=True)  # e.g. all-missing floats from a failed lookup
+    values = values.astype("datetime64[us, UTC]")
     return values.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).view("int64")
 
 

@@ -1,0 +1,147 @@
+"""Feature pipelines beyond point-in-time: fallbacks, snapshots, thin data, the command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.load import DataSet, load_data_set
+from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
+from features.shipment import shipment_features
+
+EDDY = str(Path(sys.executable).parent / "eddy")
+
+
+@pytest.fixture(scope="module")
+def sim(sim_dir) -> DataSet:
+    return load_data_set(sim_dir)
+
+
+@pytest.fixture(scope="module")
+def snap(sim) -> FeatureSnapshot:
+    return FeatureSnapshot.fit(sim)
+
+
+def new_shipment(**overrides) -> pd.DataFrame:
+    row = {"shipment_id": "NEW1", "order_id": "ONEW", "customer_id": "CNEW", "carrier": "ups", "service_level": "ground",
+           "origin_region": "NJ", "destination_region": "CA", "origin_postal": "088", "destination_postal": "100",
+           "ordered_at": pd.Timestamp("2026-03-02T10:00:00Z"), "shipped_at": pd.NaT, "promised_at": pd.Timestamp("2026-03-09T23:59:59Z"),
+           "delivered_at": pd.NaT, "weight_kg": 2.0, "value": 30.0}
+    row.update(overrides)
+    df = pd.DataFrame([row])
+    for c in ("ordered_at", "shipped_at", "promised_at", "delivered_at"):
+        df[c] = pd.to_datetime(df[c], utc=True).astype("datetime64[us, UTC]")
+    return df
+
+
+def test_country_is_guessed_from_regions(snap):
+    assert snap.country == "US"
+
+
+def test_an_unseen_lane_and_carrier_fall_back_to_parent_levels(snap):
+    known = shipment_features(new_shipment(), snap.history, snap.locations, snap.country).iloc[0]
+    unseen = shipment_features(new_shipment(carrier="newco", origin_region="ZZ", origin_postal=None),
+                               snap.history, snap.locations, snap.country).iloc[0]
+    assert unseen.carrier_lane_91d_n == 0 and unseen.carrier_91d_n == 0
+    # Not null and not wild: the shrunk value falls back to the global figure.
+    assert unseen.carrier_lane_median_h == pytest.approx(unseen.global_median_h)
+    assert unseen.lane_median_h == pytest.approx(unseen.global_median_h)
+    assert known.carrier_lane_91d_n > 0
+    assert known.carrier_lane_median_h != pytest.approx(known.global_median_h)
+
+
+def test_shrinkage_moves_from_parent_to_own_value_with_count(snap):
+    rows = shipment_features(pd.concat([new_shipment(destination_region=r, shipment_id=r) for r in ("CA", "MT")]),
+                             snap.history, snap.locations, snap.country)
+    for _, r in rows.iterrows():
+        w = r.lane_91d_n / (r.lane_91d_n + 20.0)
+        own = r.lane_91d_median_h if r.lane_91d_n > 0 else 0.0
+        assert r.lane_median_h == pytest.approx(w * own + (1 - w) * r.global_median_h, rel=1e-5)
+    assert rows.lane_91d_n.iloc[0] > rows.lane_91d_n.iloc[1]  # a busy lane and a thin one
+
+
+def test_snapshot_round_trip_gives_identical_features(snap, tmp_path):
+    snap.save(tmp_path / "snap")
+    loaded = FeatureSnapshot.load(tmp_path / "snap")
+    requests = pd.concat([new_shipment(shipment_id=f"N{i}", destination_region=r) for i, r in enumerate(["CA", "NY", "FL", "MT"])])
+    a = shipment_features(requests, snap.history, snap.locations, snap.country)
+    b = shipment_features(requests, loaded.history, loaded.locations, loaded.country)
+    pd.testing.assert_frame_equal(a, b)
+    assert loaded.end == snap.end
+
+
+def test_a_request_after_the_snapshot_sees_the_snapshot_not_an_empty_window(snap):
+    soon = shipment_features(new_shipment(), snap.history, snap.locations, snap.country).iloc[0]
+    later = shipment_features(new_shipment(ordered_at=pd.Timestamp("2026-05-01T10:00:00Z")),
+                              snap.history, snap.locations, snap.country).iloc[0]
+    assert soon.lane_91d_n == later.lane_91d_n > 0
+
+
+def test_shifting_the_order_by_a_minute_barely_changes_features(snap):
+    a = shipment_features(new_shipment(), snap.history, snap.locations, snap.country).iloc[0]
+    b = shipment_features(new_shipment(ordered_at=pd.Timestamp("2026-03-02T10:01:00Z")), snap.history, snap.locations,
+                          snap.country).iloc[0]
+    numeric = a.index[[isinstance(v, (float, np.floating)) for v in a.values]]
+    changed = [c for c in numeric if not np.isclose(a[c], b[c], rtol=1e-3, equal_nan=True)]
+    assert changed == ["order_hour"] and b.order_hour - a.order_hour == pytest.approx(1 / 60, abs=1e-4)
+
+
+def test_shipments_only_data_set_builds_every_moment(sim, tmp_path):
+    only = DataSet(tmp_path, {"shipments": sim["shipments"]}, {}, {})
+    snap = FeatureSnapshot.fit(only)
+    rows = at_order(only, snap)
+    assert len(rows) == len(sim["shipments"])
+    assert rows.distance_km.isna().all()  # no locations: unknown, not invented
+    assert (rows.carrier_lane_365d_exception_rate.dropna() == 0).all()  # no scans: no exceptions seen
+    assert len(in_transit(only, snap, rows)) == 0  # no scans: no in-transit snapshots
+    churn = after_delivery(only, rows)
+    assert len(churn) > 0 and churn.rating.isna().all() and (churn.orders_so_far >= 1).all()
+
+
+def run(*args):
+    return subprocess.run([EDDY, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("moment, key", [("at-order", ["shipment_id"]), ("in-transit", ["shipment_id", "as_of"]),
+                                         ("after-delivery", ["order_id", "as_of"])])
+def test_features_command_on_the_simulated_set(sim_dir, tmp_path, moment, key):
+    out = tmp_path / "f.parquet"
+    r = run("features", str(sim_dir), "--out", str(out), "--moment", moment)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(f"wrote ") and str(out) in r.stdout
+    df = pd.read_parquet(out)
+    assert len(df) > 1000 and not df.duplicated(key).any()
+
+
+def test_features_command_on_the_olist_import_and_a_bare_data_set(olist_src, sim_dir, tmp_path):
+    assert run("import-olist", str(olist_src), "--out", str(tmp_path / "olist")).returncode == 0
+    r = run("features", str(tmp_path / "olist"), "--out", str(tmp_path / "o.parquet"))
+    assert r.returncode == 0, r.stderr
+    olist = pd.read_parquet(tmp_path / "o.parquet")
+    assert olist.shipment_id.is_unique and olist.distance_km.notna().mean() > 0.9
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    pd.read_parquet(sim_dir / "shipments.parquet").to_parquet(bare / "shipments.parquet")
+    for moment in ("at-order", "in-transit", "after-delivery"):
+        r = run("features", str(bare), "--out", str(tmp_path / f"b-{moment}.parquet"), "--moment", moment)
+        assert r.returncode == 0, (moment, r.stderr)
+
+
+def test_features_command_in_transit_as_of(sim_dir, tmp_path):
+    r = run("features", str(sim_dir), "--out", str(tmp_path / "t.parquet"), "--moment", "in-transit",
+            "--as-of", "2025-06-01T12:00:00")
+    assert r.returncode == 0, r.stderr
+    df = pd.read_parquet(tmp_path / "t.parquet")
+    assert (df.as_of == pd.Timestamp("2025-06-01T12:00:00Z")).all() and len(df) > 10
+    assert (df.hours_since_order > 0).all()
+
+
+def test_features_command_rejects_a_bad_moment(sim_dir, tmp_path):
+    r = run("features", str(sim_dir), "--out", str(tmp_path / "x.parquet"), "--moment", "yesterday")
+    assert r.returncode == 2 and "--moment must be one of" in r.stderr and "Traceback" not in r.stderr

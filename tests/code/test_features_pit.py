@@ -1,0 +1,213 @@
+"""Point-in-time correctness of every feature, shown two ways.
+
+1. Against slow, obviously-correct loop references on a small data set: for each
+   sampled moment, walk over the raw rows and keep only what happened strictly before.
+2. By truncation: features on the full data and on the same data cut at a moment T
+   (later rows and scans removed, later outcomes blanked) are identical for every
+   prediction moment before T.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.load import DataSet, load_data_set
+from data.simulate import SimConfig, simulate
+from data.write import write_data_set
+from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
+from features.customer import churn_moments, order_experience
+from features.history import BIN_EDGES_H, N_BINS, hist_quantiles
+from features.pit import EventIndex
+from features.transit import training_moments
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> DataSet:
+    """About 1,300 shipments over two years: small enough for loops over raw rows."""
+    folder = tmp_path_factory.mktemp("tiny")
+    write_data_set(simulate(SimConfig(customers=400, seed=21)).tables, folder)
+    return load_data_set(folder)
+
+
+@pytest.fixture(scope="module")
+def tiny_features(tiny):
+    snap = FeatureSnapshot.fit(tiny, country="US")
+    rows = at_order(tiny, snap)
+    return snap, rows
+
+
+def day_of(ts: pd.Timestamp) -> pd.Timestamp:
+    return ts.floor("D")
+
+
+# ------------------------------------------------------------- loop references
+
+
+def reference_lane_stats(ds: DataSet, ship: pd.Series, width: int, cols: tuple[str, ...]) -> dict[str, float]:
+    """Deliveries of the same group whose delivery day lies in [day - width, day)."""
+    s = ds["shipments"]
+    exc_first = ds["scans"][ds["scans"].event == "exception"].groupby("shipment_id").scanned_at.min()
+    today = day_of(ship.ordered_at)
+    hist = np.zeros(N_BINS, dtype=np.int64)
+    n = n_promised = n_late = n_exc = 0
+    for _, other in s.iterrows():
+        if pd.isna(other.delivered_at) or any(other[c] != ship[c] for c in cols):
+            continue
+        d = day_of(other.delivered_at)
+        if not (today - pd.Timedelta(days=width) <= d < today):
+            continue
+        lead = (other.delivered_at - other.ordered_at) / pd.Timedelta(hours=1)
+        hist[min(np.searchsorted(BIN_EDGES_H, lead, side="right") - 1, N_BINS - 1)] += 1
+        n += 1
+        if pd.notna(other.promised_at):
+            n_promised += 1
+            n_late += other.delivered_at > other.promised_at
+        e = exc_first.get(other.shipment_id)
+        n_exc += e is not None and e <= other.delivered_at
+    median = hist_quantiles(hist[None, :], (0.5,))[0][0]
+    return {"n": n, "median_h": median, "late_rate": n_late / n_promised if n_promised else np.nan,
+            "exception_rate": n_exc / n if n else np.nan}
+
+
+@pytest.mark.parametrize("level, cols, width", [
+    ("lane", ("origin_region", "destination_region"), 91),
+    ("carrier", ("carrier", "service_level"), 28),
+    ("carrier_lane", ("carrier", "service_level", "origin_region", "destination_region"), 365),
+    ("destination", ("destination_region",), 7),
+])
+def test_history_statistics_match_a_loop_over_raw_rows(tiny, tiny_features, level, cols, width):
+    _, rows = tiny_features
+    s = tiny["shipments"]
+    sample = np.random.default_rng(1).choice(len(s), 40, replace=False)
+    for i in sample:
+        ref = reference_lane_stats(tiny, s.iloc[i], width, cols)
+        got = rows.iloc[i]
+        prefix = f"{level}_{width}d"
+        assert got[f"{prefix}_n"] == ref["n"]
+        for stat in ("median_h", "late_rate", "exception_rate"):
+            np.testing.assert_allclose(got[f"{prefix}_{stat}"], ref[stat], rtol=1e-5, equal_nan=True,
+                                       err_msg=f"{prefix}_{stat} of {s.shipment_id.iloc[i]}")
+
+
+def test_transit_features_match_a_loop_over_scans(tiny):
+    s, scans = tiny["shipments"], tiny["scans"]
+    moments = training_moments(s, scans, s.ordered_at.max(), seed=3).sample(150, random_state=0)
+    got = in_transit(tiny, FeatureSnapshot.fit(tiny, country="US"), at_order(tiny, FeatureSnapshot.fit(tiny, country="US")),
+                     moments).reset_index(drop=True)
+    for k, m in enumerate(moments.itertuples(index=False)):
+        seen = scans[(scans.shipment_id == m.shipment_id) & (scans.scanned_at < m.as_of)].sort_values("scanned_at")
+        ship = s[s.shipment_id == m.shipment_id].iloc[0]
+        row = got.iloc[k]
+        assert row.scans_so_far == len(seen)
+        assert row.exceptions_so_far == (seen.event == "exception").sum()
+        assert row.facility_scans == seen.event.isin(["arrived_at_facility", "departed_facility", "in_transit"]).sum()
+        assert row.last_event == (seen.event.iloc[-1] if len(seen) else None) or (pd.isna(row.last_event) and not len(seen))
+        pickups = list(seen.scanned_at[seen.event == "picked_up"])
+        if pd.notna(ship.shipped_at) and ship.shipped_at < m.as_of:
+            pickups.append(ship.shipped_at)
+        expected = (m.as_of - min(pickups)) / pd.Timedelta(hours=1) if pickups else np.nan
+        np.testing.assert_allclose(row.hours_since_pickup, expected, rtol=1e-5, equal_nan=True)
+
+
+def test_customer_features_match_a_loop_over_orders_and_feedback(tiny):
+    s, scans, orders, feedback = tiny["shipments"], tiny["scans"], tiny["orders"], tiny["feedback"]
+    exp = order_experience(s, scans)
+    lags = np.random.default_rng(2).uniform(0, 30, len(exp))
+    moments = churn_moments(exp, lags).sample(120, random_state=1).reset_index(drop=True)
+    got = after_delivery(tiny, moments=moments)
+    cust_of_order = orders.set_index("order_id").customer_id
+    for k, m in enumerate(moments.itertuples(index=False)):
+        c = cust_of_order[m.order_id]
+        mine = orders[(orders.customer_id == c) & (orders.ordered_at < m.as_of)]
+        parcels = s[s.order_id == m.order_id]
+        ref = max(p.delivered_at if pd.notna(p.delivered_at) else p.promised_at for p in parcels.itertuples())
+        fb = feedback[feedback.order_id.isin(orders.order_id[orders.customer_id == c]) & (feedback.submitted_at < m.as_of)]
+        own = fb[fb.order_id == m.order_id]
+        earlier = fb[fb.order_id != m.order_id]
+        my_scans = scans[scans.shipment_id.isin(parcels.shipment_id) & (scans.scanned_at < m.as_of)]
+        row = got.iloc[k]
+        assert row.orders_so_far == len(mine)
+        assert row.orders_since_delivery == (mine.ordered_at > ref).sum()
+        np.testing.assert_allclose(row.spend_so_far, mine.value.sum(), rtol=1e-4)
+        assert row.exceptions == (my_scans.event == "exception").sum()
+        assert row.failed_attempts == (my_scans.event == "delivery_attempted").sum()
+        np.testing.assert_allclose(row.contacts, own.contacts.sum() if len(own) else np.nan, equal_nan=True)
+        np.testing.assert_allclose(row.earlier_contacts, earlier.contacts.sum(), rtol=1e-6)
+        rated = own.dropna(subset=["rating"]).sort_values("submitted_at")
+        np.testing.assert_allclose(row.rating, rated.rating.iloc[-1] if len(rated) else np.nan, equal_nan=True)
+        late_days = [((min(p.delivered_at, m.as_of) if pd.notna(p.delivered_at) and p.delivered_at < m.as_of else m.as_of)
+                      - p.promised_at) / pd.Timedelta(days=1) for p in parcels.itertuples() if pd.notna(p.promised_at)]
+        np.testing.assert_allclose(row.days_late, max(late_days) if late_days else np.nan, rtol=1e-4, equal_nan=True)
+
+
+def test_event_index_is_strict():
+    idx = EventIndex(np.array([0, 0, 1]), np.array([10, 20, 10]))
+    assert idx.count_before(np.array([0, 0, 0, 1]), np.array([10, 11, 21, 10])).tolist() == [0, 1, 2, 0]
+
+
+# ------------------------------------------------------------------- truncation
+
+
+def truncate(ds: DataSet, cut: pd.Timestamp) -> DataSet:
+    """The data set as it looked at ``cut``: later rows gone, later outcomes unknown."""
+    s = ds["shipments"]
+    s = s[s.ordered_at < cut].copy()
+    for col in ("shipped_at", "delivered_at"):
+        s[col] = s[col].where(s[col] < cut)
+    t = {"shipments": s.reset_index(drop=True)}
+    for name, col in (("scans", "scanned_at"), ("orders", "ordered_at"), ("feedback", "submitted_at")):
+        if ds.get(name) is not None:
+            frame = ds[name]
+            t[name] = frame[frame[col] < cut].reset_index(drop=True)
+    if ds.get("scans") is not None:
+        t["scans"] = t["scans"][t["scans"].shipment_id.isin(s.shipment_id)].reset_index(drop=True)
+    for name in ("customers", "locations"):
+        if ds.get(name) is not None:
+            t[name] = ds[name]
+    return DataSet(ds.folder, t, {}, {})
+
+
+def assert_same_rows(full: pd.DataFrame, cut: pd.DataFrame, keys: list[str]) -> None:
+    a = full.sort_values(keys).reset_index(drop=True)
+    b = cut.set_index(keys).loc[pd.MultiIndex.from_frame(a[keys]) if len(keys) > 1 else a[keys[0]]].reset_index()
+    pd.testing.assert_frame_equal(a, b[a.columns], check_dtype=False)
+
+
+def check_truncation(ds: DataSet, cut: pd.Timestamp, country: str) -> None:
+    small = truncate(ds, cut)
+    full_snap = FeatureSnapshot.fit(ds, country=country)
+    cut_snap = FeatureSnapshot.fit(small, country=country, end=cut)
+
+    full_rows, cut_rows = at_order(ds, full_snap), at_order(small, cut_snap)
+    before = full_rows.shipment_id.isin(small["shipments"].shipment_id)
+    assert before.sum() > 100
+    assert_same_rows(full_rows[before], cut_rows, ["shipment_id"])
+
+    moments = training_moments(ds["shipments"], ds.get("scans"), cut, seed=5)
+    moments = moments[moments.as_of < cut]
+    if len(moments):
+        full_t = in_transit(ds, full_snap, full_rows, moments)
+        cut_t = in_transit(small, cut_snap, cut_rows, moments)
+        assert_same_rows(full_t, cut_t, ["shipment_id", "as_of"])
+
+    exp = order_experience(ds["shipments"], ds.get("scans"))
+    lags = np.random.default_rng(0).uniform(0, 20, len(exp))
+    cm = churn_moments(exp, lags)
+    cm = cm[cm.as_of < cut]
+    assert len(cm) > 50
+    full_c = after_delivery(ds, full_rows, cm)
+    cut_c = after_delivery(small, cut_rows, cm)
+    assert_same_rows(full_c, cut_c, ["order_id", "as_of"])
+
+
+def test_truncation_on_simulated_data(tiny):
+    check_truncation(tiny, pd.Timestamp("2025-06-17T13:30:00Z"), "US")
+
+
+def test_truncation_on_the_olist_import(olist_src, tmp_path):
+    from data.olist import import_olist, write_import
+
+    write_import(import_olist(olist_src), tmp_path)
+    check_truncation(load_data_set(tmp_path), pd.Timestamp("2017-12-01T00:00:00Z"), "BR")
