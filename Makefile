@@ -29,6 +29,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate_1m.py
+	$(BIN)/python benchmarks/features_scale.py
 
 clean:
 	rm -rf $(VENV) data/sets build *.egg-info

@@ -251,6 +251,17 @@ def _empty_column(kind: str, n: int) -> pd.Series:
     return pd.Series(np.nan, index=range(n), dtype="str")
 
 
+def isin(s: pd.Series, values) -> np.ndarray:
+    """Vectorised membership for text columns (pandas' Arrow-string isin loops in Python)."""
+    import pyarrow.compute as pc
+
+    arr = pa.array(s.astype("str").to_numpy(dtype=object, na_value=None), type=pa.string()) \
+        if not isinstance(s.dtype, pd.StringDtype) else pa.array(s.array)
+    value_set = pa.array(pd.Series(list(values) if not isinstance(values, pd.Series) else values, dtype="str")
+                         .dropna().unique().tolist(), type=pa.string())
+    return pc.is_in(arr, value_set=value_set).to_numpy(zero_copy_only=False).astype(bool) & s.notna().to_numpy()
+
+
 def _later(a: pd.Series, b: pd.Series) -> np.ndarray:
     """Rows where both are known and ``a`` is strictly after ``b``."""
     return (a.notna() & b.notna() & (a > b)).to_numpy()
@@ -272,16 +283,17 @@ def _check_shipments(df: pd.DataFrame, p: _Problems) -> None:
 
 
 def _check_scans(df: pd.DataFrame, p: _Problems, all_shipment_ids: pd.Series, shipments_ok: pd.DataFrame) -> None:
-    p.add((df.event.notna() & ~df.event.isin(EVENTS)).to_numpy(), "event", "unknown event")
+    p.add(df.event.notna().to_numpy() & ~isin(df.event, EVENTS), "event", "unknown event")
     # "unknown" (no such shipment in the file) and "quarantined" (its shipment row was
     # rejected) are different fixes for the person reading the report.
-    known_anywhere = df.shipment_id.isin(all_shipment_ids)
-    accepted = df.shipment_id.isin(shipments_ok.shipment_id)
-    has_id = df.shipment_id.notna()
-    p.add((has_id & ~known_anywhere).to_numpy(), "shipment_id", "scan for an unknown shipment")
-    p.add((has_id & known_anywhere & ~accepted).to_numpy(), "shipment_id", "scan for a quarantined shipment")
-    ordered = df.shipment_id.map(shipments_ok.set_index("shipment_id").ordered_at)
-    p.add(_later(ordered, df.scanned_at), "scanned_at", "scanned_at before the shipment's ordered_at")
+    has_id = df.shipment_id.notna().to_numpy()
+    position = pd.Index(shipments_ok.shipment_id).get_indexer(df.shipment_id)
+    accepted = position >= 0
+    known_anywhere = accepted | isin(df.shipment_id, all_shipment_ids)
+    p.add(has_id & ~known_anywhere, "shipment_id", "scan for an unknown shipment")
+    p.add(has_id & known_anywhere & ~accepted, "shipment_id", "scan for a quarantined shipment")
+    ordered = shipments_ok.ordered_at.iloc[np.maximum(position, 0)].reset_index(drop=True).where(accepted)
+    p.add(_later(ordered, df.scanned_at.reset_index(drop=True)), "scanned_at", "scanned_at before the shipment's ordered_at")
 
 
 def _check_orders(df: pd.DataFrame, p: _Problems) -> None:
@@ -294,7 +306,7 @@ def _check_feedback(df: pd.DataFrame, p: _Problems, known_orders: pd.Series) -> 
           "rating", "rating outside 1..5")
     p.add((df.contacts.notna() & (df.contacts < 0)).to_numpy(dtype=bool, na_value=False),
           "contacts", "negative contacts")
-    p.add((df.order_id.notna() & ~df.order_id.isin(known_orders)).to_numpy(), "order_id", "feedback for an unknown order")
+    p.add(df.order_id.notna().to_numpy() & ~isin(df.order_id, known_orders), "order_id", "feedback for an unknown order")
 
 
 def _check_customers(df: pd.DataFrame, p: _Problems) -> None:
@@ -303,7 +315,7 @@ def _check_customers(df: pd.DataFrame, p: _Problems) -> None:
 
 def _check_locations(df: pd.DataFrame, p: _Problems) -> None:
     p.add(_duplicates(df, ("key", "kind")), "key", "duplicate key and kind")
-    p.add((df.kind.notna() & ~df.kind.isin(LOCATION_KINDS)).to_numpy(), "kind", "kind is not region or postal")
+    p.add(df.kind.notna().to_numpy() & ~isin(df.kind, LOCATION_KINDS), "kind", "kind is not region or postal")
     p.add((df.latitude.abs() > 90).to_numpy(), "latitude", "latitude outside -90..90")
     p.add((df.longitude.abs() > 180).to_numpy(), "longitude", "longitude outside -180..180")
 

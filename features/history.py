@@ -52,6 +52,7 @@ SHRINK_WINDOW = {"global": 91, "carrier": 91, "lane": 91, "carrier_lane": 91, "p
 PRIOR_COUNT = 20.0  # a group with n deliveries weighs n / (n + 20) against its parent
 SCALAR_SUMS = ("n", "n_promised", "n_late", "n_exception")
 HISTORY_SPAN = 366  # days of daily rows a snapshot keeps: the longest window plus one
+QUERY_BLOCK = 200_000  # (group, day) pairs per window query
 
 
 def group_keys(shipments: pd.DataFrame, level: str) -> pd.Series:
@@ -205,6 +206,10 @@ class History:
 
     def features(self, shipments: pd.DataFrame, moments_us: np.ndarray) -> pd.DataFrame:
         """All lane, carrier and region statistics for each shipment at its moment."""
+        return pd.DataFrame(self.feature_columns(shipments, moments_us), index=shipments.index)
+
+    def feature_columns(self, shipments: pd.DataFrame, moments_us: np.ndarray) -> dict[str, np.ndarray]:
+        """The same statistics as float32 arrays, for callers assembling a wider frame."""
         days = self.query_days(moments_us)
         cols: dict[str, np.ndarray] = {}
         for level, table in self.tables.items():
@@ -212,7 +217,7 @@ class History:
             cols.update(_level_features(table, codes, days, level))
         self._add_shrunk(cols)
         self._add_carrier_trend(cols, shipments, days)
-        return pd.DataFrame({k: v.astype(np.float32) for k, v in cols.items()}, index=shipments.index)
+        return {k: v.astype(np.float32, copy=False) for k, v in cols.items()}
 
     def _add_shrunk(self, cols: dict[str, np.ndarray]) -> None:
         # Parents are shrunk first so each level leans on an already-stable parent.
@@ -227,7 +232,7 @@ class History:
                 parent = self._parent_value(cols, level, stat)
                 weight = n / (n + PRIOR_COUNT)
                 mixed = np.where(n > 0, weight * np.nan_to_num(raw) + (1 - weight) * parent, parent)
-                cols[f"{level}_{stat}"] = mixed
+                cols[f"{level}_{stat}"] = mixed.astype(np.float32)
 
     @staticmethod
     def _parent_value(cols: dict[str, np.ndarray], level: str, stat: str) -> np.ndarray:
@@ -253,27 +258,33 @@ class History:
 
 def _level_features(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
     """Window statistics for unique (group, day) pairs, broadcast back to every row."""
-    pair = np.stack([codes, days], axis=1)
-    uniq, inverse = np.unique(pair, axis=0, return_inverse=True)
-    inverse = inverse.ravel()
+    span = int(days.max() - days.min() + 1) if len(days) else 1
+    combined = (codes.astype(np.int64) + 1) * span + (days - (days.min() if len(days) else 0))
+    uniq, inverse = np.unique(combined, return_inverse=True)
+    u_codes, u_days = uniq // span - 1, uniq % span + (days.min() if len(days) else 0)
     out: dict[str, np.ndarray] = {}
     for width in WINDOWS[level]:
-        w = table.window(uniq[:, 0], uniq[:, 1], width)
-        n = w["n"].astype(float)
-        p10, p50, p90 = hist_quantiles(w["hist"], (0.1, 0.5, 0.9))
-        prefix = f"{level}_{width}d"
-        with np.errstate(invalid="ignore", divide="ignore"):
-            stats = {
-                "n": n,
-                "median_h": p50,
-                "p90_h": p90,
-                "spread_h": p90 - p10,
-                "late_rate": np.where(w["n_promised"] > 0, w["n_late"] / np.maximum(w["n_promised"], 1), np.nan),
-                "exception_rate": np.where(n > 0, w["n_exception"] / np.maximum(n, 1), np.nan),
-            }
-        for stat, values in stats.items():
-            out[f"{prefix}_{stat}"] = values[inverse]
+        # Blocks cap the (pairs x bins) temporaries at a few hundred MB at any scale.
+        parts = [_window_stats(table, u_codes[i:i + QUERY_BLOCK], u_days[i:i + QUERY_BLOCK], width)
+                 for i in range(0, max(len(uniq), 1), QUERY_BLOCK)]
+        for stat in parts[0]:
+            out[f"{level}_{width}d_{stat}"] = np.concatenate([p[stat] for p in parts]).astype(np.float32)[inverse]
     return out
+
+
+def _window_stats(table: DailyTable, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
+    w = table.window(codes, days, width)
+    n = w["n"].astype(float)
+    p10, p50, p90 = hist_quantiles(w.pop("hist"), (0.1, 0.5, 0.9))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {
+            "n": n,
+            "median_h": p50,
+            "p90_h": p90,
+            "spread_h": p90 - p10,
+            "late_rate": np.where(w["n_promised"] > 0, w["n_late"] / np.maximum(w["n_promised"], 1), np.nan),
+            "exception_rate": np.where(n > 0, w["n_exception"] / np.maximum(n, 1), np.nan),
+        }
 
 
 def data_end(shipments: pd.DataFrame, scans: pd.DataFrame | None = None) -> pd.Timestamp:

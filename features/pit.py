@@ -20,8 +20,7 @@ def micros(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     values = pd.Series(ts)
     if not isinstance(values.dtype, pd.DatetimeTZDtype):
         values = pd.to_datetime(values, utc=True)  # e.g. all-missing floats from a failed lookup
-    values = values.astype("datetime64[us, UTC]")
-    return values.to_numpy(dtype="datetime64[us]", na_value=np.datetime64("NaT")).view("int64")
+    return values.astype("datetime64[us, UTC]").array.asi8  # NaT is INT64 min
 
 
 def day_number(us: np.ndarray) -> np.ndarray:
@@ -47,8 +46,9 @@ class EventIndex:
     before ``t``.
     """
 
-    def __init__(self, key: np.ndarray, time_us: np.ndarray):
-        self.order = np.lexsort((time_us, key))  # positions in the caller's arrays
+    def __init__(self, key: np.ndarray, time_us: np.ndarray, presorted: bool = False):
+        # Positions in the caller's arrays; a subset of sorted events is still sorted.
+        self.order = np.arange(len(key)) if presorted else np.lexsort((time_us, key))
         self.key = key[self.order]
         self.time = time_us[self.order]
 
