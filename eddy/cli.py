@@ -150,7 +150,7 @@ def features(
                 rows = in_transit(ds, snapshot, rows, moments_at(ds, when) if when is not None else None)
             elif moment == "after-delivery":
                 update("after delivery", 0.6)
-                rows = after_delivery(ds, rows)
+                rows = after_delivery(ds, snapshot, rows)
             update("writing", 0.9)
             out_file.parent.mkdir(parents=True, exist_ok=True)
             rows.to_csv(out_file, index=False) if out_file.suffix == ".csv" else rows.to_parquet(out_file, index=False)

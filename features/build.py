@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 
 from data.calendar import guess_country
 from data.load import DataSet
-from features.customer import churn_moments, customer_features, order_experience, orders_table
+from features.customer import CustomerHistory, churn_moments, customer_features
 from features.history import N_BINS, SCALAR_SUMS, DailyTable, History, data_end
 from features.pit import micros
 from features.shipment import Locations, shipment_features
@@ -36,13 +36,15 @@ class FeatureSnapshot:
     locations: Locations
     country: str
     end: pd.Timestamp
+    customers: CustomerHistory
 
     @classmethod
     def fit(cls, ds: DataSet, country: str | None = None, end: pd.Timestamp | None = None) -> "FeatureSnapshot":
         shipments, scans = ds["shipments"], ds.get("scans")
         end = end if end is not None else data_end(shipments, scans)
+        customers = CustomerHistory.from_tables(shipments, scans, ds.get("orders"), ds.get("feedback"), ds.get("customers"))
         return cls(History.build(shipments, scans, end), Locations(ds.get("locations")),
-                   country or guess_country(shipments.destination_region), end)
+                   country or guess_country(shipments.destination_region), end, customers)
 
     # -- persistence
     def save(self, folder: str | Path) -> Path:
@@ -52,6 +54,7 @@ class FeatureSnapshot:
         for name, table in {**snap.tables, "volume": snap.volume}.items():
             _write_daily(table, folder / f"history_{name}.parquet")
         self.locations.table.to_parquet(folder / "locations.parquet", index=False)
+        self.customers.save(folder)
         meta = {"version": SNAPSHOT_VERSION, "country": self.country, "end": self.end.isoformat(),
                 "last_day": self.history.last_day, "levels": list(snap.tables)}
         (folder / "snapshot.json").write_text(json.dumps(meta, indent=2))
@@ -66,7 +69,7 @@ class FeatureSnapshot:
         tables = {name: _read_daily(folder / f"history_{name}.parquet", name) for name in meta["levels"]}
         history = History(tables, _read_daily(folder / "history_volume.parquet", "carrier"), int(meta["last_day"]))
         return cls(history, Locations(pd.read_parquet(folder / "locations.parquet")), meta["country"],
-                   pd.Timestamp(meta["end"]))
+                   pd.Timestamp(meta["end"]), CustomerHistory.load(folder))
 
 
 def _write_daily(t: DailyTable, path: Path) -> None:
@@ -114,15 +117,14 @@ def add_progress(transit_rows: pd.DataFrame, at_order_rows: pd.DataFrame) -> pd.
     return transit_rows
 
 
-def after_delivery(ds: DataSet, at_order_rows: pd.DataFrame | None = None, moments: pd.DataFrame | None = None,
-                   lag_days: float | np.ndarray = 0.0) -> pd.DataFrame:
+def after_delivery(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None = None,
+                   moments: pd.DataFrame | None = None, lag_days: float | np.ndarray = 0.0) -> pd.DataFrame:
     """Customer features per (order_id, as_of); default moments: each judged order + lag."""
     shipments, scans = ds["shipments"], ds.get("scans")
     if moments is None:
-        moments = churn_moments(order_experience(shipments, scans), lag_days)
+        moments = churn_moments(snapshot.customers.experience, lag_days)
     usual = at_order_rows.set_index("shipment_id")[USUAL_HOURS] if at_order_rows is not None else None
-    return customer_features(shipments, scans, orders_table(shipments, ds.get("orders")), ds.get("feedback"),
-                             ds.get("customers"), moments, usual)
+    return customer_features(shipments, scans, snapshot.customers, moments, usual)
 
 
 def moments_at(ds: DataSet, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -7,6 +7,9 @@ promise) the customer is reacting to, and the moment we score. Everything is as 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -70,22 +73,66 @@ def churn_moments(experience: pd.DataFrame, lag_days: float | np.ndarray = 0.0) 
                          "as_of": pd.to_datetime(as_of, unit="us", utc=True).astype("datetime64[us, UTC]")})
 
 
-def customer_features(shipments: pd.DataFrame, scans: pd.DataFrame | None, orders: pd.DataFrame,
-                      feedback: pd.DataFrame | None, customers: pd.DataFrame | None, moments: pd.DataFrame,
-                      usual_hours: pd.Series | None = None) -> pd.DataFrame:
+@dataclass
+class CustomerHistory:
+    """What churn features need about customers besides the delivery being scored.
+
+    Built from a whole data set for training, saved in the feature snapshot, and
+    extended with a request's own order by the service: the same tables either way.
+    """
+
+    orders: pd.DataFrame  # order_id, customer_id, ordered_at, value
+    experience: pd.DataFrame  # per order with shipments: ref (us, NAT while open), late, lane
+    feedback: pd.DataFrame | None
+    customers: pd.DataFrame | None
+
+    TABLES = ("orders", "experience", "feedback", "customers")
+
+    @classmethod
+    def from_tables(cls, shipments, scans, orders, feedback, customers) -> "CustomerHistory":
+        return cls(orders_table(shipments, orders), order_experience(shipments, scans), feedback, customers)
+
+    def with_orders(self, shipments: pd.DataFrame, scans: pd.DataFrame | None) -> "CustomerHistory":
+        """This history plus the orders of ``shipments`` (replacing any with the same id)."""
+        new_exp = order_experience(shipments, scans)
+        new_orders = orders_table(shipments, None)
+        keep_exp = self.experience[~self.experience.order_id.isin(new_exp.order_id)]
+        keep_orders = self.orders[~self.orders.order_id.astype("str").isin(new_orders.order_id.astype("str"))]
+        return CustomerHistory(pd.concat([keep_orders, new_orders], ignore_index=True),
+                               pd.concat([keep_exp, new_exp], ignore_index=True), self.feedback, self.customers)
+
+    def save(self, folder: Path) -> None:
+        for name in self.TABLES:
+            table = getattr(self, name)
+            if table is not None:
+                table.to_parquet(Path(folder) / f"customers_{name}.parquet", index=False)
+
+    @classmethod
+    def load(cls, folder: Path) -> "CustomerHistory":
+        def read(name):
+            path = Path(folder) / f"customers_{name}.parquet"
+            return pd.read_parquet(path) if path.exists() else None
+
+        return cls(*(read(name) for name in cls.TABLES))
+
+
+def customer_features(shipments: pd.DataFrame, scans: pd.DataFrame | None, history: CustomerHistory,
+                      moments: pd.DataFrame, usual_hours: pd.Series | None = None) -> pd.DataFrame:
     """One row per (order_id, as_of): the delivery just completed and the customer's history.
 
-    ``usual_hours`` (per shipment_id, optional) is the lane's usual lead time at order
-    time, to say how slow this delivery was against it.
+    ``shipments`` and ``scans`` must hold the parcels of the scored orders (more is
+    fine). ``usual_hours`` (per shipment_id, optional) is the lane's usual lead time at
+    order time, to say how slow this delivery was against it.
     """
-    exp = order_experience(shipments, scans)
+    exp = history.experience
     exp_row = pd.Index(exp.order_id).get_indexer(moments.order_id.astype("str"))
     if (exp_row < 0).any():
         raise KeyError(f"churn moment for an order without shipments: {moments.order_id[exp_row < 0].iloc[0]!r}")
     at = micros(moments.as_of)
     cur = exp.iloc[exp_row].reset_index(drop=True)
-    current = _current_delivery(shipments, scans, feedback, moments.order_id.astype("str").to_numpy(), at, usual_hours)
-    history = _history(exp, orders, feedback, customers, cur, at)
+    current = _current_delivery(shipments, scans, history.feedback, moments.order_id.astype("str").to_numpy(), at,
+                                usual_hours)
+    history = _history(exp, history.orders, history.feedback, history.customers, cur, at)
     out = pd.DataFrame({
         "order_id": moments.order_id.astype("str").to_numpy(),
         "customer_id": cur.customer_id.to_numpy(),

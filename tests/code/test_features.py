@@ -99,7 +99,7 @@ def test_shipments_only_data_set_builds_every_moment(sim, tmp_path):
     assert rows.distance_km.isna().all()  # no locations: unknown, not invented
     assert (rows.carrier_lane_365d_exception_rate.dropna() == 0).all()  # no scans: no exceptions seen
     assert len(in_transit(only, snap, rows)) == 0  # no scans: no in-transit snapshots
-    churn = after_delivery(only, rows)
+    churn = after_delivery(only, snap, rows)
     assert len(churn) > 0 and churn.rating.isna().all() and (churn.orders_so_far >= 1).all()
 
 
@@ -145,3 +145,20 @@ def test_features_command_in_transit_as_of(sim_dir, tmp_path):
 def test_features_command_rejects_a_bad_moment(sim_dir, tmp_path):
     r = run("features", str(sim_dir), "--out", str(tmp_path / "x.parquet"), "--moment", "yesterday")
     assert r.returncode == 2 and "--moment must be one of" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_churn_features_from_a_loaded_snapshot_plus_the_request_equal_training_features(sim, snap, tmp_path):
+    from features.build import after_delivery
+    from features.customer import churn_moments, customer_features
+
+    snap.save(tmp_path / "snap")
+    loaded = FeatureSnapshot.load(tmp_path / "snap")
+    moments = churn_moments(snap.customers.experience, 2.0).tail(25).reset_index(drop=True)
+    training = after_delivery(sim, snap, moments=moments)
+    s = sim["shipments"]
+    for k, m in moments.iterrows():
+        parcels = s[s.order_id == m.order_id]
+        scans = sim["scans"][sim["scans"].shipment_id.isin(parcels.shipment_id)]
+        served = customer_features(parcels, scans, loaded.customers.with_orders(parcels, scans), moments.iloc[[k]])
+        pd.testing.assert_frame_equal(served.reset_index(drop=True), training.iloc[[k]].reset_index(drop=True),
+                                      check_dtype=False)

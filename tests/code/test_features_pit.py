@@ -116,7 +116,7 @@ def test_customer_features_match_a_loop_over_orders_and_feedback(tiny):
     exp = order_experience(s, scans)
     lags = np.random.default_rng(2).uniform(0, 30, len(exp))
     moments = churn_moments(exp, lags).sample(120, random_state=1).reset_index(drop=True)
-    got = after_delivery(tiny, moments=moments)
+    got = after_delivery(tiny, FeatureSnapshot.fit(tiny, country="US"), moments=moments)
     cust_of_order = orders.set_index("order_id").customer_id
     for k, m in enumerate(moments.itertuples(index=False)):
         c = cust_of_order[m.order_id]
@@ -197,8 +197,8 @@ def check_truncation(ds: DataSet, cut: pd.Timestamp, country: str) -> None:
     cm = churn_moments(exp, lags)
     cm = cm[cm.as_of < cut]
     assert len(cm) > 50
-    full_c = after_delivery(ds, full_rows, cm)
-    cut_c = after_delivery(small, cut_rows, cm)
+    full_c = after_delivery(ds, full_snap, full_rows, cm)
+    cut_c = after_delivery(small, cut_snap, cut_rows, cm)
     assert_same_rows(full_c, cut_c, ["order_id", "as_of"])
 
 
