@@ -19,6 +19,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/eddy simulate --out $(DEMO)
 	$(BIN)/eddy validate $(DEMO)
+	$(BIN)/eddy train $(DEMO)
+	$(BIN)/eddy predict $(DEMO) --out data/sets/demo-predictions.parquet
+	$(BIN)/eddy score-customers $(DEMO)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -160,6 +160,174 @@ def features(
     out.print(f"wrote {len(rows):,} {moment} feature rows ({rows.shape[1]} columns, keyed by {key}) to {out_file}", highlight=False)
 
 
+def _load(folder: Path):
+    from data.load import ContractError, load_data_set
+
+    try:
+        return load_data_set(folder)
+    except ContractError as exc:
+        fail(str(exc))
+
+
+def _timestamp(value: str | None, option: str):
+    import pandas as pd
+
+    if value is None:
+        return None
+    try:
+        ts = pd.Timestamp(value)
+    except ValueError:
+        fail(f"{option} {value!r} is not a timestamp")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+def _champion():
+    from training.bundle import ModelBundle
+    from training.registry import RegistryError, download_bundle
+
+    try:
+        folder, version = download_bundle()
+    except RegistryError as exc:
+        fail(str(exc))
+    bundle = ModelBundle.load(folder)
+    bundle.meta["version"] = version
+    return bundle, version
+
+
+@app.command()
+def train(
+    folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
+    tune: Annotated[int, typer.Option(min=0, help="Optuna trials per model before the final fit (0: defaults).")] = 0,
+    horizon_days: Annotated[float, typer.Option(min=7, help="Churn: no new order within this many days.")] = 90.0,
+    report_dir: Annotated[Path | None, typer.Option(help="Where to write the report (default reports/<time>).")] = None,
+) -> None:
+    """Build features, train, calibrate, evaluate; log to MLflow and register a new version."""
+    import mlflow
+    import pandas as pd
+
+    from training.registry import configure, log_run, register
+    from training.report import write_report
+    from training.train import train as run
+
+    ds = _load(folder)
+    configure()
+    report_dir = report_dir or settings.REPO_ROOT / "reports" / pd.Timestamp.now(tz="UTC").strftime("%Y%m%d-%H%M%S")
+    with mlflow.start_run(run_name=f"train {folder.name}") as active:
+        tuning, params = None, None
+        if tune:
+            from training.tune import tune as study
+
+            with status(f"tuning: {tune} trials per model"):
+                tuning = study(ds, tune, horizon_days)
+            params = {name: t["best_params"] for name, t in tuning.items()}
+        with progress_bar("training") as update:
+            result = run(ds, horizon_days=horizon_days, params=params, progress=update)
+            update("report", 1.0)
+            write_report(result, report_dir)
+            update("logging to MLflow", 1.0)
+            log_run(result, report_dir, tuning)
+    registered = register(active.info.run_id)
+    m = result.metrics
+    for name, why in result.bundle.meta["skipped"].items():
+        console.print(f"[yellow]skipped {name}:[/] {why}", highlight=False)
+    headline = ", ".join(f"{label} {m[key]:.3f}" for label, key in (
+        ("EDD MAE days", "edd_mae_days"), ("coverage", "edd_interval_coverage"), ("delay AUC", "delay_roc_auc"),
+        ("churn AUC", "churn_roc_auc")) if key in m)
+    out.print(f"trained model version {registered.version} ({', '.join(registered.aliases)}) on {folder}: {headline}; "
+              f"report in {report_dir}/report.md, run {registered.run_id} in {settings.tracking_uri()}", highlight=False)
+
+
+@app.command()
+def promote(
+    force: Annotated[bool, typer.Option(help="Promote even if the challenger is worse (logged).")] = False,
+    data: Annotated[Path | None, typer.Option(help="Data set for the comparison (default: the challenger's training data).")] = None,
+) -> None:
+    """Make the challenger the champion if it is not worse on each model's primary metric."""
+    import json
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from training.bundle import ModelBundle
+    from training.promote import held_out_metrics
+    from training.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, compare, configure, download_bundle
+
+    configure()
+    try:
+        champ_dir, champ_version = download_bundle(CHAMPION)
+        chall_dir, chall_version = download_bundle(CHALLENGER)
+    except RegistryError as exc:
+        fail(str(exc))
+    if champ_version == chall_version:
+        out.print(f"version {chall_version} is already the champion; nothing to do", highlight=False)
+        return
+    champion, challenger = ModelBundle.load(champ_dir), ModelBundle.load(chall_dir)
+    ds = _load(data or Path(challenger.meta["data"]))
+    with status("scoring champion and challenger on the latest held-out window"):
+        figures = held_out_metrics({"champion": champion, "challenger": challenger}, ds, challenger.meta["horizon_days"])
+    verdicts = compare(figures["champion"], figures["challenger"])
+    for model, v in verdicts.items():
+        out.print(f"{model:<6} {v['metric']}: champion {v['champion']}, challenger {v['challenger']} -> "
+                  f"{'not worse' if v['not_worse'] else 'WORSE'}", highlight=False)
+    ok = all(v["not_worse"] for v in verdicts.values())
+    with mlflow.start_run(run_name=f"promote {chall_version} over {champ_version}"):
+        mlflow.log_dict({"verdicts": verdicts, "forced": force and not ok, "data": str(ds.folder)}, "promotion.json")
+        mlflow.log_params({"champion": champ_version, "challenger": chall_version, "forced": force and not ok,
+                           "promoted": ok or force})
+    if not ok and not force:
+        out.print(f"kept version {champ_version} as champion: the challenger is worse on "
+                  f"{', '.join(m for m, v in verdicts.items() if not v['not_worse'])} (use --force to override)", highlight=False)
+        raise typer.Exit(code=1)
+    MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, chall_version)
+    out.print(f"promoted version {chall_version} to champion (was {champ_version}){' by --force' if not ok else ''}",
+              highlight=False)
+
+
+@app.command()
+def predict(
+    folder: Annotated[Path, typer.Argument(help="Data set folder (shipments may lack shipped_at and delivered_at).")],
+    out_file: Annotated[Path, typer.Option("--out", help="Parquet (or .csv) file to write.")],
+    as_of: Annotated[str | None, typer.Option(help="Predict every shipment at this UTC moment with the scans seen by then (default: each at its order time).")] = None,
+    confidence: Annotated[float, typer.Option(min=0.5, max=0.995, help="Confidence of the promise date.")] = 0.95,
+    reasons: Annotated[bool, typer.Option(help="Add the top three reasons (TreeSHAP: about 2 ms a shipment).")] = True,
+) -> None:
+    """Predict ETA quantiles, a promise date, late probability and reasons with the champion."""
+    from training.predict import predict_data_set, write_table
+
+    ds = _load(folder)
+    when = _timestamp(as_of, "--as-of")
+    bundle, version = _champion()
+    with status(f"predicting with model version {version}"):
+        try:
+            table = predict_data_set(bundle, ds, when, confidence, explain=reasons)
+        except RuntimeError as exc:
+            fail(str(exc))
+    write_table(table, out_file)
+    out.print(f"predicted {len(table):,} shipments with model version {version} to {out_file}", highlight=False)
+
+
+@app.command("score-customers")
+def score_customers(
+    folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
+    out_file: Annotated[Path | None, typer.Option("--out", help="Parquet (or .csv) file; without it the scoring is stored for the review page.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Score as of this UTC moment (default: the end of the data).")] = None,
+    window_days: Annotated[float, typer.Option(min=1, help="Customers whose latest delivery (or unmet promise) is this recent.")] = 60.0,
+) -> None:
+    """Churn risk for every customer whose latest delivery falls in the window before the moment."""
+    from training.predict import score_data_set, write_table
+
+    ds = _load(folder)
+    bundle, version = _champion()
+    with status(f"scoring customers with model version {version}"):
+        try:
+            table = score_data_set(bundle, ds, _timestamp(as_of, "--as-of"), window_days)
+        except RuntimeError as exc:
+            fail(str(exc))
+    target = out_file or settings.scores_dir() / "latest.parquet"
+    write_table(table, target)
+    out.print(f"scored {len(table):,} customers with model version {version} to {target}", highlight=False)
+
+
 @app.command()
 def validate(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],

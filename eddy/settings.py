@@ -37,10 +37,15 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{mlruns_dir() / 'mlflow.db'}"
 
 
-DEFAULT_DEMO_CUSTOMERS = 6000
+DEFAULT_DEMO_CUSTOMERS = 20000
 DEFAULT_SEED = 7
 
 
 def olist_sample_dir() -> Path:
     """The real Olist sample shipped beside the repository (``../shared/data/olist-sample``)."""
     return Path(os.environ.get("EDDY_OLIST_SAMPLE", REPO_ROOT.parent / "shared" / "data" / "olist-sample"))
+
+
+def scores_dir() -> Path:
+    """Where ``eddy score-customers`` stores its latest scoring for the review page."""
+    return Path(os.environ.get("EDDY_SCORES_DIR", REPO_ROOT / "data" / "scores"))

@@ -246,6 +246,8 @@ def _history(exp, orders, feedback, customers, cur: pd.DataFrame, at: np.ndarray
         "tenure_days": np.where(first == NAT, np.nan, (at - first) / US_PER_DAY),
         "days_since_previous_order": np.where(previous_at == NAT, np.nan, (cur_ordered - previous_at) / US_PER_DAY),
         "spend_so_far": placed.sum_before(orders.value.to_numpy(dtype=float), q, at),
+        # The customer's own buying rate: what RFM and BG/NBD live on, given to the trees directly.
+        "orders_per_year": np.where(first == NAT, np.nan, orders_so_far / np.maximum((at - first) / US_PER_DAY, 30.0) * 365.0),
         "earlier_deliveries": earlier,
         "earlier_late": earlier_late,
         "earlier_late_share": np.where(earlier > 0, earlier_late / np.maximum(earlier, 1), np.nan),

@@ -1,0 +1,1 @@
+"""Models: rows and labels, the three LightGBM models, baselines, evaluation, tracking."""

@@ -1,0 +1,152 @@
+"""A trained model version on disk, and the predictions it makes.
+
+A bundle folder holds the feature snapshot, the EDD, delay and churn models (those
+that could be trained), and ``meta.json`` (version, training time, data end, split,
+headline metrics, models skipped and why). ``eddy predict``, ``eddy score-customers``
+and the service all predict through :class:`ModelBundle`, so a shipment gets the same
+answer from each.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.build import FeatureSnapshot
+from features.customer import customer_features
+from features.pit import US_PER_HOUR, micros
+from training.models import EddModel, ProbabilityModel
+from training.rows import shipment_rows
+
+DEFAULT_CONFIDENCE = 0.95
+REASONS = 3
+
+
+@dataclass
+class ModelBundle:
+    snapshot: FeatureSnapshot
+    edd: EddModel | None
+    delay: ProbabilityModel | None
+    churn: ProbabilityModel | None
+    meta: dict = field(default_factory=dict)
+
+    # -- persistence
+    def save(self, folder: Path) -> Path:
+        folder = Path(folder)
+        self.snapshot.save(folder / "snapshot")
+        for name in ("edd", "delay", "churn"):
+            model = getattr(self, name)
+            if model is not None:
+                model.save(folder / name)
+        (folder / "meta.json").write_text(json.dumps(self.meta, indent=2, default=str))
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path) -> "ModelBundle":
+        folder = Path(folder)
+        meta = json.loads((folder / "meta.json").read_text())
+        edd = EddModel.load(folder / "edd") if (folder / "edd" / "edd.json").exists() else None
+        delay = ProbabilityModel.load(folder / "delay", "delay") if (folder / "delay" / "delay.json").exists() else None
+        churn = ProbabilityModel.load(folder / "churn", "churn") if (folder / "churn" / "churn.json").exists() else None
+        return cls(FeatureSnapshot.load(folder / "snapshot"), edd, delay, churn, meta)
+
+    # -- shipments
+    def shipment_rows(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame) -> pd.DataFrame:
+        return shipment_rows(shipments, scans, moments, self.snapshot)
+
+    def predict_rows(self, rows: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE, explain: bool = True) -> pd.DataFrame:
+        """ETA quantiles, promise at ``confidence``, late probability and reasons per row."""
+        if self.edd is None:
+            raise RuntimeError("no EDD model in this version: " + self.meta.get("skipped", {}).get("edd", "not trained"))
+        at = micros(rows.as_of)
+        groups = rows.carrier
+        hours = self.edd.predict_hours(rows, groups)
+        promise_h = self.edd.promise_hours(rows, groups, confidence)
+        out = pd.DataFrame({"shipment_id": rows.shipment_id.to_numpy(), "as_of": rows.as_of.to_numpy()})
+        for k, name in enumerate(("eta_p10", "eta_p50", "eta_p90")):
+            out[name] = _timestamps(at + (hours[:, k] * US_PER_HOUR).astype(np.int64))
+        out["promise_at"] = _end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64))
+        has_promise = rows.promise_hours.notna().to_numpy()
+        late = self.delay.predict_proba(rows) if self.delay is not None else np.full(len(rows), np.nan)
+        out["late_probability"] = np.where(has_promise, late, np.nan)
+        out["confidence"] = confidence_label(rows)
+        if explain:
+            out["reasons"] = self.reasons(rows, hours[:, 1])
+        return out
+
+    def reasons(self, rows: pd.DataFrame, p50_hours: np.ndarray, top: int = REASONS) -> list[list[dict]]:
+        """Top features by |effect| on the median ETA, in hours (LightGBM's pred_contrib)."""
+        contrib = self.edd.contributions(rows, self.edd.boosters_[1]).drop(columns="_bias")
+        values, names, order, raw = _ranked(contrib, rows, top)
+        p50 = np.asarray(p50_hours, dtype=float)
+        log_p50 = np.log1p(p50)
+        # A contribution is in log(1 + hours): its effect is the median with and without it.
+        effect = p50[:, None] - np.expm1(log_p50[:, None] - np.take_along_axis(values, order, axis=1))
+        return [[{"feature": names[j], "value": _plain(raw[i, j]), "effect_hours": round(float(effect[i, k]), 2)}
+                 for k, j in enumerate(order[i])] for i in range(len(rows))]
+
+    # -- customers
+    def score_orders(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
+                     history=None, explain: bool = True) -> pd.DataFrame:
+        """Churn risk per (order_id, as_of), the delivery it follows, and its reasons."""
+        if self.churn is None:
+            raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
+        history = history if history is not None else self.snapshot.customers.with_orders(shipments, scans)
+        at_order = shipment_rows(shipments, scans, _order_moments(shipments), self.snapshot)
+        usual = at_order.set_index("shipment_id")["carrier_lane_median_h"]
+        rows = customer_features(shipments, scans, history, moments, usual)
+        out = rows[["customer_id", "order_id", "as_of", "carrier", "service_level", "origin_region", "destination_region",
+                    "days_late", "exceptions", "failed_attempts", "returned", "parcels_missing", "rating", "contacts",
+                    "orders_so_far"]].copy()
+        out.insert(1, "churn_risk", self.churn.predict_proba(rows))
+        out["new_customer"] = rows.orders_so_far.to_numpy() <= 1
+        if explain:
+            contrib = self.churn.contributions(rows, self.churn.booster_).drop(columns="_bias")
+            out["reasons"] = _top_contributions(contrib, rows)
+        return out.reset_index(drop=True)
+
+
+def _order_moments(shipments: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"shipment_id": shipments.shipment_id.astype("str").to_numpy(),
+                         "as_of": shipments.ordered_at.reset_index(drop=True)})
+
+
+def _ranked(contrib: pd.DataFrame, rows: pd.DataFrame, top: int):
+    """Contributions, feature names, each row's top features by |contribution|, and their raw values."""
+    values = contrib.to_numpy()
+    names = [str(c) for c in contrib.columns]
+    order = np.argsort(-np.abs(values), axis=1)[:, :top]
+    raw = rows.reindex(columns=names).astype(object).to_numpy()
+    return values, names, order, raw
+
+
+def _top_contributions(contrib: pd.DataFrame, rows: pd.DataFrame, top: int = REASONS) -> list[list[dict]]:
+    values, names, order, raw = _ranked(contrib, rows, top)
+    return [[{"feature": names[j], "value": _plain(raw[i, j]), "effect_log_odds": round(float(values[i, j]), 3)}
+             for j in order[i]] for i in range(len(rows))]
+
+
+def _plain(v):
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    return v if isinstance(v, str) else float(v)
+
+
+def confidence_label(rows: pd.DataFrame) -> np.ndarray:
+    """'low' for unseen or thin lanes, 'high' for busy lanes, else 'normal'."""
+    n = rows.carrier_lane_91d_n.fillna(0).to_numpy()
+    unseen_carrier = rows.carrier_91d_n.fillna(0).to_numpy() == 0
+    return np.where(unseen_carrier | (n < 5), "low", np.where(n >= 50, "high", "normal"))
+
+
+def _timestamps(us: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(us, unit="us", utc=True)).astype("datetime64[us, UTC]")
+
+
+def _end_of_day(us: np.ndarray) -> pd.Series:
+    ts = _timestamps(us)
+    return ts.dt.floor("D") + pd.Timedelta(hours=23, minutes=59, seconds=59)

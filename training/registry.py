@@ -1,0 +1,175 @@
+"""MLflow tracking and the model registry: every run on record, promotion by rule.
+
+Store: SQLite under ``mlruns/`` with artifacts beside it (``MLFLOW_TRACKING_URI``
+wins when set, like every MLflow tool). One registered model, ``eddy``: each version
+is one training run's bundle (the three models, their calibration and the feature
+snapshot), so the service always loads models and features that belong together.
+The boosters are also logged in MLflow's native LightGBM flavour with signatures.
+
+Aliases: a new version becomes ``challenger``; the very first also ``champion``.
+``promote`` moves ``champion`` to the challenger only when the challenger is not
+worse on the primary metric of each model, compared on the same latest held-out
+window (see PRIMARY).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from eddy import settings
+
+MODEL_NAME = "eddy"
+CHAMPION, CHALLENGER = "champion", "challenger"
+#: model -> (metric, higher is better, tolerance); "not worse" allows the tolerance
+PRIMARY = {
+    "edd": ("mae_days", False, 0.01),
+    "delay": ("brier", False, 0.001),
+    "churn": ("roc_auc", True, 0.002),
+}
+
+
+class RegistryError(Exception):
+    """The registry cannot do what was asked; the message says why."""
+
+
+def configure() -> str:
+    """Point MLflow at the project's store (created on first use) and quiet its logs."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and CI
+    uri = settings.tracking_uri()
+    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
+        settings.mlruns_dir().mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.ERROR)
+    if mlflow.get_experiment_by_name(MODEL_NAME) is None:
+        artifacts = settings.mlruns_dir() / "artifacts"
+        mlflow.create_experiment(MODEL_NAME, artifact_location=artifacts.resolve().as_uri())
+    mlflow.set_experiment(MODEL_NAME)
+    return uri
+
+
+@dataclass
+class Registered:
+    version: str
+    run_id: str
+    aliases: list[str]
+
+
+def log_run(result, report_dir: Path | None, tuning: dict | None = None) -> None:
+    """Log a finished training into the active run (registration comes after, see ``register``)."""
+    import mlflow
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    bundle = result.bundle
+    mlflow.log_params({"data": bundle.meta["data"], "data_end": bundle.meta["data_end"],
+                       "shipments": bundle.meta["shipments"], "horizon_days": bundle.meta["horizon_days"],
+                       **{f"split_{k}": v for k, v in bundle.meta["split"].items()},
+                       **{f"{m}_{k}": v for m, p in (result.params or {}).items() for k, v in (p or {}).items()},
+                       **{f"skipped_{k}": v[:250] for k, v in bundle.meta["skipped"].items()}})
+    mlflow.log_metrics({k: float(v) for k, v in result.metrics.items() if np.isfinite(v)})
+    if tuning:
+        mlflow.log_dict(tuning, "tuning.json")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = bundle.save(Path(tmp) / "bundle")
+        mlflow.log_artifacts(str(folder), artifact_path="bundle")
+    if report_dir is not None and report_dir.exists():
+        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+    for name, booster, rows in _boosters(result):
+        sample = rows.head(5)
+        signature = infer_signature(sample.astype({c: "str" for c in sample.select_dtypes("category").columns}),
+                                    booster.predict(sample))
+        mlflow.lightgbm.log_model(booster, name=name, signature=signature)
+
+
+def _boosters(result):
+    """(name, booster, encoded sample rows) for each trained LightGBM booster."""
+    b = result.bundle
+    out = []
+    sample = result.tables.get("_sample_shipment_rows")
+    if b.edd is not None and sample is not None:
+        X = b.edd._X(sample)
+        out += [(f"edd_q{q}", booster, X) for q, booster in zip((10, 50, 90), b.edd.boosters_)]
+    if b.delay is not None and sample is not None:
+        out.append(("delay", b.delay.booster_, b.delay._X(sample)))
+    churn_sample = result.tables.get("_sample_customer_rows")
+    if b.churn is not None and churn_sample is not None:
+        out.append(("churn", b.churn.booster_, b.churn._X(churn_sample)))
+    return out
+
+
+def register(run_id: str) -> Registered:
+    """Register a finished run's bundle: alias challenger, and champion if it is the first.
+
+    Called only after the run ended cleanly, so a failed or interrupted training
+    leaves the registry and its aliases as they were.
+    """
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    try:
+        client.get_registered_model(MODEL_NAME)
+    except Exception:
+        client.create_registered_model(MODEL_NAME, description="Eddy: EDD, delay and churn models with their features")
+    first = champion_version(client) is None
+    mv = client.create_model_version(MODEL_NAME, source=f"runs:/{run_id}/bundle", run_id=run_id)
+    client.set_registered_model_alias(MODEL_NAME, CHALLENGER, mv.version)
+    aliases = [CHALLENGER]
+    if first:
+        client.set_registered_model_alias(MODEL_NAME, CHAMPION, mv.version)
+        aliases.append(CHAMPION)
+    return Registered(mv.version, run_id, aliases)
+
+
+def champion_version(client=None):
+    from mlflow import MlflowClient
+
+    client = client or MlflowClient()
+    try:
+        return client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
+    except Exception:
+        return None
+
+
+def download_bundle(alias: str = CHAMPION, dest: Path | None = None) -> tuple[Path, str]:
+    """The bundle folder of the version behind ``alias`` (and its version number)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    configure()
+    client = MlflowClient()
+    try:
+        mv = client.get_model_version_by_alias(MODEL_NAME, alias)
+    except Exception:
+        raise RegistryError(f"no model version has the alias {alias!r} yet: run `eddy train DIR` first") from None
+    dest = dest or Path(tempfile.mkdtemp(prefix=f"eddy-{alias}-"))
+    path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="bundle", dst_path=str(dest))
+    return Path(path), mv.version
+
+
+def compare(champion_metrics: dict, challenger_metrics: dict) -> dict[str, dict]:
+    """Per model: both figures of its primary metric and whether the challenger is not worse."""
+    verdicts = {}
+    for model, (metric, higher_better, tolerance) in PRIMARY.items():
+        key = f"{model}_{metric}"
+        a, b = champion_metrics.get(key), challenger_metrics.get(key)
+        if a is None and b is None:
+            continue
+        if b is None:
+            ok = False
+        elif a is None:
+            ok = True
+        else:
+            ok = b >= a - tolerance if higher_better else b <= a + tolerance
+        verdicts[model] = {"metric": metric, "champion": a, "challenger": b, "not_worse": bool(ok)}
+    return verdicts

@@ -1,0 +1,153 @@
+"""Model rows, labels and time-based splits.
+
+``shipment_rows`` is the one function that turns (shipment, moment) pairs into rows
+for the EDD and delay models, in training, ``eddy predict`` and the service alike:
+the at-order features of the shipment joined with what its scans say at the moment.
+At order time the moment is ``ordered_at`` itself, so no scan is seen yet and one
+model serves both moments.
+
+Splits are by time only: train on the past, calibrate on the next window, test on
+the window after. Labels near the end of the data are censored (only fast parcels
+have arrived), so moments later than the longest usual lead time before the end are
+left out of every labelled set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data.load import DataSet
+from features.build import FeatureSnapshot, add_progress
+from features.customer import churn_moments, customer_features
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
+from features.shipment import CATEGORICAL, shipment_features
+from features.transit import TRANSIT_CATEGORICAL, training_moments, transit_features
+
+ID_COLUMNS = ("shipment_id", "order_id", "customer_id", "as_of")
+SHIPMENT_CATEGORICAL = CATEGORICAL + TRANSIT_CATEGORICAL
+
+
+def shipment_rows(shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
+                  snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Model rows for (shipment_id, as_of) pairs: at-order features + scans so far."""
+    if at_order_rows is None:
+        at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
+    transit = add_progress(transit_features(shipments, scans, moments), at_order_rows)
+    rows = transit.merge(at_order_rows, on="shipment_id", how="left", validate="many_to_one")
+    rows["hours_to_promise"] = (rows.promise_hours - rows.hours_since_order).astype(np.float32)
+    return rows
+
+
+def order_moments(shipments: pd.DataFrame) -> pd.DataFrame:
+    """Each shipment at its order moment."""
+    return pd.DataFrame({"shipment_id": shipments.shipment_id.astype("str").to_numpy(),
+                         "as_of": shipments.ordered_at.reset_index(drop=True)})
+
+
+# ----------------------------------------------------------------------- labels
+
+
+def censor_days(shipments: pd.DataFrame) -> float:
+    """How long before the end labels are complete: the 99th percentile lead time, 14 to 60 days."""
+    done = shipments.delivered_at.notna()
+    if not done.any():
+        return 30.0
+    lead = (shipments.delivered_at[done] - shipments.ordered_at[done]) / pd.Timedelta(days=1)
+    return float(np.clip(np.ceil(lead.quantile(0.99)), 14, 60))
+
+
+def shipment_labels(shipments: pd.DataFrame, rows: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """Per row: hours from the moment to delivery, and late (missed the promise), where known."""
+    s = shipments.set_index(shipments.shipment_id.astype("str"))
+    idx = s.index.get_indexer(rows.shipment_id)
+    delivered = micros(s.delivered_at)[idx]
+    promised = micros(s.promised_at)[idx]
+    at = micros(rows.as_of)
+    end_us = micros(pd.Series([end]))[0]
+    hours = np.where(delivered != NAT, (delivered - at) / US_PER_HOUR, np.nan)
+    known_late = (promised != NAT) & ((delivered != NAT) | (promised < end_us))
+    late = np.where(known_late, ((delivered == NAT) | (delivered > promised)).astype(float), np.nan)
+    return pd.DataFrame({"hours_left": hours, "late": late})
+
+
+def churn_labels(history_orders: pd.DataFrame, rows: pd.DataFrame, ref_us: np.ndarray, horizon_days: float,
+                 end: pd.Timestamp) -> np.ndarray:
+    """1 when the customer placed no order in (ref, ref + horizon]; NaN when not yet mature."""
+    from features.pit import EventIndex
+
+    vocab = pd.Index(pd.unique(np.concatenate([history_orders.customer_id.astype("str").to_numpy(),
+                                               rows.customer_id.astype("str").to_numpy()])))
+    idx = EventIndex(vocab.get_indexer(history_orders.customer_id.astype("str")), micros(history_orders.ordered_at))
+    q = vocab.get_indexer(rows.customer_id.astype("str"))
+    horizon = int(horizon_days * US_PER_DAY)
+    placed = idx.count_before(q, ref_us + horizon + 1) - idx.count_before(q, ref_us + 1)
+    mature = ref_us + horizon <= micros(pd.Series([end]))[0]
+    return np.where(mature, (placed == 0).astype(float), np.nan)
+
+
+# ----------------------------------------------------------------------- splits
+
+
+@dataclass(frozen=True)
+class Split:
+    """Train before ``calibrate_from``, calibrate until ``test_from``, test until ``test_until``."""
+
+    calibrate_from: pd.Timestamp
+    test_from: pd.Timestamp
+    test_until: pd.Timestamp
+
+    @classmethod
+    def before(cls, label_end: pd.Timestamp, window_days: float) -> "Split":
+        w = pd.Timedelta(days=window_days)
+        return cls(label_end - 2 * w, label_end - w, label_end)
+
+    def assign(self, moments: pd.Series) -> np.ndarray:
+        """'train', 'calibrate', 'test' or '' (after the labelled period) per moment."""
+        t = micros(moments)
+        cal, test, until = micros(pd.Series([self.calibrate_from, self.test_from, self.test_until]))
+        return np.select([t < cal, t < test, t <= until], ["train", "calibrate", "test"], default="")
+
+    def as_dict(self) -> dict[str, str]:
+        return {k: v.isoformat() for k, v in vars(self).items()}
+
+
+def window_days(first: pd.Timestamp, label_end: pd.Timestamp) -> float:
+    """Calibration and test windows: an eighth of the labelled span each, 14 to 61 days."""
+    return float(np.clip((label_end - first) / pd.Timedelta(days=1) / 8.0, 14, 61))
+
+
+# ---------------------------------------------------------------- model frames
+
+
+def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
+                      transit_per_shipment: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows at order time for every shipment, plus ``transit_per_shipment`` in-transit
+    snapshots each, with their labels."""
+    shipments, scans = ds["shipments"], ds.get("scans")
+    at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
+    transit = training_moments(shipments, scans, snapshot.end, seed)
+    if len(transit) and transit_per_shipment:
+        shuffled = transit.sample(frac=1.0, random_state=seed)
+        transit = shuffled[shuffled.groupby("shipment_id", observed=True).cumcount() < transit_per_shipment]
+        transit = transit.assign(shipment_id=transit.shipment_id.astype("str"))
+    moments = pd.concat([order_moments(shipments), transit.iloc[:0] if not transit_per_shipment else transit],
+                        ignore_index=True)
+    rows = shipment_rows(shipments, scans, moments, snapshot, at_order_rows)
+    return rows, shipment_labels(shipments, rows, snapshot.end)
+
+
+def churn_training_rows(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None,
+                        horizon_days: float, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One row per judged order: half scored right after the delivery, half up to 60 days later."""
+    exp = snapshot.customers.experience
+    rng = np.random.default_rng(seed)
+    lags = np.where(rng.random(len(exp)) < 0.5, 0.0, rng.uniform(0, 60, len(exp)))
+    moments = churn_moments(exp, lags)
+    usual = at_order_rows.set_index("shipment_id")["carrier_lane_median_h"] if at_order_rows is not None else None
+    rows = customer_features(ds["shipments"], ds.get("scans"), snapshot.customers, moments, usual)
+    ref = exp.set_index("order_id").ref.reindex(rows.order_id).to_numpy()
+    labels = churn_labels(snapshot.customers.orders, rows, ref, horizon_days, snapshot.end)
+    return rows, labels, ref

@@ -1,0 +1,241 @@
+"""Train, calibrate and evaluate the three models on one data set.
+
+Time-based splits only: train on the past, calibrate on the next window, test on the
+window after (see ``training.rows``). Each model is measured beside its baselines on
+the same test rows and, on simulated data, beside the oracle from the truth file.
+Models the data cannot support are skipped with the reason, never half-trained.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from data.load import DataSet
+from features.build import FeatureSnapshot
+from features.pit import NAT, US_PER_DAY, micros
+from training import baselines
+from training.bundle import ModelBundle
+from training.evaluate import (coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift)
+from training.models import EddModel, ProbabilityModel
+from training.rows import (ID_COLUMNS, SHIPMENT_CATEGORICAL, Split, censor_days, churn_training_rows,
+                           edd_training_rows, window_days)
+from features.customer import CUSTOMER_CATEGORICAL
+
+MIN_TRAIN_ROWS = 300
+#: churn labels are noisy (a customer's own baseline is unknowable): small, slow trees
+CHURN_DEFAULTS = {"num_leaves": 15, "min_data_in_leaf": 100, "learning_rate": 0.03, "lambda_l2": 5.0}
+MIN_EVAL_ROWS = 30
+Progress = Callable[[str, float], None]
+
+
+@dataclass
+class TrainResult:
+    bundle: ModelBundle
+    metrics: dict[str, float]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # for the report
+    evaluation: dict[str, dict] = field(default_factory=dict)  # raw test predictions per model
+    params: dict[str, dict] = field(default_factory=dict)
+
+
+def feature_columns(rows: pd.DataFrame, drop: tuple[str, ...] = ()) -> list[str]:
+    return [c for c in rows.columns if c not in ID_COLUMNS and c not in drop]
+
+
+def validation_tail(mask: np.ndarray, moments: pd.Series, share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+    """Split training rows into fit and early-stopping parts, the latter the last ``share`` in time."""
+    idx = np.flatnonzero(mask)
+    order = idx[np.argsort(micros(moments)[idx], kind="stable")]
+    cut = int(len(order) * (1 - share))
+    fit, val = np.zeros_like(mask), np.zeros_like(mask)
+    fit[order[:cut]], val[order[cut:]] = True, True
+    return fit, val
+
+
+def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | None = None,
+          progress: Progress | None = None, seed: int = 0) -> TrainResult:
+    report = progress or (lambda stage, frac: None)
+    params = params or {}
+    started = time.time()
+    report("features", 0.05)
+    snapshot = FeatureSnapshot.fit(ds)
+    shipments = ds["shipments"]
+    label_end = snapshot.end - pd.Timedelta(days=censor_days(shipments))
+    split = Split.before(label_end, window_days(shipments.ordered_at.min(), label_end))
+    rows, labels = edd_training_rows(ds, snapshot, seed=seed)
+    part = split.assign(rows.as_of)
+    at_order = rows.hours_since_order.to_numpy() == 0
+
+    metrics: dict[str, float] = {}
+    skipped: dict[str, str] = {}
+    evaluation: dict[str, dict] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    truth = _truth(ds)
+
+    tables["_sample_shipment_rows"] = rows.head(50)  # for MLflow signatures
+    report("EDD model", 0.2)
+    edd = _train_edd(rows, labels, part, at_order, params.get("edd"), metrics, skipped, evaluation, tables, truth)
+    report("delay model", 0.5)
+    delay = _train_delay(rows, labels, part, at_order, params.get("delay"), metrics, skipped, evaluation, tables, truth)
+    report("churn model", 0.7)
+    churn = _train_churn(ds, snapshot, rows[at_order], horizon_days, params.get("churn"), metrics, skipped, evaluation,
+                         tables, truth, seed)
+
+    meta = {
+        "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
+        "data": str(ds.folder),
+        "data_end": snapshot.end.isoformat(),
+        "shipments": int(len(shipments)),
+        "split": split.as_dict(),
+        "horizon_days": horizon_days,
+        "skipped": skipped,
+        "metrics": metrics,
+        "train_seconds": round(time.time() - started, 1),
+    }
+    report("done", 1.0)
+    return TrainResult(ModelBundle(snapshot, edd, delay, churn, meta), metrics, tables, evaluation, params)
+
+
+def _truth(ds: DataSet) -> dict[str, pd.DataFrame]:
+    folder = Path(ds.folder) / "truth"
+    return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("shipments", "orders")
+            if (folder / f"{name}.parquet").exists()}
+
+
+def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth) -> EddModel | None:
+    y = labels.hours_left.to_numpy()
+    known = ~np.isnan(y)
+    train_mask = known & (part == "train")
+    cal, test = known & (part == "calibrate"), known & (part == "test")
+    if train_mask.sum() < MIN_TRAIN_ROWS or cal.sum() < MIN_EVAL_ROWS or test.sum() < MIN_EVAL_ROWS:
+        skipped["edd"] = (f"too little delivered history: {int(train_mask.sum())} training, {int(cal.sum())} calibration "
+                          f"and {int(test.sum())} test rows (need {MIN_TRAIN_ROWS}, {MIN_EVAL_ROWS}, {MIN_EVAL_ROWS})")
+        return None
+    fit, val = validation_tail(train_mask, rows.as_of)
+    model = EddModel(feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
+    model.calibrate(rows[cal], y[cal], rows.carrier[cal])
+
+    t = test & at_order
+    r = rows[t]
+    q = model.predict_hours(r, r.carrier)
+    actual = y[t]
+    metrics.update({f"edd_{k}": v for k, v in edd_metrics(q[:, 1], actual).items()})
+    metrics.update({f"edd_interval_{k}": v for k, v in interval_metrics(q[:, 0], q[:, 2], actual).items()})
+    for name, pred in (("promise", baselines.promise_hours(r)), ("lane_median", baselines.lane_median_hours(r))):
+        ok = ~np.isnan(pred)
+        metrics.update({f"edd_baseline_{name}_{k}": v for k, v in edd_metrics(pred[ok], actual[ok]).items()})
+    tt = test & ~at_order
+    if tt.sum() >= MIN_EVAL_ROWS:
+        qt = model.predict_hours(rows[tt], rows.carrier[tt])
+        metrics.update({f"edd_in_transit_{k}": v for k, v in edd_metrics(qt[:, 1], y[tt]).items()})
+        metrics["edd_in_transit_interval_coverage"] = interval_metrics(qt[:, 0], qt[:, 2], y[tt])["coverage"]
+    p95 = model.promise_hours(r, r.carrier, 0.95)
+    metrics["edd_promise95_on_time"] = float(np.mean(actual <= _hours_to_end_of_day(r, p95)))
+    metrics["edd_promise95_days"] = float(np.mean(_hours_to_end_of_day(r, p95)) / 24.0)
+    p90 = model.promise_hours(r, r.carrier, 0.90)
+    metrics["edd_promise90_on_time"] = float(np.mean(actual <= _hours_to_end_of_day(r, p90)))
+    metrics["edd_promise90_days"] = float(np.mean(_hours_to_end_of_day(r, p90)) / 24.0)
+    promised = r.promise_hours.notna().to_numpy()
+    metrics["retailer_promise_on_time"] = float(np.mean(actual[promised] <= r.promise_hours.to_numpy()[promised]))
+    metrics["retailer_promise_days"] = float(np.nanmean(r.promise_hours.to_numpy()) / 24.0)
+    if "shipments" in truth:
+        oracle = truth["shipments"].set_index("shipment_id").p50_hours.reindex(r.shipment_id).to_numpy()
+        ok = ~np.isnan(oracle)
+        metrics.update({f"edd_oracle_{k}": v for k, v in edd_metrics(oracle[ok], actual[ok]).items()})
+    month = r.as_of.dt.strftime("%Y-%m")
+    tables["coverage_by_carrier"] = coverage_by(r.carrier, q[:, 0], q[:, 2], actual)
+    tables["coverage_by_month"] = coverage_by(month, q[:, 0], q[:, 2], actual)
+    lane = r.origin_region + " → " + r.destination_region
+    err = pd.DataFrame({"lane": lane.to_numpy(), "abs_err_days": np.abs(q[:, 1] - actual) / 24.0})
+    tables["error_by_lane"] = err.groupby("lane").agg(rows=("abs_err_days", "size"), mae_days=("abs_err_days", "mean")) \
+        .reset_index().sort_values("rows", ascending=False)
+    for _, c in tables["coverage_by_carrier"].iterrows():
+        metrics[f"edd_coverage_{c.segment}"] = float(c.coverage)
+    evaluation["edd"] = {"q": q, "actual": actual, "carrier": r.carrier.to_numpy()}
+    return model
+
+
+def _hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
+    """A promise is a date: the end of the day the hours fall on, as hours from the moment."""
+    at = rows.as_of.reset_index(drop=True)
+    due = at + pd.to_timedelta(hours, unit="h")
+    end = due.dt.floor("D") + pd.Timedelta(hours=23, minutes=59, seconds=59)
+    return ((end - at) / pd.Timedelta(hours=1)).to_numpy()
+
+
+def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth):
+    y = labels.late.to_numpy()
+    known = ~np.isnan(y)
+    train_mask, cal, test = known & (part == "train"), known & (part == "calibrate"), known & (part == "test")
+    if train_mask.sum() < MIN_TRAIN_ROWS or y[train_mask].sum() < 10 or cal.sum() < MIN_EVAL_ROWS or test.sum() < MIN_EVAL_ROWS:
+        skipped["delay"] = (f"too few promised shipments with a known outcome: {int(train_mask.sum())} training rows with "
+                            f"{int(np.nansum(y[train_mask]))} late (need {MIN_TRAIN_ROWS} and 10)")
+        return None
+    fit, val = validation_tail(train_mask, rows.as_of)
+    model = ProbabilityModel("delay", feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
+    model.calibrate(rows[cal], y[cal])
+    t = test & at_order
+    p = model.predict_proba(rows[t])
+    metrics.update({f"delay_{k}": v for k, v in probability_metrics(p, y[t]).items()})
+    metrics.update({f"delay_baseline_late_rate_{k}": v
+                    for k, v in probability_metrics(baselines.late_rate_table(rows[t]), y[t]).items()})
+    tt = test & ~at_order
+    if tt.sum() >= MIN_EVAL_ROWS:
+        metrics.update({f"delay_in_transit_{k}": v for k, v in probability_metrics(model.predict_proba(rows[tt]), y[tt]).items()
+                        if k in ("roc_auc", "brier", "ece")})
+    if "shipments" in truth:
+        oracle = truth["shipments"].set_index("shipment_id").p_late.reindex(rows.shipment_id[t]).to_numpy()
+        ok = ~np.isnan(oracle)
+        metrics.update({f"delay_oracle_{k}": v for k, v in probability_metrics(oracle[ok], y[t][ok]).items()})
+    evaluation["delay"] = {"p": p, "y": y[t]}
+    return model
+
+
+def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, skipped, evaluation, tables, truth, seed):
+    rows, y, ref = churn_training_rows(ds, snapshot, at_order_rows, horizon_days, seed)
+    known = ~np.isnan(y)
+    if known.sum() < MIN_TRAIN_ROWS * 2:
+        skipped["churn"] = (f"too few mature churn labels: {int(known.sum())} deliveries are older than the "
+                            f"{horizon_days:g}-day horizon at the end of the data (need {MIN_TRAIN_ROWS * 2})")
+        return None
+    ref_ts = pd.Series(pd.to_datetime(ref, unit="us", utc=True))
+    label_end = snapshot.end - pd.Timedelta(days=horizon_days)
+    split = Split.before(label_end, window_days(ref_ts.min(), label_end))
+    part = split.assign(ref_ts)
+    train_mask, cal, test = known & (part == "train"), known & (part == "calibrate"), known & (part == "test")
+    positives = y[train_mask].sum()
+    if train_mask.sum() < MIN_TRAIN_ROWS or positives < 10 or train_mask.sum() - positives < 10 or test.sum() < MIN_EVAL_ROWS:
+        skipped["churn"] = (f"too few mature churn labels in the training window: {int(train_mask.sum())} rows, "
+                            f"{int(positives)} without a new order (need {MIN_TRAIN_ROWS} and 10 of each)")
+        return None
+    features = feature_columns(rows, drop=("order_id", "customer_id", "as_of"))
+    fit, val = validation_tail(train_mask, ref_ts)
+    model = ProbabilityModel("churn", features, CUSTOMER_CATEGORICAL, {**CHURN_DEFAULTS, **(params or {})})
+    model.fit(rows[fit], y[fit], rows[val], y[val])
+    model.calibrate(rows[cal], y[cal])
+    # Judged on the moment right after each delivery, as the truth file speaks of it.
+    t = test & (rows.days_since_delivery.to_numpy() < 1e-3)
+    p = model.predict_proba(rows[t])
+    metrics.update({f"churn_{k}": v for k, v in probability_metrics(p, y[t]).items()})
+    metrics["churn_top_decile_lift"] = top_decile_lift(p, y[t])
+    rfm = baselines.RfmBaseline().fit(rows[train_mask], y[train_mask])
+    metrics.update({f"churn_baseline_rfm_{k}": v for k, v in probability_metrics(rfm.predict_proba(rows[t]), y[t]).items()})
+    try:
+        bg = baselines.BgNbdBaseline().fit(snapshot.customers.orders, split.calibrate_from)
+        pb = bg.predict_no_order(rows[t], horizon_days)
+        metrics.update({f"churn_baseline_bgnbd_{k}": v for k, v in probability_metrics(pb, y[t]).items()})
+    except Exception as exc:  # a baseline failing must not sink the model; the report says so
+        skipped["churn_baseline_bgnbd"] = f"BG/NBD could not be fitted: {type(exc).__name__}: {exc}"
+    if "orders" in truth:
+        oracle = truth["orders"].set_index("order_id").p_no_order_90d.reindex(rows.order_id[t]).to_numpy()
+        ok = ~np.isnan(oracle)
+        metrics.update({f"churn_oracle_{k}": v for k, v in probability_metrics(oracle[ok], y[t][ok]).items()})
+    metrics["churn_split_test_from"] = float(micros(pd.Series([split.test_from]))[0] / US_PER_DAY)
+    evaluation["churn"] = {"p": p, "y": y[t], "rows": rows[t], "model": model}
+    tables["_sample_customer_rows"] = rows.head(50)
+    return model
