@@ -51,7 +51,9 @@ PARENT: dict[str, str] = {"carrier": "global", "lane": "global", "carrier_lane":
 SHRINK_WINDOW = {"global": 91, "carrier": 91, "lane": 91, "carrier_lane": 91, "postal_lane": 365, "destination": 28}
 PRIOR_COUNT = 20.0  # a group with n deliveries weighs n / (n + 20) against its parent
 SCALAR_SUMS = ("n", "n_promised", "n_late", "n_exception")
-HISTORY_SPAN = 366  # days of daily rows a snapshot keeps: the longest window plus one
+#: days of daily rows a snapshot keeps: two of the longest window, so any moment in the
+#: final year before the end (and every later request) sees complete windows
+HISTORY_SPAN = 731
 QUERY_BLOCK = 200_000  # (group, day) pairs per window query
 
 

@@ -31,3 +31,17 @@ def olist_src() -> Path:
     if not (src / "olist_orders_dataset.csv").exists():
         pytest.fail(f"the shared Olist sample is missing at {src}; it ships beside the repository")
     return src
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    """A bundle trained (without MLflow) on a small simulated world, and its data set."""
+    from data.load import load_data_set
+    from training.train import train
+
+    folder = tmp_path_factory.mktemp("train")
+    sim = simulate(SimConfig(customers=3000, seed=13))
+    write_data_set(sim.tables, folder)
+    write_truth(sim.truth, folder)
+    ds = load_data_set(folder)
+    return train(ds), ds

@@ -112,9 +112,11 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
     known = ~np.isnan(y)
     train_mask = known & (part == "train")
     cal, test = known & (part == "calibrate"), known & (part == "test")
-    if train_mask.sum() < MIN_TRAIN_ROWS or cal.sum() < MIN_EVAL_ROWS or test.sum() < MIN_EVAL_ROWS:
-        skipped["edd"] = (f"too little delivered history: {int(train_mask.sum())} training, {int(cal.sum())} calibration "
-                          f"and {int(test.sum())} test rows (need {MIN_TRAIN_ROWS}, {MIN_EVAL_ROWS}, {MIN_EVAL_ROWS})")
+    # Counted in delivered shipments (at-order rows), not in-transit snapshots of them.
+    n_train, n_cal, n_test = (int((m & at_order).sum()) for m in (train_mask, cal, test))
+    if n_train < MIN_TRAIN_ROWS or n_cal < MIN_EVAL_ROWS or n_test < MIN_EVAL_ROWS:
+        skipped["edd"] = (f"too little delivered history: {n_train} training, {n_cal} calibration and {n_test} test "
+                          f"shipments (need {MIN_TRAIN_ROWS}, {MIN_EVAL_ROWS}, {MIN_EVAL_ROWS})")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
     model = EddModel(feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
@@ -172,9 +174,11 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
     y = labels.late.to_numpy()
     known = ~np.isnan(y)
     train_mask, cal, test = known & (part == "train"), known & (part == "calibrate"), known & (part == "test")
-    if train_mask.sum() < MIN_TRAIN_ROWS or y[train_mask].sum() < 10 or cal.sum() < MIN_EVAL_ROWS or test.sum() < MIN_EVAL_ROWS:
-        skipped["delay"] = (f"too few promised shipments with a known outcome: {int(train_mask.sum())} training rows with "
-                            f"{int(np.nansum(y[train_mask]))} late (need {MIN_TRAIN_ROWS} and 10)")
+    n_train = int((train_mask & at_order).sum())
+    n_late = int(np.nansum(y[train_mask & at_order]))
+    if n_train < MIN_TRAIN_ROWS or n_late < 10 or (cal & at_order).sum() < MIN_EVAL_ROWS or (test & at_order).sum() < MIN_EVAL_ROWS:
+        skipped["delay"] = (f"too few promised shipments with a known outcome: {n_train} in training, {n_late} of them "
+                            f"late (need {MIN_TRAIN_ROWS} and 10)")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
     model = ProbabilityModel("delay", feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])

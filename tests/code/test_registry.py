@@ -1,0 +1,127 @@
+"""The MLflow store and registry through the real commands: versions, aliases, promotion."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from data.simulate import SimConfig, simulate, write_truth
+from data.write import write_data_set
+from training.registry import compare
+
+EDDY = str(Path(sys.executable).parent / "eddy")
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    root = tmp_path_factory.mktemp("registry")
+    data = root / "data"
+    sim = simulate(SimConfig(customers=1500, seed=17))
+    write_data_set(sim.tables, data)
+    write_truth(sim.truth, data)
+    env = {**os.environ, "EDDY_MLRUNS_DIR": str(root / "mlruns"), "EDDY_SCORES_DIR": str(root / "scores")}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return root, data, env
+
+
+def eddy(env, *args, check=True) -> subprocess.CompletedProcess:
+    r = subprocess.run([EDDY, *args], capture_output=True, text=True, env=env, timeout=900)
+    if check:
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert "Traceback" not in r.stderr
+    return r
+
+
+def aliases(root: Path) -> dict[str, str]:
+    with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
+        return {a: str(v) for a, v in db.execute("select alias, version from registered_model_aliases").fetchall()}
+
+
+def versions(root: Path) -> int:
+    with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
+        return db.execute("select count(*) from model_versions").fetchone()[0]
+
+
+def test_commands_before_any_training_say_so(store):
+    root, data, env = store
+    r = eddy(env, "predict", str(data), "--out", str(root / "p.parquet"), check=False)
+    assert r.returncode == 2 and "no model version has the alias 'champion' yet: run `eddy train DIR` first" in r.stderr
+
+
+def test_first_training_is_champion_and_challenger_in_a_sqlite_store(store):
+    root, data, env = store
+    r = eddy(env, "train", str(data), "--report-dir", str(root / "report1"))
+    assert "trained model version 1 (challenger, champion)" in r.stdout
+    assert (root / "mlruns" / "mlflow.db").exists()
+    assert aliases(root) == {"challenger": "1", "champion": "1"}
+    report = (root / "report1" / "report.md").read_text()
+    assert "Churn ROC-AUC" in report and "shap_churn_summary.png" in report
+    assert (root / "report1" / "calibration_delay.png").stat().st_size > 1000
+
+
+def test_predict_and_score_with_the_champion(store):
+    root, data, env = store
+    r = eddy(env, "predict", str(data), "--out", str(root / "p.parquet"))
+    assert "with model version 1" in r.stdout
+    p = pd.read_parquet(root / "p.parquet")
+    ships = pd.read_parquet(data / "shipments.parquet")
+    assert len(p) == len(ships)
+    assert {"shipment_id", "eta_p10", "eta_p50", "eta_p90", "late_probability", "promise_at_95", "reasons"} <= set(p.columns)
+    r = eddy(env, "predict", str(data), "--out", str(root / "t.csv"), "--as-of", "2026-02-20T00:00:00")
+    t = pd.read_csv(root / "t.csv")
+    assert len(t) > 0 and (t.as_of.str.startswith("2026-02-20")).all()
+    r = eddy(env, "score-customers", str(data))
+    stored = root / "scores" / "latest.parquet"
+    assert str(stored) in r.stdout
+    s = pd.read_parquet(stored)
+    assert s.customer_id.is_unique and s.churn_risk.between(0, 1).all()
+    assert (s.churn_risk.diff().dropna() <= 0).all()  # sorted by risk
+    end = ships.delivered_at.max()
+    assert (pd.to_datetime(s.delivery_judged_at, utc=True) >= end - pd.Timedelta(days=61)).all()
+
+
+def test_a_second_training_is_only_the_challenger_and_promotion_follows_the_rule(store):
+    root, data, env = store
+    eddy(env, "train", str(data), "--report-dir", str(root / "report2"), "--horizon-days", "90")
+    assert aliases(root) == {"challenger": "2", "champion": "1"}
+    r = eddy(env, "promote", check=False)
+    if r.returncode == 0:
+        assert "promoted version 2 to champion" in r.stdout and aliases(root)["champion"] == "2"
+    else:
+        assert r.returncode == 1 and "kept version 1 as champion" in r.stdout and aliases(root)["champion"] == "1"
+        eddy(env, "promote", "--force")
+        assert aliases(root)["champion"] == "2"
+
+
+def test_a_failed_training_leaves_the_registry_as_it_was(store, tmp_path):
+    root, data, env = store
+    before_aliases, before_versions = aliases(root), versions(root)
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "shipments.csv").write_text("shipment_id\nS1\n")
+    r = eddy(env, "train", str(broken), check=False)
+    assert r.returncode == 2 and "missing required columns" in r.stderr
+    assert aliases(root) == before_aliases and versions(root) == before_versions
+
+
+def test_tuning_runs_trials_as_nested_runs(store):
+    root, data, env = store
+    eddy(env, "train", str(data), "--tune", "3", "--report-dir", str(root / "report3"))
+    with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
+        nested = db.execute("select count(*) from tags where key = 'mlflow.parentRunId'").fetchone()[0]
+    assert nested >= 6  # 3 trials for at least two models
+
+
+def test_compare_rules():
+    champ = {"edd_mae_days": 1.0, "delay_brier": 0.10, "churn_roc_auc": 0.70}
+    assert all(v["not_worse"] for v in compare(champ, {"edd_mae_days": 1.005, "delay_brier": 0.1005, "churn_roc_auc": 0.699}).values())
+    verdict = compare(champ, {"edd_mae_days": 1.2, "delay_brier": 0.09, "churn_roc_auc": 0.71})
+    assert not verdict["edd"]["not_worse"] and verdict["delay"]["not_worse"] and verdict["churn"]["not_worse"]
+    assert not compare(champ, {"edd_mae_days": 0.9, "delay_brier": 0.09})["churn"]["not_worse"]  # a model lost is worse

@@ -1,0 +1,137 @@
+"""Model behaviour: the directions a retailer expects, on real inputs, and invariants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training.bundle import ModelBundle
+from training.rows import order_moments
+
+
+def shipment(**overrides) -> pd.DataFrame:
+    row = {"shipment_id": "R1", "order_id": "RO1", "customer_id": "RC1", "carrier": "ups", "service_level": "ground",
+           "origin_region": "NJ", "destination_region": "PA", "origin_postal": "088", "destination_postal": "180",
+           "ordered_at": "2026-03-03T10:00:00Z", "shipped_at": None, "promised_at": "2026-03-09T23:59:59Z",
+           "delivered_at": None, "weight_kg": 1.5, "value": 40.0}
+    row.update(overrides)
+    df = pd.DataFrame([row])
+    for c in ("ordered_at", "shipped_at", "promised_at", "delivered_at"):
+        df[c] = pd.to_datetime(df[c], utc=True).astype("datetime64[us, UTC]")
+    return df
+
+
+def predict(bundle: ModelBundle, df: pd.DataFrame, scans: pd.DataFrame | None = None) -> pd.Series:
+    rows = bundle.shipment_rows(df, scans, order_moments(df))
+    out = bundle.predict_rows(rows).iloc[0]
+    out["p50_hours"] = (out.eta_p50 - out.as_of) / pd.Timedelta(hours=1)
+    return out
+
+
+@pytest.fixture(scope="module")
+def bundle(trained) -> ModelBundle:
+    return trained[0].bundle
+
+
+def test_a_slower_service_gets_a_later_eta(bundle):
+    express = predict(bundle, shipment(carrier="ups", service_level="express", destination_region="CA", destination_postal="100"))
+    ground = predict(bundle, shipment(carrier="usps", service_level="ground_advantage", destination_region="CA", destination_postal="100"))
+    assert ground.p50_hours > express.p50_hours + 24
+
+
+def test_a_longer_lane_gets_a_later_eta(bundle):
+    near = predict(bundle, shipment(destination_region="PA", destination_postal="180"))
+    far = predict(bundle, shipment(destination_region="CA", destination_postal="100"))
+    assert far.p50_hours > near.p50_hours + 24
+    assert far.eta_p90 > near.eta_p90
+
+
+def test_a_storm_hit_region_gets_a_later_eta(bundle, trained):
+    """Shipments ordered during a storm in their destination region, against the same
+    lanes a month earlier: the model, seeing the region's recent slowdown, says later."""
+    _, ds = trained
+    storms = pd.read_parquet(ds.folder / "truth" / "storms.parquet")
+    s = ds["shipments"]
+    hit, calm = [], []
+    for st in storms.itertuples():
+        during = s[(s.destination_region == st.region) & (s.ordered_at >= st.start + pd.Timedelta(days=1)) & (s.ordered_at < st.end)]
+        before = s[(s.destination_region == st.region) & (s.ordered_at >= st.start - pd.Timedelta(days=35))
+                   & (s.ordered_at < st.start - pd.Timedelta(days=28))]
+        if len(during) >= 3 and len(before) >= 3:
+            hit.append(during)
+            calm.append(before)
+    assert len(hit) >= 5
+    hit, calm = pd.concat(hit), pd.concat(calm)
+    p_hit = bundle.predict_rows(bundle.shipment_rows(hit, ds["scans"], order_moments(hit)), explain=False)
+    p_calm = bundle.predict_rows(bundle.shipment_rows(calm, ds["scans"], order_moments(calm)), explain=False)
+    hours = lambda p: ((p.eta_p50 - p.as_of) / pd.Timedelta(hours=1)).mean()
+    assert hours(p_hit) > hours(p_calm)
+
+
+def test_shifting_the_request_by_a_minute_barely_changes_any_output(bundle):
+    a = predict(bundle, shipment())
+    b = predict(bundle, shipment(ordered_at="2026-03-03T10:01:00Z"))
+    for col in ("eta_p10", "eta_p50", "eta_p90"):
+        assert abs((b[col] - a[col]) / pd.Timedelta(hours=1)) < 2.0
+    assert abs(a.late_probability - b.late_probability) < 0.05
+    assert a.promise_at == b.promise_at
+
+
+def test_quantiles_never_cross_and_probabilities_are_probabilities(bundle, trained):
+    _, ds = trained
+    s = ds["shipments"].tail(3000)
+    p = bundle.predict_rows(bundle.shipment_rows(s, ds["scans"], order_moments(s)), explain=False)
+    assert (p.eta_p10 <= p.eta_p50).all() and (p.eta_p50 <= p.eta_p90).all()
+    assert (p.eta_p10 >= p.as_of).all()
+    assert p.late_probability.dropna().between(0, 1).all()
+    assert (p.promise_at >= p.eta_p50.dt.floor("D")).all()
+
+
+def test_an_unseen_carrier_and_lane_are_predicted_and_flagged_low_confidence(bundle):
+    p = predict(bundle, shipment(carrier="newco", service_level="economy", origin_region="ZZ", origin_postal="999"))
+    assert p.confidence == "low"
+    assert 0 < p.p50_hours < 24 * 30
+    assert len(p.reasons) == 3 and all({"feature", "value", "effect_hours"} <= set(r) for r in p.reasons)
+
+
+def delivered_order(ds, late_days: float = 0.0, exception: bool = False, lost: bool = False):
+    """A new order for a known customer, delivered on time, late, with an exception, or never."""
+    cust = ds["shipments"].customer_id.value_counts().index[5]
+    ordered = pd.Timestamp("2026-02-10T10:00:00Z")
+    promised = pd.Timestamp("2026-02-14T23:59:59Z")
+    delivered = None if lost else promised - pd.Timedelta(hours=8) + pd.Timedelta(days=late_days)
+    df = shipment(customer_id=cust, order_id="NEWORDER", shipment_id="NEWSHIP", ordered_at=str(ordered),
+                  shipped_at=str(ordered + pd.Timedelta(hours=30)), promised_at=str(promised),
+                  delivered_at=None if delivered is None else str(delivered))
+    scans = pd.DataFrame({"shipment_id": ["NEWSHIP"], "scanned_at": [ordered + pd.Timedelta(days=2)],
+                          "event": ["exception" if exception else "arrived_at_facility"], "region": ["PA"]})
+    scans["scanned_at"] = scans.scanned_at.astype("datetime64[us, UTC]")
+    judged = delivered if delivered is not None else promised
+    moments = pd.DataFrame({"order_id": ["NEWORDER"], "as_of": pd.Series([judged + pd.Timedelta(hours=1)], dtype="datetime64[us, UTC]")})
+    return df, scans, moments
+
+
+def test_a_late_damaged_or_lost_delivery_raises_churn_risk(bundle, trained):
+    _, ds = trained
+
+    def risk(**kw) -> float:
+        df, scans, moments = delivered_order(ds, **kw)
+        return float(bundle.score_orders(df, scans, moments).churn_risk.iloc[0])
+
+    on_time = risk()
+    late = risk(late_days=4)
+    late_damaged = risk(late_days=4, exception=True)
+    lost = risk(lost=True)
+    assert late > on_time
+    assert late_damaged >= late
+    assert lost > on_time
+    assert all(0 <= r <= 1 for r in (on_time, late, late_damaged, lost))
+
+
+def test_churn_reasons_name_the_delivery_factors(bundle, trained):
+    _, ds = trained
+    df, scans, moments = delivered_order(ds, late_days=6, exception=True)
+    scored = bundle.score_orders(df, scans, moments).iloc[0]
+    assert scored.days_late > 5 and scored.exceptions == 1
+    assert len(scored.reasons) == 3

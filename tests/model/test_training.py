@@ -1,0 +1,57 @@
+"""Training: honest splits, calibrated outputs, baselines beaten, thin data handled."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.load import load_data_set
+from data.simulate import SimConfig, simulate
+from data.write import write_data_set
+from training.bundle import ModelBundle
+from training.train import train
+
+
+def test_splits_are_in_time_order(trained):
+    result, _ = trained
+    split = result.bundle.meta["split"]
+    assert split["calibrate_from"] < split["test_from"] < split["test_until"] < result.bundle.meta["data_end"]
+
+
+def test_every_model_trained_and_beats_its_simple_baseline(trained):
+    result, _ = trained
+    m = result.metrics
+    assert result.bundle.meta["skipped"] == {}
+    assert m["edd_mae_days"] < m["edd_baseline_lane_median_mae_days"] < m["edd_baseline_promise_mae_days"] + 0.5
+    assert m["delay_roc_auc"] > m["delay_baseline_late_rate_roc_auc"]
+    assert m["edd_mae_days"] >= m["edd_oracle_mae_days"] * 0.95  # no model beats the truth by much: no leakage
+
+
+def test_intervals_and_probabilities_are_calibrated_on_later_data(trained):
+    m = trained[0].metrics
+    assert 0.74 <= m["edd_interval_coverage"] <= 0.86
+    assert m["delay_ece"] < 0.05
+    assert m["edd_promise95_on_time"] >= 0.92
+
+
+def test_bundle_round_trip_predicts_the_same(trained, tmp_path):
+    result, ds = trained
+    from training.rows import order_moments
+
+    s = ds["shipments"].tail(50)
+    rows = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
+    before = result.bundle.predict_rows(rows)
+    loaded = ModelBundle.load(result.bundle.save(tmp_path / "b"))
+    after = loaded.predict_rows(loaded.shipment_rows(s, ds["scans"], order_moments(s)))
+    pd.testing.assert_frame_equal(before, after)
+
+
+def test_thin_data_skips_models_with_a_clear_reason(tmp_path):
+    write_data_set(simulate(SimConfig(customers=60, seed=2)).tables, tmp_path)
+    result = train(load_data_set(tmp_path))
+    skipped = result.bundle.meta["skipped"]
+    assert "edd" in skipped and "too little delivered history" in skipped["edd"]
+    assert "churn" in skipped and "churn labels" in skipped["churn"]
+    with pytest.raises(RuntimeError, match="no EDD model in this version: too little delivered history"):
+        result.bundle.predict_rows(pd.DataFrame({"as_of": []}))
