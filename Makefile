@@ -20,7 +20,7 @@ demo: $(STAMP)
 	$(BIN)/eddy simulate --out $(DEMO)
 	$(BIN)/eddy validate $(DEMO)
 	$(BIN)/eddy train $(DEMO)
-	$(BIN)/eddy predict $(DEMO) --out data/sets/demo-predictions.parquet
+	$(BIN)/eddy predict $(DEMO) --as-of 2026-02-28T12:00:00 --out data/sets/demo-open-parcels.parquet
 	$(BIN)/eddy score-customers $(DEMO)
 
 test: $(STAMP)

@@ -64,8 +64,9 @@ class ModelBundle:
             raise RuntimeError("no EDD model in this version: " + self.meta.get("skipped", {}).get("edd", "not trained"))
         at = micros(rows.as_of)
         groups = rows.carrier
-        hours = self.edd.predict_hours(rows, groups)
-        promise_h = self.edd.promise_hours(rows, groups, confidence)
+        raw = self.edd.raw_log_quantiles(rows)  # once: the boosters are most of the cost
+        hours = self.edd.predict_hours(rows, groups, raw)
+        promise_h = self.edd.promise_hours(rows, groups, confidence, raw)
         out = pd.DataFrame({"shipment_id": rows.shipment_id.to_numpy(), "as_of": rows.as_of.to_numpy()})
         for k, name in enumerate(("eta_p10", "eta_p50", "eta_p90")):
             out[name] = _timestamps(at + (hours[:, k] * US_PER_HOUR).astype(np.int64))

@@ -139,20 +139,21 @@ class EddModel(_Model):
                 self.promise_scores_[name] = _quantile_grid(promise_scores[mask])
         return self
 
-    def predict_hours(self, rows: pd.DataFrame, groups: pd.Series) -> np.ndarray:
+    def predict_hours(self, rows: pd.DataFrame, groups: pd.Series, raw: np.ndarray | None = None) -> np.ndarray:
         """Calibrated (p10, p50, p90) hours from the moment, one row each."""
-        q = self.raw_log_quantiles(rows)
+        q = self.raw_log_quantiles(rows) if raw is None else raw
         shift = _per_group(self.interval_shift_, groups)
         low = np.expm1(q[:, 0] - shift)
         high = np.expm1(q[:, 2] + shift)
         mid = np.expm1(q[:, 1])
         return np.clip(np.column_stack([np.minimum(low, mid), mid, np.maximum(high, mid)]), 0, None)
 
-    def promise_hours(self, rows: pd.DataFrame, groups: pd.Series, confidence: float) -> np.ndarray:
+    def promise_hours(self, rows: pd.DataFrame, groups: pd.Series, confidence: float,
+                      raw: np.ndarray | None = None) -> np.ndarray:
         """Hours from the moment within which a share ``confidence`` of parcels arrive."""
         if not 0.5 <= confidence <= 0.995:
             raise ValueError(f"confidence must be between 0.5 and 0.995, not {confidence}")
-        q90 = self.raw_log_quantiles(rows)[:, 2]
+        q90 = (self.raw_log_quantiles(rows) if raw is None else raw)[:, 2]
         grid = np.linspace(0, 1, 201)
         per_group = {g: float(np.interp(confidence, grid, scores)) for g, scores in self.promise_scores_.items()}
         return np.maximum(np.expm1(q90 + _per_group(per_group, groups)), 0)

@@ -9,24 +9,19 @@ from data.load import DataSet
 from features.build import FeatureSnapshot
 from training.bundle import ModelBundle
 from training.evaluate import edd_metrics, probability_metrics
-from training.rows import Split, censor_days, churn_training_rows, edd_training_rows, window_days
+from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
 
 
 def held_out_metrics(bundles: dict[str, ModelBundle], ds: DataSet, horizon_days: float) -> dict[str, dict[str, float]]:
     """Primary metrics of each bundle on the latest test window of ``ds`` (same rows for all)."""
     snapshot = FeatureSnapshot.fit(ds)
-    s = ds["shipments"]
-    label_end = snapshot.end - pd.Timedelta(days=censor_days(s))
-    split = Split.before(label_end, window_days(s.ordered_at.min(), label_end))
+    split = shipment_split(snapshot, ds["shipments"])
     rows, labels = edd_training_rows(ds, snapshot, transit_per_shipment=0)
     test = split.assign(rows.as_of) == "test"
     hours, late = labels.hours_left.to_numpy(), labels.late.to_numpy()
     churn_rows, churn_y, ref = churn_training_rows(ds, snapshot, rows, horizon_days)
-    churn_split = Split.before(snapshot.end - pd.Timedelta(days=horizon_days),
-                               window_days(pd.Series(pd.to_datetime(ref[ref > 0], unit="us", utc=True)).min(),
-                                           snapshot.end - pd.Timedelta(days=horizon_days)))
-    churn_test = (churn_split.assign(pd.Series(pd.to_datetime(ref, unit="us", utc=True))) == "test") \
-        & ~np.isnan(churn_y) & (churn_rows.days_since_delivery.to_numpy() < 1e-3)
+    c_split, ref_ts = churn_split(snapshot, ref, horizon_days)
+    churn_test = (c_split.assign(ref_ts) == "test") & ~np.isnan(churn_y) & (churn_rows.days_since_delivery.to_numpy() < 1e-3)
     out: dict[str, dict[str, float]] = {}
     for name, b in bundles.items():
         m: dict[str, float] = {}

@@ -104,11 +104,15 @@ def _plots(result, folder: Path) -> list[Path]:
 
 def _shap_plots(churn: dict, folder: Path) -> list[Path]:
     """Which delivery factors drive loyalty: SHAP on the churn model (offline, so shap is fine here)."""
+    import warnings
+
     import shap
 
     model, rows = churn["model"], churn["rows"]
     X = model._X(rows.head(3000))
-    values = shap.TreeExplainer(model.booster_).shap_values(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # shap's note that binary LightGBM output became a list
+        values = shap.TreeExplainer(model.booster_).shap_values(X)
     values = values[1] if isinstance(values, list) else values
     shap.summary_plot(values, X, show=False, max_display=15)
     fig = plt.gcf()
@@ -118,8 +122,11 @@ def _shap_plots(churn: dict, folder: Path) -> list[Path]:
         .sort_values("mean_abs_shap", ascending=False)
     mean_abs.to_csv(folder / "shap_churn_importance.csv", index=False)
     for feature in ("days_late", "exceptions", "contacts"):
-        if feature in X.columns and X[feature].notna().any():
-            shap.dependence_plot(feature, values, X, interaction_index=None, show=False)
+        # Contacts are rarely known right after a delivery; a dependence plot needs some spread.
+        if feature in X.columns and X[feature].nunique() > 1:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                shap.dependence_plot(feature, values, X, interaction_index=None, show=False)
             paths.append(_save(plt.gcf(), folder / f"shap_dependence_{feature}.png"))
     return paths
 

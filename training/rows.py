@@ -108,7 +108,8 @@ class Split:
         """'train', 'calibrate', 'test' or '' (after the labelled period) per moment."""
         t = micros(moments)
         cal, test, until = micros(pd.Series([self.calibrate_from, self.test_from, self.test_until]))
-        return np.select([t < cal, t < test, t <= until], ["train", "calibrate", "test"], default="")
+        known = t != NAT
+        return np.select([known & (t < cal), known & (t < test), known & (t <= until)], ["train", "calibrate", "test"], default="")
 
     def as_dict(self) -> dict[str, str]:
         return {k: v.isoformat() for k, v in vars(self).items()}
@@ -117,6 +118,19 @@ class Split:
 def window_days(first: pd.Timestamp, label_end: pd.Timestamp) -> float:
     """Calibration and test windows: an eighth of the labelled span each, 14 to 61 days."""
     return float(np.clip((label_end - first) / pd.Timedelta(days=1) / 8.0, 14, 61))
+
+
+def shipment_split(snapshot: FeatureSnapshot, shipments: pd.DataFrame) -> Split:
+    """EDD and delay: labelled moments end where censoring starts."""
+    label_end = snapshot.end - pd.Timedelta(days=censor_days(shipments))
+    return Split.before(label_end, window_days(shipments.ordered_at.min(), label_end))
+
+
+def churn_split(snapshot: FeatureSnapshot, ref_us: np.ndarray, horizon_days: float) -> tuple[Split, pd.Series]:
+    """Churn: split on the judged moment; labels are mature up to the end minus the horizon."""
+    ref = pd.Series(pd.to_datetime(ref_us, unit="us", utc=True)).astype("datetime64[us, UTC]")  # NAT stays NaT
+    label_end = snapshot.end - pd.Timedelta(days=horizon_days)
+    return Split.before(label_end, window_days(ref.min(), label_end)), ref
 
 
 # ---------------------------------------------------------------- model frames

@@ -23,8 +23,8 @@ from training import baselines
 from training.bundle import ModelBundle
 from training.evaluate import (coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift)
 from training.models import EddModel, ProbabilityModel
-from training.rows import (ID_COLUMNS, SHIPMENT_CATEGORICAL, Split, censor_days, churn_training_rows,
-                           edd_training_rows, window_days)
+from training.rows import (ID_COLUMNS, SHIPMENT_CATEGORICAL, churn_split, churn_training_rows, edd_training_rows,
+                           shipment_split)
 from features.customer import CUSTOMER_CATEGORICAL
 
 MIN_TRAIN_ROWS = 300
@@ -47,10 +47,16 @@ def feature_columns(rows: pd.DataFrame, drop: tuple[str, ...] = ()) -> list[str]
     return [c for c in rows.columns if c not in ID_COLUMNS and c not in drop]
 
 
+MAX_TRAIN_ROWS = 600_000  # most recent labelled rows per model; older history reaches it through the features
+
+
 def validation_tail(mask: np.ndarray, moments: pd.Series, share: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Split training rows into fit and early-stopping parts, the latter the last ``share`` in time."""
+    """Split training rows into fit and early-stopping parts, the latter the last ``share`` in time.
+
+    Only the most recent MAX_TRAIN_ROWS are used, which bounds training time at any scale.
+    """
     idx = np.flatnonzero(mask)
-    order = idx[np.argsort(micros(moments)[idx], kind="stable")]
+    order = idx[np.argsort(micros(moments)[idx], kind="stable")][-MAX_TRAIN_ROWS:]
     cut = int(len(order) * (1 - share))
     fit, val = np.zeros_like(mask), np.zeros_like(mask)
     fit[order[:cut]], val[order[cut:]] = True, True
@@ -65,8 +71,7 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
     report("features", 0.05)
     snapshot = FeatureSnapshot.fit(ds)
     shipments = ds["shipments"]
-    label_end = snapshot.end - pd.Timedelta(days=censor_days(shipments))
-    split = Split.before(label_end, window_days(shipments.ordered_at.min(), label_end))
+    split = shipment_split(snapshot, shipments)
     rows, labels = edd_training_rows(ds, snapshot, seed=seed)
     part = split.assign(rows.as_of)
     at_order = rows.hours_since_order.to_numpy() == 0
@@ -207,9 +212,7 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
         skipped["churn"] = (f"too few mature churn labels: {int(known.sum())} deliveries are older than the "
                             f"{horizon_days:g}-day horizon at the end of the data (need {MIN_TRAIN_ROWS * 2})")
         return None
-    ref_ts = pd.Series(pd.to_datetime(ref, unit="us", utc=True))
-    label_end = snapshot.end - pd.Timedelta(days=horizon_days)
-    split = Split.before(label_end, window_days(ref_ts.min(), label_end))
+    split, ref_ts = churn_split(snapshot, ref, horizon_days)
     part = split.assign(ref_ts)
     train_mask, cal, test = known & (part == "train"), known & (part == "calibrate"), known & (part == "test")
     positives = y[train_mask].sum()

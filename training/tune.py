@@ -16,7 +16,7 @@ from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.customer import CUSTOMER_CATEGORICAL
 from training.models import CategoricalEncoder, train_booster
-from training.rows import SHIPMENT_CATEGORICAL, Split, censor_days, churn_training_rows, edd_training_rows, window_days
+from training.rows import SHIPMENT_CATEGORICAL, churn_split, churn_training_rows, edd_training_rows, shipment_split
 from training.train import feature_columns, validation_tail
 
 
@@ -65,9 +65,7 @@ def tune(ds: DataSet, n_trials: int, horizon_days: float = 90.0, seed: int = 0) 
             mlflow.log_metric("validation_loss", score)
 
     snapshot = FeatureSnapshot.fit(ds)
-    s = ds["shipments"]
-    label_end = snapshot.end - pd.Timedelta(days=censor_days(s))
-    split = Split.before(label_end, window_days(s.ordered_at.min(), label_end))
+    split = shipment_split(snapshot, ds["shipments"])
     rows, labels = edd_training_rows(ds, snapshot, seed=seed)
     train_part = split.assign(rows.as_of) == "train"
     features = feature_columns(rows)
@@ -82,9 +80,8 @@ def tune(ds: DataSet, n_trials: int, horizon_days: float = 90.0, seed: int = 0) 
     churn_rows, churn_y, ref = churn_training_rows(ds, snapshot, rows[rows.hours_since_order == 0], horizon_days, seed)
     known = ~np.isnan(churn_y)
     if known.sum() > 600:
-        ref_ts = pd.Series(pd.to_datetime(ref, unit="us", utc=True))
-        c_end = snapshot.end - pd.Timedelta(days=horizon_days)
-        c_train = (Split.before(c_end, window_days(ref_ts.min(), c_end)).assign(ref_ts) == "train") & known
+        c_split, ref_ts = churn_split(snapshot, ref, horizon_days)
+        c_train = (c_split.assign(ref_ts) == "train") & known
         cfeat = feature_columns(churn_rows, drop=("order_id", "customer_id", "as_of"))
         cX = CategoricalEncoder(CUSTOMER_CATEGORICAL).fit(churn_rows[c_train]).transform(churn_rows.reindex(columns=cfeat))
         fit, val = validation_tail(c_train, ref_ts)
