@@ -329,6 +329,23 @@ def score_customers(
 
 
 @app.command()
+def serve(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+) -> None:
+    """Serve the champion over HTTP (BentoML): /eta, /eta/batch, /churn, /info/models, /readyz, /metrics."""
+    import os
+    import subprocess
+    import sys
+
+    bentoml = Path(sys.executable).parent / "bentoml"
+    out.print(f"serving the champion on http://{host}:{port} (API docs at /docs); Ctrl-C stops", highlight=False)
+    env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT)}
+    raise typer.Exit(subprocess.call([str(bentoml), "serve", "serving.service:Eddy", "--host", host, "--port", str(port)],
+                                      cwd=settings.REPO_ROOT, env=env))
+
+
+@app.command()
 def validate(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the report and quarantined rows (default FOLDER/_quarantine).")] = None,

@@ -1,0 +1,1 @@
+"""Serving: the BentoML HTTP service over the champion model bundle."""

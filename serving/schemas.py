@@ -1,0 +1,125 @@
+"""Request and answer schemas of the HTTP API, in the contract's field names.
+
+Pydantic does the checking, so every malformed request is answered 400 with the field
+path and the rule (BentoML turns validation errors into 400s), never a 500.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from data.contract import EVENTS
+
+MAX_BATCH = 1000
+MAX_SCANS = 500
+Event = Literal[EVENTS]  # type: ignore[valid-type]
+
+
+class ScanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scanned_at: AwareDatetime
+    event: Event
+    region: str | None = Field(default=None, max_length=64)
+    postal: str | None = Field(default=None, max_length=32)
+
+
+class ShipmentIn(BaseModel):
+    """One shipment as the contract names its fields, plus its scans so far."""
+
+    model_config = ConfigDict(extra="forbid")
+    shipment_id: str = Field(default="request", min_length=1, max_length=128)
+    customer_id: str | None = Field(default=None, max_length=128)
+    carrier: str = Field(min_length=1, max_length=64)
+    service_level: str = Field(min_length=1, max_length=64)
+    origin_region: str = Field(min_length=1, max_length=64)
+    destination_region: str = Field(min_length=1, max_length=64)
+    origin_postal: str | None = Field(default=None, max_length=32)
+    destination_postal: str | None = Field(default=None, max_length=32)
+    ordered_at: AwareDatetime
+    shipped_at: AwareDatetime | None = None
+    promised_at: AwareDatetime | None = None
+    weight_kg: float | None = Field(default=None, ge=0, le=5000)
+    value: float | None = Field(default=None, ge=0, le=1e9)
+    scans: list[ScanIn] = Field(default_factory=list, max_length=MAX_SCANS)
+    as_of: AwareDatetime | None = None
+    explain: bool = True
+    confidence: float = Field(default=0.95, ge=0.5, le=0.995)
+
+    @model_validator(mode="after")
+    def _in_order(self) -> "ShipmentIn":
+        if self.shipped_at is not None and self.shipped_at < self.ordered_at:
+            raise ValueError("shipped_at is before ordered_at")
+        if self.promised_at is not None and self.promised_at < self.ordered_at:
+            raise ValueError("promised_at is before ordered_at")
+        if self.as_of is not None and self.as_of < self.ordered_at:
+            raise ValueError("as_of is before ordered_at")
+        for i, scan in enumerate(self.scans):
+            if scan.scanned_at < self.ordered_at:
+                raise ValueError(f"scans[{i}].scanned_at is before ordered_at")
+        return self
+
+
+class Reason(BaseModel):
+    feature: str
+    text: str
+    value: str | float | None
+    effect_hours: float
+
+
+class EtaOut(BaseModel):
+    shipment_id: str
+    as_of: datetime
+    eta_p10: datetime
+    eta_p50: datetime
+    eta_p90: datetime
+    eta_p10_date: str
+    eta_p50_date: str
+    eta_p90_date: str
+    promise_at: datetime
+    promise_confidence: float
+    late_probability: float | None
+    confidence: Literal["high", "normal", "low"]
+    reasons: list[Reason]
+    model_version: str
+
+
+class DeliveryIn(ShipmentIn):
+    """The delivery just completed: a shipment with its delivery moment (none if it never came)."""
+
+    delivered_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _judged(self) -> "DeliveryIn":
+        if self.delivered_at is None and self.promised_at is None:
+            raise ValueError("give delivered_at, or promised_at for a delivery that never came")
+        if self.delivered_at is not None and self.delivered_at < self.ordered_at:
+            raise ValueError("delivered_at is before ordered_at")
+        return self
+
+
+class ChurnIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    customer_id: str = Field(min_length=1, max_length=128)
+    delivery: DeliveryIn
+    as_of: AwareDatetime | None = None
+    explain: bool = True
+
+
+class ChurnReason(BaseModel):
+    feature: str
+    text: str
+    value: str | float | None
+    effect_log_odds: float
+
+
+class ChurnOut(BaseModel):
+    customer_id: str
+    churn_risk: float
+    known_customer: bool
+    orders_so_far: int
+    days_late: float | None
+    reasons: list[ChurnReason]
+    model_version: str

@@ -1,0 +1,202 @@
+"""The BentoML prediction service: ETAs, delay probabilities and churn risk over HTTP.
+
+Started by ``eddy serve``: loads the ``champion`` bundle (models and feature snapshot)
+at start-up and predicts through :class:`training.bundle.ModelBundle`, the same code
+``eddy predict`` uses, so both give a shipment the same answer. While no champion can
+be loaded the service runs but is not ready: ``/readyz`` answers 503 and ``/status``
+says why; the prediction APIs answer 503 with the same reason.
+
+Both ETA APIs share the private ``_predict`` helper: a BentoML API must not call
+another API of the same service.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Annotated
+
+import bentoml
+import numpy as np
+import pandas as pd
+from bentoml.exceptions import ServiceUnavailable
+from pydantic import Field
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from serving.reasons import plain_reason
+from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
+
+log = logging.getLogger("eddy.serving")
+
+
+class _State:
+    """What the service loaded, shared with the plain (non-API) routes."""
+
+    bundle = None
+    version = ""
+    reason = "starting"
+    started_at = time.time()
+
+
+STATE = _State()
+
+
+def load_champion() -> None:
+    """Load the champion, or remember why it could not be loaded (never raise)."""
+    from training.bundle import ModelBundle
+    from training.registry import download_bundle
+
+    try:
+        folder = os.environ.get("EDDY_BUNDLE_DIR")
+        if folder:
+            path, version = Path(folder), Path(folder).name
+        else:
+            path, version = download_bundle()
+        bundle = ModelBundle.load(path)
+        bundle.meta["version"] = version
+        if bundle.edd is None:
+            raise RuntimeError("the champion has no EDD model: " + bundle.meta.get("skipped", {}).get("edd", ""))
+        STATE.bundle, STATE.version, STATE.reason = bundle, str(version), ""
+    except Exception as exc:  # any failure means "not ready", said plainly
+        STATE.bundle, STATE.reason = None, f"no champion model loaded: {type(exc).__name__}: {exc}"
+        log.error(STATE.reason)
+
+
+def _models(_: Request) -> JSONResponse:
+    b = STATE.bundle
+    if b is None:
+        return JSONResponse({"ready": False, "reason": STATE.reason}, status_code=503)
+    headline = {k: v for k, v in b.meta.get("metrics", {}).items()
+                if k in ("edd_mae_days", "edd_interval_coverage", "delay_roc_auc", "delay_ece", "churn_roc_auc")}
+    return JSONResponse({
+        "version": STATE.version,
+        "trained_at": b.meta.get("trained_at"),
+        "data_end": b.meta.get("data_end"),
+        "models": {name: getattr(b, name) is not None for name in ("edd", "delay", "churn")},
+        "skipped": b.meta.get("skipped", {}),
+        "metrics": headline,
+    })
+
+
+def _status(_: Request) -> JSONResponse:
+    ready = STATE.bundle is not None
+    return JSONResponse({"ready": ready, "reason": STATE.reason, "version": STATE.version,
+                         "uptime_s": round(time.time() - STATE.started_at, 1)}, status_code=200 if ready else 503)
+
+
+info_app = Starlette(routes=[Route("/models", _models), Route("/status", _status)])
+
+
+def _frames(shipments: list[ShipmentIn]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Contract-shaped shipments, scans and moments for a list of requests."""
+    ids = [s.shipment_id if len(shipments) == 1 else f"{i}:{s.shipment_id}" for i, s in enumerate(shipments)]
+    ts = lambda v: pd.Timestamp(v).tz_convert("UTC") if v is not None else pd.NaT  # noqa: E731
+    ship = pd.DataFrame({
+        "shipment_id": ids,
+        "order_id": ids,
+        "customer_id": [s.customer_id or "anonymous" for s in shipments],
+        **{c: [getattr(s, c) for s in shipments] for c in ("carrier", "service_level", "origin_region",
+                                                          "destination_region", "origin_postal", "destination_postal")},
+        **{c: pd.Series([ts(getattr(s, c)) for s in shipments], dtype="datetime64[us, UTC]")
+           for c in ("ordered_at", "shipped_at", "promised_at")},
+        "delivered_at": pd.Series([pd.NaT] * len(shipments), dtype="datetime64[us, UTC]"),
+        "weight_kg": [s.weight_kg for s in shipments],
+        "value": [s.value for s in shipments],
+    })
+    for c in ("weight_kg", "value"):
+        ship[c] = ship[c].astype(float)
+    scans = pd.DataFrame([{"shipment_id": ids[i], "scanned_at": ts(sc.scanned_at), "event": sc.event,
+                           "region": sc.region, "postal": sc.postal}
+                          for i, s in enumerate(shipments) for sc in s.scans],
+                         columns=["shipment_id", "scanned_at", "event", "region", "postal"])
+    scans["scanned_at"] = scans.scanned_at.astype("datetime64[us, UTC]")
+    # Without as_of: at the order time, or just after the latest scan sent; never "now",
+    # so an answer is reproducible and equals `eddy predict` for the same shipment.
+    as_of = [ts(s.as_of) if s.as_of is not None else
+             max([ts(s.ordered_at)] + [ts(sc.scanned_at) + pd.Timedelta(seconds=1) for sc in s.scans])
+             for s in shipments]
+    moments = pd.DataFrame({"shipment_id": ids, "as_of": pd.Series(as_of, dtype="datetime64[us, UTC]")})
+    return ship, scans, moments
+
+
+def _num(v) -> float | None:
+    return None if v is None or pd.isna(v) else float(v)
+
+
+@bentoml.service(name="eddy", traffic={"timeout": 30})
+@bentoml.asgi_app(info_app, path="/info")
+class Eddy:
+    def __init__(self) -> None:
+        load_champion()
+
+    def __is_ready__(self) -> bool:
+        return STATE.bundle is not None
+
+    def _predict(self, shipments: list[ShipmentIn]) -> list[EtaOut]:
+        bundle = STATE.bundle
+        if bundle is None:
+            raise ServiceUnavailable(STATE.reason)
+        ship, scans, moments = _frames(shipments)
+        rows = bundle.shipment_rows(ship, scans if len(scans) else None, moments)
+        explain = any(s.explain for s in shipments)
+        answers = []
+        # One confidence per call keeps the models' work vectorised; requests rarely mix them.
+        for confidence in sorted({s.confidence for s in shipments}):
+            pick = np.array([s.confidence == confidence for s in shipments])
+            out = bundle.predict_rows(rows[pick].reset_index(drop=True), confidence, explain=explain)
+            answers += list(zip(np.flatnonzero(pick), out.to_dict("records"), rows[pick].to_dict("records")))
+        answers.sort(key=lambda a: a[0])
+        return [self._answer(shipments[i], rec, row, STATE.version) for i, rec, row in answers]
+
+    @staticmethod
+    def _answer(req: ShipmentIn, rec: dict, row: dict, version: str) -> EtaOut:
+        late = rec["late_probability"]
+        reasons = [plain_reason(r, row) for r in rec.get("reasons", [])] if req.explain else []
+        return EtaOut(
+            shipment_id=req.shipment_id, as_of=rec["as_of"],
+            eta_p10=rec["eta_p10"], eta_p50=rec["eta_p50"], eta_p90=rec["eta_p90"],
+            eta_p10_date=rec["eta_p10"].date().isoformat(), eta_p50_date=rec["eta_p50"].date().isoformat(),
+            eta_p90_date=rec["eta_p90"].date().isoformat(),
+            promise_at=rec["promise_at"], promise_confidence=req.confidence,
+            late_probability=None if late is None or np.isnan(late) else float(late),
+            confidence=rec["confidence"], reasons=reasons, model_version=version,
+        )
+
+    @bentoml.api(route="/eta")
+    def eta(self, shipment: ShipmentIn) -> EtaOut:
+        """ETA quantiles, a promise date, the late probability and the top three reasons."""
+        return self._predict([shipment])[0]
+
+    @bentoml.api(route="/churn")
+    def churn(self, request: ChurnIn) -> ChurnOut:
+        """Churn risk after the delivery just completed; history comes from the feature snapshot."""
+        bundle = STATE.bundle
+        if bundle is None:
+            raise ServiceUnavailable(STATE.reason)
+        if bundle.churn is None:
+            raise ServiceUnavailable("the champion has no churn model: " + bundle.meta.get("skipped", {}).get("churn", ""))
+        d = request.delivery
+        ship, scans, _ = _frames([d])
+        ship["order_id"], ship["customer_id"] = "request-order", request.customer_id
+        ship["delivered_at"] = pd.Series([pd.Timestamp(d.delivered_at) if d.delivered_at else pd.NaT],
+                                         dtype="datetime64[us, UTC]")
+        judged = d.delivered_at or d.promised_at
+        as_of = request.as_of or (pd.Timestamp(judged) + pd.Timedelta(seconds=1))
+        moments = pd.DataFrame({"order_id": ["request-order"], "as_of": pd.Series([pd.Timestamp(as_of)], dtype="datetime64[us, UTC]")})
+        scored = bundle.score_orders(ship, scans if len(scans) else None, moments).iloc[0]
+        known = request.customer_id in set(bundle.snapshot.customers.orders.customer_id.astype("str"))
+        return ChurnOut(customer_id=request.customer_id, churn_risk=float(scored.churn_risk), known_customer=known,
+                        orders_so_far=int(scored.orders_so_far), days_late=_num(scored.days_late),
+                        reasons=[{"feature": r["feature"], "text": r["feature"].replace("_", " "), "value": r["value"],
+                                  "effect_log_odds": r["effect_log_odds"]} for r in scored.reasons] if request.explain else [],
+                        model_version=STATE.version)
+
+    @bentoml.api(route="/eta/batch")
+    def eta_batch(self, shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[EtaOut]:
+        """Up to 1,000 shipments in one call, answered in order."""
+        return self._predict(shipments)
