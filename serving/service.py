@@ -3,8 +3,8 @@
 Started by ``eddy serve``: loads the ``champion`` bundle (models and feature snapshot)
 at start-up and predicts through :class:`training.bundle.ModelBundle`, the same code
 ``eddy predict`` uses, so both give a shipment the same answer. While no champion can
-be loaded the service runs but is not ready: ``/readyz`` answers 503 and ``/status``
-says why; the prediction APIs answer 503 with the same reason.
+be loaded the service runs but is not ready: ``/readyz`` and the prediction APIs answer
+503 and ``/info/status`` says why (BentoML hides the message of a 5xx answer).
 
 Both ETA APIs share the private ``_predict`` helper: a BentoML API must not call
 another API of the same service.

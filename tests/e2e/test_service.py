@@ -1,0 +1,201 @@
+"""The real BentoML server end to end: answers, equivalence with batch prediction, bad input, readiness."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+
+from eddy import settings
+from training.rows import order_moments
+
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, env: dict):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc = subprocess.Popen([BENTOML, "serve", "serving.service:Eddy", "--port", str(self.port)],
+                                     cwd=settings.REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/livez", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            out, _ = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            out, _ = self.proc.communicate()
+        return out.decode(errors="replace")
+
+
+def env_with(tmp_path: Path, **extra) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT), **extra}
+    prom = tmp_path / "prometheus"
+    prom.mkdir(exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def served(trained, tmp_path_factory):
+    result, ds = trained
+    root = tmp_path_factory.mktemp("serve")
+    bundle_dir = result.bundle.save(root / "7")
+    server = Server(env_with(root, EDDY_BUNDLE_DIR=str(bundle_dir)))
+    yield server, result.bundle, ds
+    logs = server.stop()
+    # Every request above was answered without a 5xx (BentoML logs its 400s with a traceback
+    # in the server log; answers never carry one, which the tests check on the responses).
+    assert "status=5" not in logs, [line for line in logs.splitlines() if "status=5" in line][:5]
+
+
+def request_for(row: pd.Series) -> dict:
+    iso = lambda v: None if pd.isna(v) else pd.Timestamp(v).isoformat()  # noqa: E731
+    return {"shipment_id": row.shipment_id, "carrier": row.carrier, "service_level": row.service_level,
+            "origin_region": row.origin_region, "destination_region": row.destination_region,
+            "origin_postal": row.origin_postal, "destination_postal": row.destination_postal,
+            "ordered_at": iso(row.ordered_at), "promised_at": iso(row.promised_at),
+            "weight_kg": float(row.weight_kg), "value": float(row.value)}
+
+
+def test_eta_equals_the_batch_prediction_for_the_same_shipment(served):
+    server, bundle, ds = served
+    ships = ds["shipments"].tail(5)
+    expected = bundle.predict_rows(bundle.shipment_rows(ships, None, order_moments(ships)))
+    for (_, row), (_, exp) in zip(ships.iterrows(), expected.iterrows()):
+        r = httpx.post(f"{server.url}/eta", json={"shipment": request_for(row)}, timeout=30)
+        assert r.status_code == 200, r.text
+        got = r.json()
+        for col in ("eta_p10", "eta_p50", "eta_p90", "promise_at"):
+            assert abs(pd.Timestamp(got[col]) - exp[col]) < pd.Timedelta(seconds=1), col
+        assert got["late_probability"] == pytest.approx(exp.late_probability, abs=1e-9)
+        assert got["model_version"] == "7"
+        assert [g["feature"] for g in got["reasons"]] == [e["feature"] for e in exp.reasons]
+        assert all(g["text"] for g in got["reasons"])
+
+
+def test_batch_answers_in_order_and_equals_single_calls(served):
+    server, _, ds = served
+    reqs = [request_for(r) for _, r in ds["shipments"].tail(4).iterrows()]
+    batch = httpx.post(f"{server.url}/eta/batch", json={"shipments": reqs}, timeout=60)
+    assert batch.status_code == 200, batch.text
+    answers = batch.json()
+    assert [a["shipment_id"] for a in answers] == [r["shipment_id"] for r in reqs]
+    single = httpx.post(f"{server.url}/eta", json={"shipment": reqs[2]}, timeout=30).json()
+    assert answers[2]["eta_p50"] == single["eta_p50"]
+
+
+def test_scans_so_far_move_the_eta(served):
+    server, _, ds = served
+    req = request_for(ds["shipments"].iloc[-1])
+    start = pd.Timestamp(req["ordered_at"])
+    at_order = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30).json()
+    req["scans"] = [{"scanned_at": (start + pd.Timedelta(hours=30)).isoformat(), "event": "picked_up"},
+                    {"scanned_at": (start + pd.Timedelta(hours=70)).isoformat(), "event": "out_for_delivery",
+                     "region": req["destination_region"]}]
+    later = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30).json()
+    assert pd.Timestamp(later["as_of"]) > pd.Timestamp(at_order["as_of"])
+    assert pd.Timestamp(later["eta_p90"]) - pd.Timestamp(later["eta_p10"]) < \
+        pd.Timestamp(at_order["eta_p90"]) - pd.Timestamp(at_order["eta_p10"])
+
+
+@pytest.mark.parametrize("mutate, field", [
+    (lambda r: r.pop("carrier"), "carrier"),
+    (lambda r: r.update(weight_kg="heavy"), "weight_kg"),
+    (lambda r: r.update(scans=[{"scanned_at": "2026-01-01T00:00:00Z", "event": "teleported"}]), "event"),
+    (lambda r: r.update(shipped_at="2000-01-01T00:00:00Z"), "shipped_at is before ordered_at"),
+    (lambda r: r.update(ordered_at="yesterday"), "ordered_at"),
+    (lambda r: r.update(confidence=1.5), "confidence"),
+    (lambda r: r.update(colour="red"), "colour"),
+])
+def test_bad_requests_get_a_400_naming_the_field(served, mutate, field):
+    server, _, ds = served
+    req = request_for(ds["shipments"].iloc[-1])
+    mutate(req)
+    r = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30)
+    assert r.status_code == 400, r.text
+    assert field in r.text and "Traceback" not in r.text
+
+
+def test_oversized_batches_bodies_and_non_json_are_4xx(served):
+    server, _, ds = served
+    req = request_for(ds["shipments"].iloc[-1])
+    too_many = httpx.post(f"{server.url}/eta/batch", json={"shipments": [req] * 1001}, timeout=60)
+    assert too_many.status_code == 400 and "shipments" in too_many.text
+    assert httpx.post(f"{server.url}/eta", content=b"not json", headers={"content-type": "application/json"},
+                      timeout=30).status_code == 400
+    huge = json.dumps({"shipment": {**req, "shipment_id": "x" * (10 * 1024 * 1024)}})
+    r = httpx.post(f"{server.url}/eta", content=huge, headers={"content-type": "application/json"}, timeout=60)
+    assert 400 <= r.status_code < 500
+
+
+def test_models_readiness_and_metrics(served):
+    server, bundle, _ = served
+    models = httpx.get(f"{server.url}/info/models", timeout=10).json()
+    assert models["version"] == "7" and models["models"] == {"edd": True, "delay": True, "churn": True}
+    assert models["metrics"]["edd_mae_days"] == pytest.approx(bundle.meta["metrics"]["edd_mae_days"])
+    assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
+    assert httpx.get(f"{server.url}/healthz", timeout=10).status_code == 200
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10)
+    assert metrics.status_code == 200 and "bentoml_service_request_duration_seconds" in metrics.text
+
+
+def test_churn_for_a_known_and_an_unknown_customer(served):
+    server, _, ds = served
+    row = ds["shipments"].iloc[-1]
+    delivery = {**request_for(row), "delivered_at": (row.promised_at + pd.Timedelta(days=3)).isoformat(),
+                "scans": [{"scanned_at": (row.ordered_at + pd.Timedelta(days=1)).isoformat(), "event": "exception"}]}
+    known = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": row.customer_id, "delivery": delivery}}, timeout=30)
+    assert known.status_code == 200, known.text
+    assert known.json()["known_customer"] is True and 0 <= known.json()["churn_risk"] <= 1
+    new = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": "someone-new", "delivery": delivery}}, timeout=30).json()
+    assert new["known_customer"] is False and new["orders_so_far"] == 1
+
+
+def test_not_ready_without_a_champion_and_ready_after_a_restart_with_one(trained, tmp_path):
+    result, ds = trained
+    empty = Server(env_with(tmp_path, EDDY_MLRUNS_DIR=str(tmp_path / "no-mlruns")))
+    try:
+        assert httpx.get(f"{empty.url}/readyz", timeout=10).status_code == 503
+        status = httpx.get(f"{empty.url}/info/status", timeout=10)
+        assert status.status_code == 503 and "no champion model loaded" in status.json()["reason"]
+        req = request_for(ds["shipments"].iloc[-1])
+        r = httpx.post(f"{empty.url}/eta", json={"shipment": req}, timeout=30)
+        assert r.status_code == 503  # BentoML hides 5xx messages; /info/status carries the reason
+    finally:
+        empty.stop()
+    broken = tmp_path / "broken"
+    result.bundle.save(broken)
+    (broken / "edd" / "edd_q50.txt").write_text("not a model")
+    bad = Server(env_with(tmp_path, EDDY_BUNDLE_DIR=str(broken)))
+    try:
+        assert httpx.get(f"{bad.url}/readyz", timeout=10).status_code == 503
+        assert "no champion model loaded" in httpx.get(f"{bad.url}/info/status", timeout=10).json()["reason"]
+    finally:
+        bad.stop()
