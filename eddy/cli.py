@@ -125,18 +125,13 @@ def features(
     holidays: Annotated[str | None, typer.Option(help="Holiday country code (default: guessed from the regions, US or BR).")] = None,
 ) -> None:
     """Build point-in-time features: one row per shipment (or per snapshot or delivery)."""
-    import pandas as pd
-
     from data.load import ContractError, load_data_set
     from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
 
     moments = ("at-order", "in-transit", "after-delivery")
     if moment not in moments:
         fail(f"--moment must be one of {', '.join(moments)}, not {moment!r}")
-    try:
-        when = pd.Timestamp(as_of, tz="UTC") if as_of and pd.Timestamp(as_of).tzinfo is None else (pd.Timestamp(as_of) if as_of else None)
-    except ValueError:
-        fail(f"--as-of {as_of!r} is not a timestamp")
+    when = _timestamp(as_of, "--as-of")
     try:
         with progress_bar("features") as update:
             update("reading", 0.05)

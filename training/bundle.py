@@ -20,7 +20,7 @@ from features.build import FeatureSnapshot
 from features.customer import customer_features
 from features.pit import US_PER_HOUR, micros
 from training.models import EddModel, ProbabilityModel
-from training.rows import shipment_rows
+from training.rows import order_moments, shipment_rows
 
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
@@ -97,7 +97,7 @@ class ModelBundle:
         if self.churn is None:
             raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
         history = history if history is not None else self.snapshot.customers.with_orders(shipments, scans)
-        at_order = shipment_rows(shipments, scans, _order_moments(shipments), self.snapshot)
+        at_order = shipment_rows(shipments, scans, order_moments(shipments), self.snapshot)
         usual = at_order.set_index("shipment_id")["carrier_lane_median_h"]
         rows = customer_features(shipments, scans, history, moments, usual)
         out = rows[["customer_id", "order_id", "as_of", "carrier", "service_level", "origin_region", "destination_region",
@@ -109,11 +109,6 @@ class ModelBundle:
             contrib = self.churn.contributions(rows, self.churn.booster_).drop(columns="_bias")
             out["reasons"] = _top_contributions(contrib, rows)
         return out.reset_index(drop=True)
-
-
-def _order_moments(shipments: pd.DataFrame) -> pd.DataFrame:
-    return pd.DataFrame({"shipment_id": shipments.shipment_id.astype("str").to_numpy(),
-                         "as_of": shipments.ordered_at.reset_index(drop=True)})
 
 
 def _ranked(contrib: pd.DataFrame, rows: pd.DataFrame, top: int):
