@@ -263,27 +263,22 @@ def _feedback_history(feedback, orders, cust_vocab, q, at, current_orders) -> di
         return {"earlier_mean_rating": nan, "earlier_low_ratings": nan, "earlier_contacts": nan}
     cust_of_order = orders.set_index(orders.order_id.astype("str")).customer_id.astype("str")
     fb = feedback[feedback.order_id.astype("str").isin(cust_of_order.index)]
-    key = cust_vocab.get_indexer(fb.order_id.astype("str").map(cust_of_order))
-    t = micros(fb.submitted_at)
+    order_ids = fb.order_id.astype("str")
+    everything = _feedback_sums(fb, cust_vocab.get_indexer(order_ids.map(cust_of_order)), q, at)
     # Feedback about the current order is the current delivery's, not history.
-    cur_of_row = pd.Series(current_orders)
-    idx = EventIndex(key, t)
-    rating = fb.rating.to_numpy(dtype=float, na_value=np.nan)
-    contacts = fb.contacts.to_numpy(dtype=float, na_value=np.nan)
-    own = _own_feedback_sums(fb, cur_of_row, at)
-    n_rated = idx.sum_before(~np.isnan(rating), q, at) - own["n_rated"]
-    rating_sum = idx.sum_before(rating, q, at) - own["rating_sum"]
+    order_vocab = pd.Index(pd.unique(np.concatenate([order_ids.to_numpy(), current_orders])))
+    own = _feedback_sums(fb, order_vocab.get_indexer(order_ids), order_vocab.get_indexer(current_orders), at)
+    earlier = {k: everything[k] - own[k] for k in everything}
     return {
-        "earlier_mean_rating": np.where(n_rated > 0, rating_sum / np.maximum(n_rated, 1), np.nan),
-        "earlier_low_ratings": idx.sum_before(rating <= 2, q, at) - own["low"],
-        "earlier_contacts": idx.sum_before(contacts, q, at) - own["contacts"],
+        "earlier_mean_rating": np.where(earlier["n_rated"] > 0, earlier["rating_sum"] / np.maximum(earlier["n_rated"], 1), np.nan),
+        "earlier_low_ratings": earlier["low"],
+        "earlier_contacts": earlier["contacts"],
     }
 
 
-def _own_feedback_sums(fb: pd.DataFrame, current_orders: pd.Series, at: np.ndarray) -> dict[str, np.ndarray]:
-    vocab = pd.Index(pd.unique(np.concatenate([fb.order_id.astype("str").to_numpy(), current_orders.to_numpy()])))
-    idx = EventIndex(vocab.get_indexer(fb.order_id.astype("str")), micros(fb.submitted_at))
-    q = vocab.get_indexer(current_orders)
+def _feedback_sums(fb: pd.DataFrame, key: np.ndarray, q: np.ndarray, at: np.ndarray) -> dict[str, np.ndarray]:
+    """Ratings given, their sum, low ratings and contacts of feedback keyed ``key``, before each moment."""
+    idx = EventIndex(key, micros(fb.submitted_at))
     rating = fb.rating.to_numpy(dtype=float, na_value=np.nan)
     return {
         "n_rated": idx.sum_before(~np.isnan(rating), q, at),
