@@ -218,17 +218,20 @@ def _normalise(raw: pd.DataFrame, spec: Table, problems: _Problems) -> pd.DataFr
         s = raw[col.name]
         if col.kind in ("id", "str"):
             v = _as_text(s)
-        elif col.kind == "timestamp":
+            given = v.notna().to_numpy()  # _as_text already turned blank cells into missing
+        else:
+            given = _given(s)
+        if col.kind == "timestamp":
             v = _as_timestamp(s, bare_date_end_of_day=(col.name == "promised_at"))
-            problems.add(_given(s) & v.isna(), col.name, "unparseable timestamp")
+            problems.add(given & v.isna(), col.name, "unparseable timestamp")
         elif col.kind == "float":
             v = _as_float(s)
-            problems.add(_given(s) & v.isna(), col.name, "unparseable number")
-        else:
+            problems.add(given & v.isna(), col.name, "unparseable number")
+        elif col.kind == "int":
             v, not_whole = _as_int(s)
-            problems.add((_given(s) & v.isna() & ~not_whole) | not_whole, col.name, "not a whole number")
+            problems.add((given & v.isna() & ~not_whole) | not_whole, col.name, "not a whole number")
         if col.required:
-            problems.add(~_given(s), col.name, "required value missing")
+            problems.add(~given, col.name, "required value missing")
         out[col.name] = v
     return out
 
