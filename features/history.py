@@ -55,6 +55,7 @@ SCALAR_SUMS = ("n", "n_promised", "n_late", "n_exception")
 #: final year before the end (and every later request) sees complete windows
 HISTORY_SPAN = 731
 QUERY_BLOCK = 200_000  # (group, day) pairs per window query
+SMALL = 64  # up to this many rows (live requests), per-value Python beats pandas set-up
 
 
 def group_keys(shipments: pd.DataFrame, level: str) -> pd.Series:
@@ -62,6 +63,10 @@ def group_keys(shipments: pd.DataFrame, level: str) -> pd.Series:
     cols = LEVELS[level]
     if not cols:
         return pd.Series("all", index=shipments.index, dtype="str")
+    if len(shipments) <= SMALL:  # a live request: plain Python beats pandas' string set-up
+        rows = zip(*(shipments[c].tolist() for c in cols))
+        keys = ["|".join(r) if all(isinstance(v, str) for v in r) else None for r in rows]
+        return pd.Series(keys, index=shipments.index, dtype="str")
     parts = [shipments[c].astype("str") for c in cols]
     key = parts[0]
     for p in parts[1:]:
@@ -107,6 +112,8 @@ class DailyTable:
     hist: np.ndarray  # (rows, N_BINS) int32
     _cum: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _cum_hist: np.ndarray | None = field(default=None, repr=False)
+    _code_of: dict | None = field(default=None, repr=False)
+    _memo: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_outcomes(cls, outcomes: pd.DataFrame, level: str) -> "DailyTable":
@@ -140,6 +147,10 @@ class DailyTable:
             self._cum_hist = np.concatenate([np.zeros((1, N_BINS), np.int64), np.cumsum(self.hist, axis=0, dtype=np.int64)])
 
     def codes(self, keys: pd.Series) -> np.ndarray:
+        if len(keys) <= SMALL:
+            if self._code_of is None:
+                self._code_of = {g: i for i, g in enumerate(self.groups)}
+            return np.array([self._code_of.get(k, -1) if isinstance(k, str) else -1 for k in keys.tolist()], dtype=np.int64)
         return self.groups.get_indexer(keys.astype("str").where(keys.notna(), "\x00missing"))
 
     def window(self, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
@@ -214,11 +225,11 @@ class History:
         """The same statistics as float32 arrays, for callers assembling a wider frame."""
         days = self.query_days(moments_us)
         cols: dict[str, np.ndarray] = {}
+        keys = {level: group_keys(shipments, level) for level in self.tables}
         for level, table in self.tables.items():
-            codes = table.codes(group_keys(shipments, level))
-            cols.update(_level_features(table, codes, days, level))
+            cols.update(_level_features(table, table.codes(keys[level]), days, level))
         self._add_shrunk(cols)
-        self._add_carrier_trend(cols, shipments, days)
+        self._add_carrier_trend(cols, keys["carrier"], days)
         return {k: v.astype(np.float32, copy=False) for k, v in cols.items()}
 
     def _add_shrunk(self, cols: dict[str, np.ndarray]) -> None:
@@ -249,9 +260,9 @@ class History:
             blended = parent * lane / glob if stat.endswith("_h") else np.clip(parent + lane - glob, 0.0, 1.0)
         return np.where(np.isfinite(blended), blended, parent)
 
-    def _add_carrier_trend(self, cols: dict[str, np.ndarray], shipments: pd.DataFrame, days: np.ndarray) -> None:
+    def _add_carrier_trend(self, cols: dict[str, np.ndarray], carrier_keys: pd.Series, days: np.ndarray) -> None:
         cols["carrier_trend_7_91"] = cols["carrier_7d_median_h"] / cols["carrier_91d_median_h"]
-        codes = self.volume.codes(group_keys(shipments, "carrier"))
+        codes = self.volume.codes(carrier_keys)
         last7 = self.volume.window(codes, days, 7)["n"].astype(float)
         last91 = self.volume.window(codes, days, 91)["n"].astype(float)
         cols["carrier_volume_7d"] = last7
@@ -259,6 +270,33 @@ class History:
 
 
 def _level_features(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
+    """Window statistics per row; live requests go through a per-table memo of the same numbers."""
+    if len(codes) <= SMALL:
+        return _memo_level_features(table, codes, days, level)
+    return _level_features_all(table, codes, days, level)
+
+
+MEMO_LIMIT = 100_000  # (group, day) entries per table before the memo starts over
+
+
+def _memo_level_features(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
+    # A table never changes once built, so a (group, day) pair always has the same
+    # statistics; live traffic repeats lanes all day, so most requests are lookups.
+    memo = table._memo
+    pairs = list(zip(codes.tolist(), days.tolist()))
+    missing = [p for p in dict.fromkeys(pairs) if p not in memo]
+    if missing:
+        if len(memo) + len(missing) > MEMO_LIMIT:
+            memo.clear()
+        fresh = _level_features_all(table, np.array([p[0] for p in missing], dtype=np.int64),
+                                    np.array([p[1] for p in missing], dtype=np.int64), level)
+        for i, p in enumerate(missing):
+            memo[p] = {k: v[i] for k, v in fresh.items()}
+    names = list(memo[pairs[0]]) if pairs else list(_level_features_all(table, codes, days, level))
+    return {k: np.array([memo[p][k] for p in pairs], dtype=np.float32) for k in names}
+
+
+def _level_features_all(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
     """Window statistics for unique (group, day) pairs, broadcast back to every row."""
     span = int(days.max() - days.min() + 1) if len(days) else 1
     combined = (codes.astype(np.int64) + 1) * span + (days - (days.min() if len(days) else 0))

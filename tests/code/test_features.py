@@ -162,3 +162,33 @@ def test_churn_features_from_a_loaded_snapshot_plus_the_request_equal_training_f
         served = customer_features(parcels, scans, loaded.customers.with_orders(parcels, scans), moments.iloc[[k]])
         pd.testing.assert_frame_equal(served.reset_index(drop=True), training.iloc[[k]].reset_index(drop=True),
                                       check_dtype=False)
+
+
+def test_one_shipment_at_a_time_gets_exactly_the_features_of_the_whole_batch(sim, snap):
+    """Live requests take small-input paths (plain-Python keys, memoised window
+    statistics); they must give the numbers the vectorised training path gives."""
+    s = sim["shipments"].sample(300, random_state=3)
+    s.loc[s.index[:3], "destination_region"] = ["ZZ", None, "CA"]  # unseen and missing groups too
+    s.loc[s.index[2], "carrier"] = "newco"
+    batch = shipment_features(s, snap.history, snap.locations, snap.country)
+    assert len(s) > 64  # the batch goes through the vectorised path
+    one_by_one = pd.concat([shipment_features(s.iloc[[i]], snap.history, snap.locations, snap.country)
+                            for i in range(len(s))], ignore_index=True)
+    again = pd.concat([shipment_features(s.iloc[[i]], snap.history, snap.locations, snap.country)
+                       for i in range(len(s))], ignore_index=True)  # now from the memo
+    pd.testing.assert_frame_equal(one_by_one, batch)
+    pd.testing.assert_frame_equal(again, batch)
+
+
+def test_calendar_features_equal_pandas_own_calendar(snap):
+    from features.calendar import calendar_features
+    rng = np.random.default_rng(0)
+    us = rng.integers(pd.Timestamp("2019-12-20").value // 1000, pd.Timestamp("2027-01-10").value // 1000, 5000)
+    ordered = pd.Series(pd.to_datetime(us, unit="us", utc=True)).astype("datetime64[us, UTC]")
+    promised = (ordered + pd.to_timedelta(rng.integers(0, 20 * 86400, len(ordered)), unit="s")).where(np.arange(5000) % 7 > 0)
+    cal = calendar_features(ordered, promised, "US")
+    assert (cal.order_dow.to_numpy() == ordered.dt.dayofweek.to_numpy()).all()
+    assert (cal.order_week.to_numpy() == ordered.dt.isocalendar().week.to_numpy()).all()
+    assert (cal.order_month.to_numpy() == ordered.dt.month.to_numpy()).all()
+    assert np.allclose(cal.order_hour, ordered.dt.hour + ordered.dt.minute / 60, atol=1e-4)
+    assert cal.business_days_to_promise.isna().to_numpy().tolist() == promised.isna().to_numpy().tolist()

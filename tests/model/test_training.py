@@ -47,6 +47,25 @@ def test_bundle_round_trip_predicts_the_same(trained, tmp_path):
     pd.testing.assert_frame_equal(before, after)
 
 
+def test_numeric_model_input_predicts_exactly_what_the_categorical_frame_predicts(trained):
+    """Predictions go to LightGBM as a float matrix of category codes (no per-call pandas
+    conversion); it must match the training-shaped categorical frame to the bit,
+    unseen and missing levels included, for one row and for many."""
+    result, ds = trained
+    from training.rows import order_moments
+
+    s = ds["shipments"].tail(200)
+    rows = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
+    rows.loc[rows.index[0], "carrier"] = "never-seen"
+    rows.loc[rows.index[1], "destination_region"] = None
+    edd, delay = result.bundle.edd, result.bundle.delay
+    for model, booster in ((edd, edd.boosters_[1]), (delay, delay.booster_)):
+        for part in (rows, rows.head(1), rows.iloc[[1]]):
+            assert np.array_equal(booster.predict(model._X(part)), booster.predict(model._matrix(part)))
+        contrib = booster.predict(model._X(rows.head(20)), pred_contrib=True)
+        assert np.array_equal(contrib, booster.predict(model._matrix(rows.head(20)), pred_contrib=True))
+
+
 def test_thin_data_skips_models_with_a_clear_reason(tmp_path):
     write_data_set(simulate(SimConfig(customers=60, seed=2)).tables, tmp_path)
     result = train(load_data_set(tmp_path))
