@@ -328,7 +328,7 @@ def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
 ) -> None:
-    """Serve the champion over HTTP (BentoML): /eta, /eta/batch, /churn, /info/models, /readyz, /metrics."""
+    """Serve the champion over HTTP (BentoML): /eta, /eta/batch, /churn, /models, /readyz, /metrics."""
     import os
     import subprocess
     import sys

@@ -111,9 +111,11 @@ def in_transit(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFra
 
 
 def add_progress(transit_rows: pd.DataFrame, at_order_rows: pd.DataFrame) -> pd.DataFrame:
-    usual = transit_rows.shipment_id.map(at_order_rows.set_index("shipment_id")[USUAL_HOURS]).to_numpy(dtype=float)
-    transit_rows["progress_vs_usual"] = (transit_rows.hours_since_order / usual).astype(np.float32)
-    transit_rows["hours_left_vs_usual"] = (usual - transit_rows.hours_since_order).astype(np.float32)
+    where = pd.Index(at_order_rows.shipment_id).get_indexer(transit_rows.shipment_id)
+    usual = np.where(where >= 0, at_order_rows[USUAL_HOURS].to_numpy(dtype=float)[where], np.nan)
+    since = transit_rows.hours_since_order.to_numpy(dtype=float)
+    transit_rows["progress_vs_usual"] = (since / usual).astype(np.float32)
+    transit_rows["hours_left_vs_usual"] = (usual - since).astype(np.float32)
     return transit_rows
 
 

@@ -13,10 +13,13 @@ import pandas as pd
 
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
+US_UTC = pd.DatetimeTZDtype("us", "UTC")
 
 
 def micros(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
     """UTC timestamps as int64 microseconds since 1970 (NaT becomes INT64 min)."""
+    if isinstance(ts, pd.Series) and ts.dtype == US_UTC:  # the contract's own dtype: no conversion
+        return ts.array.asi8
     values = pd.Series(ts)
     if not isinstance(values.dtype, pd.DatetimeTZDtype):
         values = pd.to_datetime(values, utc=True)  # e.g. all-missing floats from a failed lookup

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from features.calendar import calendar_features
-from features.history import History
+from features.history import SMALL, History
 from features.pit import US_PER_HOUR, micros
 
 CATEGORICAL = ("carrier", "service_level", "origin_region", "destination_region")
@@ -24,12 +24,19 @@ class Locations:
         loc = locations if locations is not None else pd.DataFrame(columns=["key", "kind", "latitude", "longitude"])
         self.table = loc[["key", "kind", "latitude", "longitude"]].reset_index(drop=True)
         self._by_kind = {kind: g.set_index("key")[["latitude", "longitude"]] for kind, g in self.table.groupby("kind")}
+        self._points: dict[str, dict] = {}
 
     def coords(self, keys: pd.Series, kind: str) -> tuple[np.ndarray, np.ndarray]:
         table = self._by_kind.get(kind)
         if table is None:
             nan = np.full(len(keys), np.nan)
             return nan, nan
+        if len(keys) <= SMALL:  # a live request: dict lookups instead of an index set-up
+            if kind not in self._points:
+                self._points[kind] = dict(zip(table.index.astype("str"), zip(table.latitude.astype(float), table.longitude.astype(float))))
+            found = [self._points[kind].get(k, (np.nan, np.nan)) if isinstance(k, str) else (np.nan, np.nan)
+                     for k in keys.tolist()]
+            return np.array([f[0] for f in found], dtype=float), np.array([f[1] for f in found], dtype=float)
         found = table.reindex(keys.astype("str").to_numpy())
         return found.latitude.to_numpy(dtype=float), found.longitude.to_numpy(dtype=float)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+#: the row fields a sentence may mention
+REASON_CONTEXT = ("carrier", "service_level", "origin_region", "destination_region", "last_event")
 DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 

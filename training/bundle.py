@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.build import FeatureSnapshot
 from features.customer import customer_features
-from features.pit import US_PER_HOUR, micros
+from features.pit import US_PER_DAY, US_PER_HOUR, micros
 from training.models import EddModel, ProbabilityModel
 from training.rows import order_moments, shipment_rows
 
@@ -64,30 +64,33 @@ class ModelBundle:
             raise RuntimeError("no EDD model in this version: " + self.meta.get("skipped", {}).get("edd", "not trained"))
         at = micros(rows.as_of)
         groups = rows.carrier
-        raw = self.edd.raw_log_quantiles(rows)  # once: the boosters are most of the cost
+        X = self.edd._matrix(rows)  # once: reused by every EDD booster and the reasons
+        raw = self.edd.raw_log_quantiles(rows, X)
         hours = self.edd.predict_hours(rows, groups, raw)
         promise_h = self.edd.promise_hours(rows, groups, confidence, raw)
-        out = pd.DataFrame({"shipment_id": rows.shipment_id.to_numpy(), "as_of": rows.as_of.to_numpy()})
+        out = {"shipment_id": rows.shipment_id.to_numpy(), "as_of": _timestamps(at)}
         for k, name in enumerate(("eta_p10", "eta_p50", "eta_p90")):
             out[name] = _timestamps(at + (hours[:, k] * US_PER_HOUR).astype(np.int64))
-        out["promise_at"] = _end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64))
+        out["promise_at"] = _timestamps(end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64)))
         has_promise = rows.promise_hours.notna().to_numpy()
         late = self.delay.predict_proba(rows) if self.delay is not None else np.full(len(rows), np.nan)
         out["late_probability"] = np.where(has_promise, late, np.nan)
         out["confidence"] = confidence_label(rows)
         if explain:
-            out["reasons"] = self.reasons(rows, hours[:, 1])
-        return out
+            out["reasons"] = self.reasons(rows, hours[:, 1], X)
+        return pd.DataFrame(out)
 
-    def reasons(self, rows: pd.DataFrame, p50_hours: np.ndarray, top: int = REASONS) -> list[list[dict]]:
+    def reasons(self, rows: pd.DataFrame, p50_hours: np.ndarray, X: np.ndarray | None = None,
+                top: int = REASONS) -> list[list[dict]]:
         """Top features by |effect| on the median ETA, in hours (LightGBM's pred_contrib)."""
-        contrib = self.edd.contributions(rows, self.edd.boosters_[1]).drop(columns="_bias")
-        values, names, order, raw = _ranked(contrib, rows, top)
+        values = self.edd.contributions(rows, self.edd.boosters_[1], X)
+        order, raw = _ranked(values, rows, self.edd.features, top)
         p50 = np.asarray(p50_hours, dtype=float)
         log_p50 = np.log1p(p50)
         # A contribution is in log(1 + hours): its effect is the median with and without it.
         effect = p50[:, None] - np.expm1(log_p50[:, None] - np.take_along_axis(values, order, axis=1))
-        return [[{"feature": names[j], "value": _plain(raw[i, j]), "effect_hours": round(float(effect[i, k]), 2)}
+        names = self.edd.features
+        return [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
                  for k, j in enumerate(order[i])] for i in range(len(rows))]
 
     # -- customers
@@ -106,23 +109,21 @@ class ModelBundle:
         out.insert(1, "churn_risk", self.churn.predict_proba(rows))
         out["new_customer"] = rows.orders_so_far.to_numpy() <= 1
         if explain:
-            contrib = self.churn.contributions(rows, self.churn.booster_).drop(columns="_bias")
-            out["reasons"] = _top_contributions(contrib, rows)
+            contrib = self.churn.contributions(rows, self.churn.booster_)
+            out["reasons"] = _top_contributions(contrib, rows, self.churn.features)
         return out.reset_index(drop=True)
 
 
-def _ranked(contrib: pd.DataFrame, rows: pd.DataFrame, top: int):
-    """Contributions, feature names, each row's top features by |contribution|, and their raw values."""
-    values = contrib.to_numpy()
-    names = [str(c) for c in contrib.columns]
+def _ranked(values: np.ndarray, rows: pd.DataFrame, names: list[str], top: int):
+    """Each row's top features by |contribution|, and the raw values of the features chosen."""
     order = np.argsort(-np.abs(values), axis=1)[:, :top]
-    raw = rows.reindex(columns=names).astype(object).to_numpy()
-    return values, names, order, raw
+    raw = {j: (rows[names[j]].tolist() if names[j] in rows else [None] * len(rows)) for j in np.unique(order)}
+    return order, raw
 
 
-def _top_contributions(contrib: pd.DataFrame, rows: pd.DataFrame, top: int = REASONS) -> list[list[dict]]:
-    values, names, order, raw = _ranked(contrib, rows, top)
-    return [[{"feature": names[j], "value": _plain(raw[i, j]), "effect_log_odds": round(float(values[i, j]), 3)}
+def _top_contributions(values: np.ndarray, rows: pd.DataFrame, names: list[str], top: int = REASONS) -> list[list[dict]]:
+    order, raw = _ranked(values, rows, names, top)
+    return [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_log_odds": round(float(values[i, j]), 3)}
              for j in order[i]] for i in range(len(rows))]
 
 
@@ -139,10 +140,10 @@ def confidence_label(rows: pd.DataFrame) -> np.ndarray:
     return np.where(unseen_carrier | (n < 5), "low", np.where(n >= 50, "high", "normal"))
 
 
-def _timestamps(us: np.ndarray) -> pd.Series:
-    return pd.Series(pd.to_datetime(us, unit="us", utc=True)).astype("datetime64[us, UTC]")
+def _timestamps(us: np.ndarray) -> pd.DatetimeIndex:
+    return pd.DatetimeIndex(np.asarray(us, dtype=np.int64).view("datetime64[us]")).tz_localize("UTC")
 
 
-def _end_of_day(us: np.ndarray) -> pd.Series:
-    ts = _timestamps(us)
-    return ts.dt.floor("D") + pd.Timedelta(hours=23, minutes=59, seconds=59)
+def end_of_day(us: np.ndarray) -> np.ndarray:
+    """The last second of each moment's UTC day."""
+    return (us // US_PER_DAY + 1) * US_PER_DAY - 1_000_000

@@ -135,10 +135,11 @@ class _Model:
     def _restore(self, meta: dict) -> None:
         self.encoder_ = CategoricalEncoder.from_dict(meta["encoder"])
 
-    def contributions(self, rows: pd.DataFrame, booster: lgb.Booster) -> pd.DataFrame:
-        """Per-row feature contributions (SHAP values of the tree model) plus the bias."""
-        values = booster.predict(self._matrix(rows), pred_contrib=True)
-        return pd.DataFrame(values, columns=[*self.features, "_bias"], index=rows.index)
+    def contributions(self, rows: pd.DataFrame, booster: lgb.Booster, X: np.ndarray | None = None) -> np.ndarray:
+        """Per-row feature contributions (SHAP values of the tree model), in ``features`` order.
+
+        The bias (expected value) column LightGBM appends is left out."""
+        return booster.predict(self._matrix(rows) if X is None else X, pred_contrib=True)[:, :-1]
 
 
 class EddModel(_Model):
@@ -153,8 +154,8 @@ class EddModel(_Model):
                           for q in QUANTILES]
         return self
 
-    def raw_log_quantiles(self, rows: pd.DataFrame) -> np.ndarray:
-        X = self._matrix(rows)
+    def raw_log_quantiles(self, rows: pd.DataFrame, X: np.ndarray | None = None) -> np.ndarray:
+        X = self._matrix(rows) if X is None else X
         q = np.column_stack([b.predict(X) for b in self.boosters_])
         return np.sort(q, axis=1)  # quantile boosters can cross; sorting never hurts coverage
 
@@ -267,4 +268,6 @@ def _quantile_grid(scores: np.ndarray) -> np.ndarray:
 
 def _per_group(table: dict, groups: pd.Series) -> np.ndarray:
     """Each row's group value; groups without their own use the overall one ('*')."""
+    if len(groups) <= SMALL:
+        return np.array([table.get(g, table["*"]) if isinstance(g, str) else table["*"] for g in groups.tolist()], dtype=float)
     return groups.astype("str").map(table).fillna(table["*"]).to_numpy(dtype=float)

@@ -36,7 +36,12 @@ def shipment_rows(shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: 
     if at_order_rows is None:
         at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
     transit = add_progress(transit_features(shipments, scans, moments), at_order_rows)
-    rows = transit.merge(at_order_rows, on="shipment_id", how="left", validate="many_to_one")
+    # A positional join: at-order rows are unique per shipment (get_indexer insists).
+    where = pd.Index(at_order_rows.shipment_id).get_indexer(transit.shipment_id)
+    if (where < 0).any():
+        raise KeyError(f"no at-order row for shipment {transit.shipment_id[where < 0].iloc[0]!r}")
+    at = at_order_rows.take(where)
+    rows = pd.concat([transit, at.drop(columns="shipment_id").reset_index(drop=True)], axis=1)
     rows["hours_to_promise"] = (rows.promise_hours - rows.hours_since_order).astype(np.float32)
     return rows
 

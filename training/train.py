@@ -18,9 +18,9 @@ import pandas as pd
 
 from data.load import DataSet
 from features.build import FeatureSnapshot
-from features.pit import NAT, US_PER_DAY, micros
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
 from training import baselines
-from training.bundle import ModelBundle
+from training.bundle import ModelBundle, end_of_day
 from training.evaluate import (coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift)
 from training.models import EddModel, ProbabilityModel
 from training.rows import (ID_COLUMNS, SHIPMENT_CATEGORICAL, churn_split, churn_training_rows, edd_training_rows,
@@ -169,10 +169,8 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
 
 def _hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
     """A promise is a date: the end of the day the hours fall on, as hours from the moment."""
-    at = rows.as_of.reset_index(drop=True)
-    due = at + pd.to_timedelta(hours, unit="h")
-    end = due.dt.floor("D") + pd.Timedelta(hours=23, minutes=59, seconds=59)
-    return ((end - at) / pd.Timedelta(hours=1)).to_numpy()
+    at = micros(rows.as_of)
+    return (end_of_day(at + (np.asarray(hours) * US_PER_HOUR).astype(np.int64)) - at) / US_PER_HOUR
 
 
 def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth):

@@ -157,7 +157,7 @@ def test_oversized_batches_bodies_and_non_json_are_4xx(served):
 
 def test_models_readiness_and_metrics(served):
     server, bundle, _ = served
-    models = httpx.get(f"{server.url}/info/models", timeout=10).json()
+    models = httpx.get(f"{server.url}/models", timeout=10).json()
     assert models["version"] == "7" and models["models"] == {"edd": True, "delay": True, "churn": True}
     assert models["metrics"]["edd_mae_days"] == pytest.approx(bundle.meta["metrics"]["edd_mae_days"])
     assert httpx.get(f"{server.url}/readyz", timeout=10).status_code == 200
@@ -182,12 +182,13 @@ def test_not_ready_without_a_champion_and_ready_after_a_restart_with_one(trained
     result, ds = trained
     empty = Server(env_with(tmp_path, EDDY_MLRUNS_DIR=str(tmp_path / "no-mlruns")))
     try:
-        assert httpx.get(f"{empty.url}/readyz", timeout=10).status_code == 503
-        status = httpx.get(f"{empty.url}/info/status", timeout=10)
+        ready = httpx.get(f"{empty.url}/readyz", timeout=10)
+        assert ready.status_code == 503 and "not ready: no champion model loaded" in ready.text, ready.text
+        status = httpx.get(f"{empty.url}/status", timeout=10)
         assert status.status_code == 503 and "no champion model loaded" in status.json()["reason"]
         req = request_for(ds["shipments"].iloc[-1])
         r = httpx.post(f"{empty.url}/eta", json={"shipment": req}, timeout=30)
-        assert r.status_code == 503  # BentoML hides 5xx messages; /info/status carries the reason
+        assert r.status_code == 503  # BentoML hides an API's 5xx message; /readyz and /status carry the reason
     finally:
         empty.stop()
     broken = tmp_path / "broken"
@@ -195,7 +196,8 @@ def test_not_ready_without_a_champion_and_ready_after_a_restart_with_one(trained
     (broken / "edd" / "edd_q50.txt").write_text("not a model")
     bad = Server(env_with(tmp_path, EDDY_BUNDLE_DIR=str(broken)))
     try:
-        assert httpx.get(f"{bad.url}/readyz", timeout=10).status_code == 503
-        assert "no champion model loaded" in httpx.get(f"{bad.url}/info/status", timeout=10).json()["reason"]
+        ready = httpx.get(f"{bad.url}/readyz", timeout=10)
+        assert ready.status_code == 503 and "edd_q50.txt" in ready.text, ready.text
+        assert "no champion model loaded" in httpx.get(f"{bad.url}/status", timeout=10).json()["reason"]
     finally:
         bad.stop()
