@@ -79,6 +79,23 @@ def load(url: str, bodies: list[dict], clients: int, total: int) -> tuple[list[f
     return lat, total / (time.perf_counter() - t0)
 
 
+def start(target: str, env: dict) -> tuple[str, subprocess.Popen]:
+    """``bentoml serve target`` on a free loopback port, once /readyz answers 200."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", target, "--port", str(port)],
+                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(600):
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return url, proc
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.terminate()
+    raise SystemExit(f"{target} did not become ready")
+
+
 def pct(values: list[float], p: float) -> float:
     return float(np.percentile(values, p))
 
@@ -97,26 +114,24 @@ def main() -> None:
     prom = Path(os.environ.get("TMPDIR", "/tmp")) / f"eddy-bench-prom-{os.getpid()}"
     prom.mkdir(exist_ok=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    t0 = time.perf_counter()
-    proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", "serving.service:Eddy", "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    floor_url, floor = start("benchmarks.floor_service:Floor", env)
     try:
-        for _ in range(600):
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        else:
-            raise SystemExit("service did not become ready")
+        load(f"{floor_url}/eta", bodies, 2, 40)
+        floor_lat, floor_rps = load(f"{floor_url}/eta", bodies, 8, args.requests)
+    finally:
+        floor.terminate()
+        floor.wait(timeout=30)
+
+    t0 = time.perf_counter()
+    url, proc = start("serving.service:Eddy", env)
+    try:
         startup = time.perf_counter() - t0
         load(f"{url}/eta", bodies, 2, 40)  # warm-up
         with_reasons, _ = load(f"{url}/eta", bodies, 8, args.requests)
         plain = [{**b, "explain": False} for b in bodies]
         without, _ = load(f"{url}/eta", plain, 8, args.requests)
+        one_client, _ = load(f"{url}/eta", bodies, 1, args.requests // 2)
         batch_ms = []
         with httpx.Client(timeout=120) as c:
             for _ in range(5):
@@ -128,13 +143,18 @@ def main() -> None:
             lat, rps = load(f"{url}/eta", plain, clients, args.requests)
             sustained.append((clients, rps, pct(lat, 99)))
         rss = tree_rss_mb(proc.pid)
+        batches = httpx.get(f"{url}/status", timeout=10).json().get("eta_batches")
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
+    print(f"floor (empty endpoint) p50 {pct(floor_lat, 50):.1f} ms, p99 {pct(floor_lat, 99):.1f} ms, {floor_rps:.0f} req/s "
+          "(8 clients; BentoML + HTTP + this load generator, no model)")
     print(f"start-up to ready      {startup:.1f} s, resident memory {rss:,.0f} MB")
     print(f"/eta with reasons      p50 {pct(with_reasons, 50):.1f} ms, p99 {pct(with_reasons, 99):.1f} ms (8 clients)")
     print(f"/eta without reasons   p50 {pct(without, 50):.1f} ms, p99 {pct(without, 99):.1f} ms (8 clients)")
+    print(f"/eta with reasons      p50 {pct(one_client, 50):.1f} ms, p99 {pct(one_client, 99):.1f} ms (1 client)")
+    print(f"micro-batching         {batches}")
     print(f"/eta/batch of 1,000    median {statistics.median(batch_ms):.0f} ms (no reasons)")
     ok = [(c, r, p) for c, r, p in sustained if p <= 100]
     best = max(ok, key=lambda x: x[1]) if ok else None

@@ -70,9 +70,15 @@ def served(trained, tmp_path_factory):
     server = Server(env_with(root, EDDY_BUNDLE_DIR=str(bundle_dir)))
     yield server, result.bundle, ds
     logs = server.stop()
-    # Every request above was answered without a 5xx (BentoML logs its 400s with a traceback
-    # in the server log; answers never carry one, which the tests check on the responses).
+    # Every request above was answered without a 5xx; rejected requests are one warning
+    # line naming the fields, with no traceback and none of the values sent.
     assert "status=5" not in logs, [line for line in logs.splitlines() if "status=5" in line][:5]
+    assert "Traceback" not in logs, logs[-3000:]
+    assert "rejected request on /eta: ValidationError (fields: shipment.weight_kg)" in logs
+    assert SECRET not in logs
+
+
+SECRET = "customer-7f3a-never-logged"
 
 
 def request_for(row: pd.Series) -> dict:
@@ -111,6 +117,25 @@ def test_batch_answers_in_order_and_equals_single_calls(served):
     assert answers[2]["eta_p50"] == single["eta_p50"]
 
 
+def test_concurrent_single_requests_each_get_their_own_answer(served):
+    """Concurrent /eta calls are micro-batched; each must still get the answer for its shipment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    server, _, ds = served
+    reqs = [request_for(r) for _, r in ds["shipments"].tail(24).iterrows()]
+    reqs[5]["explain"] = False
+    reqs[6]["confidence"] = 0.8
+    expected = httpx.post(f"{server.url}/eta/batch", json={"shipments": reqs}, timeout=60).json()
+    with ThreadPoolExecutor(8) as pool:
+        got = list(pool.map(lambda r: httpx.post(f"{server.url}/eta", json={"shipment": r}, timeout=60).json(), reqs))
+    assert [g["shipment_id"] for g in got] == [r["shipment_id"] for r in reqs]
+    assert [g["eta_p50"] for g in got] == [e["eta_p50"] for e in expected]
+    assert [g["promise_at"] for g in got] == [e["promise_at"] for e in expected]
+    assert got[5]["reasons"] == [] and len(got[4]["reasons"]) == 3 and got[6]["promise_confidence"] == 0.8
+    status = httpx.get(f"{server.url}/status", timeout=10).json()
+    assert status["eta_batches"]["shipments"] >= 24
+
+
 def test_scans_so_far_move_the_eta(served):
     server, _, ds = served
     req = request_for(ds["shipments"].iloc[-1])
@@ -136,7 +161,7 @@ def test_scans_so_far_move_the_eta(served):
 ])
 def test_bad_requests_get_a_400_naming_the_field(served, mutate, field):
     server, _, ds = served
-    req = request_for(ds["shipments"].iloc[-1])
+    req = {**request_for(ds["shipments"].iloc[-1]), "customer_id": SECRET}
     mutate(req)
     r = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30)
     assert r.status_code == 400, r.text
