@@ -6,21 +6,34 @@ path and the rule (BentoML turns validation errors into 400s), never a 500.
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from datetime import datetime, timezone
+from typing import Annotated, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from data.contract import EVENTS
 
 MAX_BATCH = 1000
 MAX_SCANS = 500
 Event = Literal[EVENTS]  # type: ignore[valid-type]
+EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
+
+
+def _plausible(t: datetime) -> datetime:
+    # Calendars, holidays and day arithmetic are defined for these years only.
+    if not EARLIEST <= t < LATEST:
+        raise ValueError(f"must be between {EARLIEST:%Y-%m-%d} and {LATEST:%Y-%m-%d}")
+    return t
+
+
+#: a timezone-aware moment in a plausible range
+Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
 
 
 class ScanIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scanned_at: AwareDatetime
+    scanned_at: Moment
     event: Event
     region: str | None = Field(default=None, max_length=64)
     postal: str | None = Field(default=None, max_length=32)
@@ -38,13 +51,13 @@ class ShipmentIn(BaseModel):
     destination_region: str = Field(min_length=1, max_length=64)
     origin_postal: str | None = Field(default=None, max_length=32)
     destination_postal: str | None = Field(default=None, max_length=32)
-    ordered_at: AwareDatetime
-    shipped_at: AwareDatetime | None = None
-    promised_at: AwareDatetime | None = None
+    ordered_at: Moment
+    shipped_at: Moment | None = None
+    promised_at: Moment | None = None
     weight_kg: float | None = Field(default=None, ge=0, le=5000)
     value: float | None = Field(default=None, ge=0, le=1e9)
     scans: list[ScanIn] = Field(default_factory=list, max_length=MAX_SCANS)
-    as_of: AwareDatetime | None = None
+    as_of: Moment | None = None
     explain: bool = True
     confidence: float = Field(default=0.95, ge=0.5, le=0.995)
 
@@ -89,7 +102,7 @@ class EtaOut(BaseModel):
 class DeliveryIn(ShipmentIn):
     """The delivery just completed: a shipment with its delivery moment (none if it never came)."""
 
-    delivered_at: AwareDatetime | None = None
+    delivered_at: Moment | None = None
 
     @model_validator(mode="after")
     def _judged(self) -> "DeliveryIn":
@@ -104,7 +117,7 @@ class ChurnIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     customer_id: str = Field(min_length=1, max_length=128)
     delivery: DeliveryIn
-    as_of: AwareDatetime | None = None
+    as_of: Moment | None = None
     explain: bool = True
 
 

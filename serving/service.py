@@ -156,16 +156,23 @@ class MicroBatcher:
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
+    def _predict_each(self, items: list) -> list:
+        """Answers in order; if the batch fails, each item alone, so one bad request
+        cannot fail the others that happened to share its batch."""
+        try:
+            return self.predict(items)
+        except Exception as exc:  # noqa: BLE001
+            if len(items) == 1:
+                return [exc]
+        return [self._predict_each([item])[0] for item in items]
+
     async def _drain(self) -> None:
         try:
             while self.pending:
                 await asyncio.sleep(self.gather_s)
                 batch, self.pending = self.pending[:self.max_size], self.pending[self.max_size:]
                 self.calls, self.items = self.calls + 1, self.items + len(batch)
-                try:
-                    results = await asyncio.to_thread(self.predict, [item for item, _ in batch])
-                except Exception as exc:  # noqa: BLE001 - every waiter gets the same error
-                    results = [exc] * len(batch)
+                results = await asyncio.to_thread(self._predict_each, [item for item, _ in batch])
                 for (_, future), result in zip(batch, results):
                     if not future.done():
                         future.set_exception(result) if isinstance(result, Exception) else future.set_result(result)
