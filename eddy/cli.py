@@ -341,6 +341,32 @@ def serve(
 
 
 @app.command()
+def bento(
+    bundle: Annotated[Path | None, typer.Option(help="A bundle folder to package instead of the champion.")] = None,
+    version: Annotated[str | None, typer.Option(help="Version label for --bundle (default: its folder name).")] = None,
+) -> None:
+    """Build a Bento carrying the champion; serve it with `bentoml serve eddy-service:latest`."""
+    from serving.bento import build_bento
+    from training.registry import RegistryError, download_bundle
+
+    if bundle is None:
+        try:
+            with status("fetching the champion"):
+                bundle, version = download_bundle()
+        except RegistryError as exc:
+            fail(str(exc))
+    elif not (bundle / "meta.json").exists():
+        fail(f"{bundle} is not a model bundle (no meta.json)")
+    try:
+        with status("building the Bento"):
+            tag = build_bento(bundle, version or bundle.name)
+    except RuntimeError as exc:
+        fail(str(exc))
+    out.print(f"built Bento {tag} with model version {version or bundle.name}; "
+              f"serve it with: bentoml serve {tag}", highlight=False)
+
+
+@app.command()
 def validate(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the report and quarantined rows (default FOLDER/_quarantine).")] = None,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import os
 import time
@@ -38,6 +39,10 @@ from serving.reasons import REASON_CONTEXT, plain_reason
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
 
 log = logging.getLogger("eddy.serving")
+
+
+#: where `eddy bento` puts the champion in a Bento (never present in a source checkout)
+PACKAGED = Path(__file__).resolve().parent / "champion"
 
 
 class _State:
@@ -62,6 +67,8 @@ def load_champion() -> None:
         folder = os.environ.get("EDDY_BUNDLE_DIR")
         if folder:
             path, version = Path(folder), Path(folder).name
+        elif PACKAGED.is_dir():  # inside a Bento built by `eddy bento`
+            path, version = PACKAGED, json.loads((PACKAGED / "meta.json").read_text()).get("registry_version", "packaged")
         else:
             path, version = download_bundle()
         bundle = ModelBundle.load(path)

@@ -3,71 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
-import tempfile
-import time
-from pathlib import Path
 
 import httpx
 import pandas as pd
 import pytest
 
-from eddy import settings
 from training.rows import order_moments
 
-BENTOML = str(Path(sys.executable).parent / "bentoml")
 pytestmark = pytest.mark.slow
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    def __init__(self, env: dict):
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        # The log goes to a file: a pipe nobody reads fills up and blocks the server.
-        self.log = tempfile.TemporaryFile()
-        self.proc = subprocess.Popen([BENTOML, "serve", "serving.service:Eddy", "--port", str(self.port)],
-                                     cwd=settings.REPO_ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            try:
-                if httpx.get(f"{self.url}/livez", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("server did not start")
-
-    def stop(self) -> str:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.seek(0)
-        return self.log.read().decode(errors="replace")
-
-
-def env_with(tmp_path: Path, **extra) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT), **extra}
-    prom = tmp_path / "prometheus"
-    prom.mkdir(exist_ok=True)
-    env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
-    env.pop("MLFLOW_TRACKING_URI", None)
-    return env
-
-
 @pytest.fixture(scope="module")
-def served(trained, tmp_path_factory):
+def served(trained, tmp_path_factory, Server, env_with):
     result, ds = trained
     root = tmp_path_factory.mktemp("serve")
     bundle_dir = result.bundle.save(root / "7")
@@ -208,7 +155,7 @@ def test_churn_for_a_known_and_an_unknown_customer(served):
     assert new["known_customer"] is False and new["orders_so_far"] == 1
 
 
-def test_not_ready_without_a_champion_and_ready_after_a_restart_with_one(trained, tmp_path):
+def test_not_ready_without_a_champion_and_ready_after_a_restart_with_one(trained, tmp_path, Server, env_with):
     result, ds = trained
     empty = Server(env_with(tmp_path, EDDY_MLRUNS_DIR=str(tmp_path / "no-mlruns")))
     try:

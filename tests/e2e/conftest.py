@@ -1,0 +1,75 @@
+"""Helpers for end-to-end tests: a real ``bentoml serve`` process and its environment."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from eddy import settings
+
+BENTOML = str(Path(sys.executable).parent / "bentoml")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Server:
+    """``bentoml serve TARGET`` on a free loopback port, running until ``stop()``."""
+
+    def __init__(self, env: dict, target: str = "serving.service:Eddy", cwd: Path = settings.REPO_ROOT):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        # The log goes to a file: a pipe nobody reads fills up and blocks the server.
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([BENTOML, "serve", target, "--port", str(self.port)],
+                                     cwd=cwd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                if httpx.get(f"{self.url}/livez", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> str:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")
+
+
+def _env_with(tmp_path: Path, **extra) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT), **extra}
+    prom = tmp_path / "prometheus"
+    prom.mkdir(exist_ok=True)
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    env.pop("MLFLOW_TRACKING_URI", None)
+    return env
+
+
+
+@pytest.fixture(scope="session")
+def Server():  # noqa: N802 - hands the class to tests
+    return _Server
+
+
+@pytest.fixture(scope="session")
+def env_with():
+    return _env_with
