@@ -276,29 +276,48 @@ class Eddy:
             raise ServiceUnavailable(STATE.reason)
         return await self.batcher.submit(shipment)
 
-    @bentoml.api(route="/churn")
-    def churn(self, request: ChurnIn) -> ChurnOut:
-        """Churn risk after the delivery just completed; history comes from the feature snapshot."""
+    def _churn(self, requests: list[ChurnIn]) -> list[ChurnOut]:
+        """Each request scored on its own: a customer named twice is scored in two rounds,
+        so one request's delivery never enters another's history."""
+        ids = pd.Series([r.customer_id for r in requests])
+        rounds = ids.groupby(ids).cumcount().tolist()  # 0 for a customer's first request, 1 for the next...
+        answers: dict[int, ChurnOut] = {}
+        for k in range(max(rounds) + 1):
+            picked = [i for i, rk in enumerate(rounds) if rk == k]
+            answers.update(zip(picked, self._churn_distinct([requests[i] for i in picked])))
+        return [answers[i] for i in range(len(requests))]
+
+    def _churn_distinct(self, requests: list[ChurnIn]) -> list[ChurnOut]:
         bundle = STATE.bundle
         if bundle is None:
             raise ServiceUnavailable(STATE.reason)
         if bundle.churn is None:
             raise ServiceUnavailable("the champion has no churn model: " + bundle.meta.get("skipped", {}).get("churn", ""))
-        d = request.delivery
-        ship, scans, _ = _frames([d])
-        ship["order_id"], ship["customer_id"] = "request-order", request.customer_id
-        ship["delivered_at"] = pd.Series([pd.Timestamp(d.delivered_at) if d.delivered_at else pd.NaT],
-                                         dtype="datetime64[us, UTC]")
-        judged = d.delivered_at or d.promised_at
-        as_of = request.as_of or (pd.Timestamp(judged) + pd.Timedelta(seconds=1))
-        moments = pd.DataFrame({"order_id": ["request-order"], "as_of": pd.Series([pd.Timestamp(as_of)], dtype="datetime64[us, UTC]")})
-        scored = bundle.score_orders(ship, scans if len(scans) else None, moments).iloc[0]
-        known = request.customer_id in set(bundle.snapshot.customers.orders.customer_id.astype("str"))
-        return ChurnOut(customer_id=request.customer_id, churn_risk=float(scored.churn_risk), known_customer=known,
-                        orders_so_far=int(scored.orders_so_far), days_late=_num(scored.days_late),
-                        reasons=[{"feature": r["feature"], "text": r["feature"].replace("_", " "), "value": r["value"],
-                                  "effect_log_odds": r["effect_log_odds"]} for r in scored.reasons] if request.explain else [],
-                        model_version=STATE.version)
+        ship, scans, _ = _frames([r.delivery for r in requests])
+        orders = [f"request-order-{i}" for i in range(len(requests))]
+        ship["order_id"], ship["customer_id"] = orders, [r.customer_id for r in requests]
+        ship["delivered_at"] = pd.Series([r.delivery.delivered_at for r in requests], dtype="datetime64[us, UTC]")
+        # Without as_of: just after the delivery (or the promise, for one that never came).
+        as_of = [r.as_of or (r.delivery.delivered_at or r.delivery.promised_at) + pd.Timedelta(seconds=1) for r in requests]
+        moments = pd.DataFrame({"order_id": orders, "as_of": pd.Series(as_of, dtype="datetime64[us, UTC]")})
+        scored = bundle.score_orders(ship, scans if len(scans) else None, moments).set_index("order_id").loc[orders]
+        known = set(bundle.snapshot.customers.orders.customer_id.astype("str"))
+        return [ChurnOut(customer_id=r.customer_id, churn_risk=float(row.churn_risk), known_customer=r.customer_id in known,
+                         orders_so_far=int(row.orders_so_far), days_late=_num(row.days_late),
+                         reasons=[{"feature": x["feature"], "text": x["feature"].replace("_", " "), "value": x["value"],
+                                   "effect_log_odds": x["effect_log_odds"]} for x in row.reasons] if r.explain else [],
+                         model_version=STATE.version)
+                for r, row in zip(requests, scored.itertuples())]
+
+    @bentoml.api(route="/churn")
+    def churn(self, request: ChurnIn) -> ChurnOut:
+        """Churn risk after the delivery just completed; history comes from the feature snapshot."""
+        return self._churn([request])[0]
+
+    @bentoml.api(route="/churn/batch")
+    def churn_batch(self, requests: Annotated[list[ChurnIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[ChurnOut]:
+        """Up to 1,000 customers, each with the delivery just completed, answered in order."""
+        return self._churn(requests)
 
     @bentoml.api(route="/eta/batch")
     def eta_batch(self, shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[EtaOut]:
