@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/eddy train $(DEMO)
 	$(BIN)/eddy predict $(DEMO) --as-of 2026-02-28T12:00:00 --out data/sets/demo-open-parcels.parquet
 	$(BIN)/eddy score-customers $(DEMO)
-	@echo "open: reports/ (training report), '$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db', http://127.0.0.1:3000/docs (API)"
+	@echo "open: http://127.0.0.1:3000/review (customers at risk), http://127.0.0.1:3000/docs (API), reports/ (training report), '$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db' (runs)"
 	$(BIN)/eddy serve --port 3000
 
 test: $(STAMP)

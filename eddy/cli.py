@@ -309,18 +309,17 @@ def score_customers(
     window_days: Annotated[float, typer.Option(min=1, help="Customers whose latest delivery (or unmet promise) is this recent.")] = 60.0,
 ) -> None:
     """Churn risk for every customer whose latest delivery falls in the window before the moment."""
-    from training.predict import score_data_set, write_table
+    from training.predict import score_data_set, write_scoring, write_table
 
     ds = _load(folder)
     bundle, version = _champion()
     with status(f"scoring customers with model version {version}"):
         try:
-            table = score_data_set(bundle, ds, _timestamp(as_of, "--as-of"), window_days)
+            scoring = score_data_set(bundle, ds, _timestamp(as_of, "--as-of"), window_days)
         except RuntimeError as exc:
             fail(str(exc))
-    target = out_file or settings.scores_dir() / "latest.parquet"
-    write_table(table, target)
-    out.print(f"scored {len(table):,} customers with model version {version} to {target}", highlight=False)
+    target = write_table(scoring.table, out_file) if out_file else write_scoring(scoring, settings.scores_dir())
+    out.print(f"scored {len(scoring.table):,} customers with model version {version} to {target}", highlight=False)
 
 
 @app.command()

@@ -46,6 +46,11 @@ def olist_sample_dir() -> Path:
     return Path(os.environ.get("EDDY_OLIST_SAMPLE", REPO_ROOT.parent / "shared" / "data" / "olist-sample"))
 
 
+def review_token() -> str | None:
+    """The token the review pages ask for (``EDDY_REVIEW_TOKEN``); none: the pages are open."""
+    return os.environ.get("EDDY_REVIEW_TOKEN") or None
+
+
 def scores_dir() -> Path:
     """Where ``eddy score-customers`` stores its latest scoring for the review page."""
     return Path(os.environ.get("EDDY_SCORES_DIR", REPO_ROOT / "data" / "scores"))

@@ -35,6 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from serving import review
 from serving.reasons import REASON_CONTEXT, plain_reason
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
 
@@ -113,7 +114,7 @@ def _status(_: Request) -> JSONResponse:
 
 #: Plain routes beside BentoML's own; mounted at the root, where BentoML's passive mount
 #: only takes the paths these routes match.
-info_app = Starlette(routes=[Route("/models", _models), Route("/status", _status)])
+info_app = Starlette(routes=[Route("/models", _models), Route("/status", _status), *review.ROUTES])
 
 
 class ClientErrorFilter(logging.Filter):

@@ -94,15 +94,22 @@ class ModelBundle:
                  for k, j in enumerate(order[i])] for i in range(len(rows))]
 
     # -- customers
+    def churn_rows(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
+                   history=None) -> pd.DataFrame:
+        """Churn model rows per (order_id, as_of): the delivery and the customer's history."""
+        history = history if history is not None else self.snapshot.customers.with_orders(shipments, scans)
+        at_order = shipment_rows(shipments, scans, order_moments(shipments), self.snapshot)
+        usual = at_order.set_index("shipment_id")["carrier_lane_median_h"]
+        return customer_features(shipments, scans, history, moments, usual)
+
     def score_orders(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
                      history=None, explain: bool = True) -> pd.DataFrame:
         """Churn risk per (order_id, as_of), the delivery it follows, and its reasons."""
         if self.churn is None:
             raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
-        history = history if history is not None else self.snapshot.customers.with_orders(shipments, scans)
-        at_order = shipment_rows(shipments, scans, order_moments(shipments), self.snapshot)
-        usual = at_order.set_index("shipment_id")["carrier_lane_median_h"]
-        rows = customer_features(shipments, scans, history, moments, usual)
+        return self.score_churn_rows(self.churn_rows(shipments, scans, moments, history), explain)
+
+    def score_churn_rows(self, rows: pd.DataFrame, explain: bool = True) -> pd.DataFrame:
         out = rows[["customer_id", "order_id", "as_of", "carrier", "service_level", "origin_region", "destination_region",
                     "days_late", "exceptions", "failed_attempts", "returned", "parcels_missing", "rating", "contacts",
                     "orders_so_far"]].copy()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,24 @@ def predict_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | Non
     return table
 
 
+#: delivery factors whose effect on churn risk the review page plots against their value
+DEPENDENCE = ("days_late", "exceptions", "contacts", "failed_attempts", "rating")
+
+
+@dataclass
+class Scoring:
+    """A scoring run: one row per customer, their order history, and what drives loyalty."""
+
+    table: pd.DataFrame
+    history: pd.DataFrame
+    drivers: dict
+
+
 def score_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None = None,
-                   window_days: float = 60.0) -> pd.DataFrame:
+                   window_days: float = 60.0) -> Scoring:
     """One row per customer whose latest delivery (or unmet promise) falls in the window before the moment."""
+    if bundle.churn is None:
+        raise RuntimeError("no churn model in this version: " + bundle.meta.get("skipped", {}).get("churn", "not trained"))
     shipments, scans = ds["shipments"], ds.get("scans")
     moment = as_of if as_of is not None else data_end(shipments, scans) + pd.Timedelta(seconds=1)
     history = bundle.snapshot.customers.with_orders(shipments, scans)
@@ -40,11 +56,57 @@ def score_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None 
     latest = exp[judged].sort_values("ref").groupby("customer_id").tail(1)
     moments = pd.DataFrame({"order_id": latest.order_id.to_numpy(),
                             "as_of": pd.Series([moment] * len(latest), dtype="datetime64[us, UTC]")})
-    table = bundle.score_orders(shipments, scans, moments, history=history)
+    rows = bundle.churn_rows(shipments, scans, moments, history=history)
+    table = bundle.score_churn_rows(rows)
     table.insert(3, "delivery_judged_at", pd.to_datetime(latest.ref.to_numpy(), unit="us", utc=True))
     table["scored_at"] = pd.Timestamp.now(tz="UTC")
-    table["model_version"] = bundle.meta.get("version", "")
-    return table.sort_values("churn_risk", ascending=False).reset_index(drop=True)
+    table["model_version"] = str(bundle.meta.get("version", ""))
+    table = table.sort_values("churn_risk", ascending=False).reset_index(drop=True)
+    drivers = loyalty_drivers(bundle, rows)
+    drivers.update(model_version=str(bundle.meta.get("version", "")), trained_at=bundle.meta.get("trained_at"),
+                   scored_at=table.scored_at.iloc[0].isoformat() if len(table) else None, customers=len(table))
+    return Scoring(table, customer_orders(history, table.customer_id, t), drivers)
+
+
+def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500, top: int = 12) -> dict:
+    """The churn model's global picture on the scored rows: mean |SHAP value| per feature,
+    and (value, SHAP value) pairs for the delivery factors in ``DEPENDENCE``.
+
+    SHAP values come from LightGBM's ``pred_contrib``, which computes TreeSHAP: the
+    numbers shap's TreeExplainer gives, without loading shap in the scoring run."""
+    contrib = bundle.churn.contributions(rows, bundle.churn.booster_)
+    names = bundle.churn.features
+    importance = np.abs(contrib).mean(axis=0) if len(rows) else np.zeros(len(names))
+    order = np.argsort(-importance)[:top]
+    pick = np.random.default_rng(0).permutation(len(rows))[:sample]
+    dependence = {}
+    for f in DEPENDENCE:
+        if f in names and f in rows:
+            x = rows[f].to_numpy(dtype=float)[pick]
+            y = contrib[pick, names.index(f)]
+            keep = ~np.isnan(x)
+            dependence[f] = {"x": np.round(x[keep], 3).tolist(), "y": np.round(y[keep], 4).tolist()}
+    return {"importance": [{"feature": names[j], "mean_abs_shap": round(float(importance[j]), 4)} for j in order],
+            "dependence": dependence, "base_rate": float(np.mean(bundle.churn.predict_proba(rows))) if len(rows) else None}
+
+
+def customer_orders(history, customer_ids: pd.Series, before_us: int) -> pd.DataFrame:
+    """Every order of the given customers placed before the moment, with how its delivery went."""
+    wanted = set(customer_ids.astype("str"))
+    orders = history.orders[history.orders.customer_id.astype("str").isin(wanted)]
+    orders = orders[micros(orders.ordered_at) < before_us]
+    exp = history.experience.drop(columns="customer_id")
+    out = orders.merge(exp, on="order_id", how="left")
+    out["judged_at"] = pd.to_datetime(out.ref.where(out.ref != NAT), unit="us", utc=True)
+    return out.drop(columns="ref").sort_values(["customer_id", "ordered_at"]).reset_index(drop=True)
+
+
+def write_scoring(scoring: Scoring, folder: Path) -> Path:
+    """The review page's store: latest.parquet, latest-history.parquet, latest-drivers.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_table(scoring.history, folder / "latest-history.parquet")
+    (folder / "latest-drivers.json").write_text(json.dumps(scoring.drivers, default=str))
+    return write_table(scoring.table, folder / "latest.parquet")  # last: the page keys its cache on it
 
 
 def write_table(table: pd.DataFrame, target: Path) -> Path:
