@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 EDDY = [str(Path(sys.executable).parent / "eddy")]
-COMMANDS = ["simulate", "validate", "import-olist", "features", "train", "promote", "predict", "score-customers"]
+COMMANDS = ["simulate", "validate", "import-olist", "features", "train", "promote", "predict", "score-customers", "serve",
+            "bento"]
 
 
 def run(*args: str, check: bool = False) -> subprocess.CompletedProcess:

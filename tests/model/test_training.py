@@ -74,3 +74,37 @@ def test_thin_data_skips_models_with_a_clear_reason(tmp_path):
     assert "churn" in skipped and "churn labels" in skipped["churn"]
     with pytest.raises(RuntimeError, match="no EDD model in this version: too little delivered history"):
         result.bundle.predict_rows(pd.DataFrame({"as_of": []}))
+
+
+def test_scoring_for_the_review_pages_history_and_drivers(trained):
+    """score-customers' store for the review pages: each scored customer's past orders (none
+    placed after the moment), and the loyalty drivers, whose SHAP values match shap's."""
+    import shap
+
+    from training.predict import DEPENDENCE, score_data_set
+
+    result, ds = trained
+    moment = pd.Timestamp("2025-10-01T00:00:00Z")
+    scoring = score_data_set(result.bundle, ds, as_of=moment, window_days=120)
+    table, history, drivers = scoring.table, scoring.history, scoring.drivers
+    assert len(table) > 50 and table.churn_risk.is_monotonic_decreasing
+    assert set(history.customer_id) == set(table.customer_id)
+    assert (history.ordered_at < moment).all()
+    orders = ds["orders"] if "orders" in ds.tables else None
+    if orders is not None:
+        one = table.customer_id.iloc[0]
+        expected = orders[(orders.customer_id == one) & (orders.ordered_at < moment)]
+        assert len(history[history.customer_id == one]) == len(expected)
+    importance = [i["mean_abs_shap"] for i in drivers["importance"]]
+    assert importance == sorted(importance, reverse=True) and importance[0] > 0
+    assert set(drivers["dependence"]) <= set(DEPENDENCE) and "days_late" in drivers["dependence"]
+    assert len(drivers["dependence"]["days_late"]["x"]) == len(drivers["dependence"]["days_late"]["y"]) > 0
+    assert drivers["customers"] == len(table)
+
+    churn = result.bundle.churn
+    rows = result.bundle.churn_rows(ds["shipments"], ds["scans"],
+                                    pd.DataFrame({"order_id": table.order_id.head(30).to_numpy(),
+                                                  "as_of": table.as_of.head(30).to_numpy()}))
+    ours = churn.contributions(rows, churn.booster_)
+    theirs = shap.TreeExplainer(churn.booster_).shap_values(churn._X(rows))
+    assert np.allclose(ours, theirs, atol=1e-6)
