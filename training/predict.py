@@ -70,7 +70,8 @@ def score_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None 
 
 def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500, top: int = 12) -> dict:
     """The churn model's global picture on the scored rows: mean |SHAP value| per feature,
-    and (value, SHAP value) pairs for the delivery factors in ``DEPENDENCE``.
+    and (value, SHAP value) pairs for the delivery factors in ``DEPENDENCE`` (a sample,
+    values above the 99th percentile left out so the plot stays readable).
 
     SHAP values come from LightGBM's ``pred_contrib``, which computes TreeSHAP: the
     numbers shap's TreeExplainer gives, without loading shap in the scoring run."""
@@ -85,6 +86,8 @@ def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500,
             x = rows[f].to_numpy(dtype=float)[pick]
             y = contrib[pick, names.index(f)]
             keep = ~np.isnan(x)
+            if keep.any():  # a few lost parcels (hundreds of days late) would flatten the plot
+                keep &= x <= np.quantile(x[keep], 0.99)
             dependence[f] = {"x": np.round(x[keep], 3).tolist(), "y": np.round(y[keep], 4).tolist()}
     return {"importance": [{"feature": names[j], "mean_abs_shap": round(float(importance[j]), 4)} for j in order],
             "dependence": dependence, "base_rate": float(np.mean(bundle.churn.predict_proba(rows))) if len(rows) else None}
