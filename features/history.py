@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.pit import NAT, US_PER_HOUR, count_less_in_ranges, day_number, micros
+from features.pit import NAT, SMALL, US_PER_HOUR, count_less_in_ranges, day_number, micros
 
 #: Lead-time histogram: 64 log-spaced bins from 2 hours to 180 days (about 10% wide).
 BIN_EDGES_H = np.concatenate([[0.0], np.geomspace(2.0, 180 * 24.0, 63), [np.inf]])
@@ -55,7 +55,6 @@ SCALAR_SUMS = ("n", "n_promised", "n_late", "n_exception")
 #: final year before the end (and every later request) sees complete windows
 HISTORY_SPAN = 731
 QUERY_BLOCK = 200_000  # (group, day) pairs per window query
-SMALL = 64  # up to this many rows (live requests), per-value Python beats pandas set-up
 
 
 def group_keys(shipments: pd.DataFrame, level: str) -> pd.Series:

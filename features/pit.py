@@ -14,6 +14,8 @@ import pandas as pd
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 US_UTC = pd.DatetimeTZDtype("us", "UTC")
+#: up to this many rows (a live request), per-value Python beats vectorised pandas set-up
+SMALL = 64
 
 
 def micros(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:

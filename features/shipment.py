@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 
 from features.calendar import calendar_features
-from features.history import SMALL, History
-from features.pit import US_PER_HOUR, micros
+from features.history import History
+from features.pit import SMALL, US_PER_HOUR, micros
 
 CATEGORICAL = ("carrier", "service_level", "origin_region", "destination_region")
 EARTH_RADIUS_KM = 6371.0

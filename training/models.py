@@ -24,6 +24,8 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
+from features.pit import SMALL
+
 QUANTILES = (0.1, 0.5, 0.9)
 INTERVAL_COVERAGE = 0.8
 MIN_GROUP_ROWS = 200  # smaller carriers use the overall conformal correction
@@ -44,7 +46,6 @@ BASE_PARAMS = {
     "seed": 7,
 }
 ROUNDS, EARLY_STOP = 500, 40
-SMALL = 64  # up to this many rows, per-value Python beats vectorised pandas set-up
 
 
 class CategoricalEncoder:
