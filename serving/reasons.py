@@ -45,3 +45,19 @@ def plain_reason(reason: dict, row: dict) -> dict:
     else:
         text = f.replace("_", " ")
     return {"feature": f, "text": text, "value": v, "effect_hours": e}
+
+
+#: plain words for the churn model's features (API reasons and the review pages)
+CHURN_WORDS = {
+    "days_late": "days late", "exceptions": "carrier exceptions", "failed_attempts": "failed delivery attempts",
+    "returned": "parcel returned", "parcels_missing": "parcels never delivered", "rating": "the customer's rating",
+    "contacts": "contacts with customer service", "orders_so_far": "orders so far",
+    "days_since_delivery": "days since the delivery", "orders_since_delivery": "orders since the delivery",
+    "days_since_previous_order": "days since the previous order", "late_share_before": "share of earlier orders late",
+    "lead_vs_usual": "delivery time against the lane's usual",
+}
+
+
+def churn_words(feature: str) -> str:
+    """A churn feature in plain words: "contacts with customer service", not "contacts"."""
+    return CHURN_WORDS.get(feature, feature.replace("_", " "))

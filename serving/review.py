@@ -32,6 +32,8 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from eddy import settings
+from serving.reasons import churn_words as words
+from training.predict import read_scoring
 
 HERE = Path(__file__).resolve().parent
 PER_PAGE = 50
@@ -41,15 +43,6 @@ SORTS = {"risk": ("churn_risk", False), "days_late": ("days_late", False), "judg
 EXPORT = ["customer_id", "churn_risk", "order_id", "delivery_judged_at", "carrier", "service_level", "origin_region",
           "destination_region", "days_late", "exceptions", "failed_attempts", "returned", "parcels_missing", "rating",
           "contacts", "orders_so_far", "new_customer", "top_reasons", "scored_at", "model_version"]
-#: plain words for the churn model's features
-WORDS = {
-    "days_late": "days late", "exceptions": "carrier exceptions", "failed_attempts": "failed delivery attempts",
-    "returned": "parcel returned", "parcels_missing": "parcels never delivered", "rating": "the customer's rating",
-    "contacts": "contacts with customer service", "orders_so_far": "orders so far",
-    "days_since_delivery": "days since the delivery", "orders_since_delivery": "orders since the delivery",
-    "days_since_previous_order": "days since the previous order", "late_share_before": "share of earlier orders late",
-    "lead_vs_usual": "delivery time against the lane's usual",
-}
 _SECRET = secrets.token_bytes(32)  # per process: customer links are not guessable
 
 
@@ -57,43 +50,27 @@ class BadFilter(ValueError):
     """A query parameter that cannot be read; the message names it."""
 
 
-def words(feature: str) -> str:
-    return WORDS.get(feature, feature.replace("_", " "))
-
-
 def customer_key(customer_id: str) -> str:
     return hmac.new(_SECRET, str(customer_id).encode(), hashlib.sha256).hexdigest()[:20]
-
-
-@dataclass
-class Scoring:
-    table: pd.DataFrame
-    history: pd.DataFrame
-    drivers: dict
-    stamp: float
 
 
 class Store:
     """The latest scoring, loaded once per change of ``latest.parquet``."""
 
     def __init__(self) -> None:
-        self._cached: Scoring | None = None
+        self._stamp: float | None = None
+        self._cached = None
 
-    def get(self) -> Scoring | None:
-        folder = settings.scores_dir()
-        latest = folder / "latest.parquet"
+    def get(self):
+        latest = settings.scores_dir() / "latest.parquet"
         if not latest.exists():
             return None
         stamp = latest.stat().st_mtime
-        if self._cached is None or self._cached.stamp != stamp:
-            table = pd.read_parquet(latest)
-            table["reasons"] = [json.loads(r) if isinstance(r, str) else [] for r in table.reasons]
-            table["key"] = [customer_key(c) for c in table.customer_id]
-            table["judged_day"] = table.delivery_judged_at.dt.strftime("%Y-%m-%d")
-            history = folder / "latest-history.parquet"
-            drivers = folder / "latest-drivers.json"
-            self._cached = Scoring(table, pd.read_parquet(history) if history.exists() else pd.DataFrame(),
-                                   json.loads(drivers.read_text()) if drivers.exists() else {}, stamp)
+        if self._stamp != stamp:
+            scoring = read_scoring(settings.scores_dir())
+            scoring.table["key"] = [customer_key(c) for c in scoring.table.customer_id]
+            scoring.table["judged_day"] = scoring.table.delivery_judged_at.dt.strftime("%Y-%m-%d")
+            self._cached, self._stamp = scoring, stamp
         return self._cached
 
 

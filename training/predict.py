@@ -112,6 +112,15 @@ def write_scoring(scoring: Scoring, folder: Path) -> Path:
     return write_table(scoring.table, folder / "latest.parquet")  # last: the page keys its cache on it
 
 
+def read_scoring(folder: Path) -> Scoring:
+    """What ``write_scoring`` stored, reasons back as lists (history and drivers may be absent)."""
+    table = pd.read_parquet(folder / "latest.parquet")
+    table["reasons"] = [json.loads(r) if isinstance(r, str) else [] for r in table.reasons]
+    history, drivers = folder / "latest-history.parquet", folder / "latest-drivers.json"
+    return Scoring(table, pd.read_parquet(history) if history.exists() else pd.DataFrame(),
+                   json.loads(drivers.read_text()) if drivers.exists() else {})
+
+
 def write_table(table: pd.DataFrame, target: Path) -> Path:
     """Parquet (reasons as JSON text, so any reader can open it) or CSV by extension."""
     target.parent.mkdir(parents=True, exist_ok=True)
