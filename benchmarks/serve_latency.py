@@ -166,9 +166,9 @@ def main() -> None:
 def bare(args) -> None:
     """The same models in-process, no HTTP: the floor the service's overhead sits on."""
     from data.load import load_data_set
-    from training.bundle import ModelBundle
-    from training.registry import download_bundle
-    from training.rows import order_moments
+    from runtime.bundle import ModelBundle
+    from runtime.registry import download_bundle
+    from features.rows import order_moments
 
     bundle = ModelBundle.load(args.bundle or download_bundle()[0])
     s = load_data_set(args.data)["shipments"].tail(200)

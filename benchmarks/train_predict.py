@@ -42,8 +42,8 @@ def run_train(folder: Path) -> dict:
 
 def run_predict(folder: Path, bundle_dir: Path, n: int) -> dict:
     from data.load import load_data_set
-    from training.bundle import ModelBundle
-    from training.rows import order_moments
+    from runtime.bundle import ModelBundle
+    from features.rows import order_moments
 
     ds = load_data_set(folder)
     bundle = ModelBundle.load(bundle_dir)

@@ -177,8 +177,8 @@ def _timestamp(value: str | None, option: str):
 
 
 def _champion():
-    from training.bundle import ModelBundle
-    from training.registry import RegistryError, download_bundle
+    from runtime.bundle import ModelBundle
+    from runtime.registry import RegistryError, download_bundle
 
     try:
         folder, version = download_bundle()
@@ -200,7 +200,8 @@ def train(
     import mlflow
     import pandas as pd
 
-    from training.registry import configure, log_run, register
+    from runtime.registry import configure
+    from training.registry import log_run, register
     from training.report import write_report
     from training.train import train as run
 
@@ -243,9 +244,10 @@ def promote(
     import mlflow
     from mlflow import MlflowClient
 
-    from training.bundle import ModelBundle
+    from runtime.bundle import ModelBundle
     from training.promote import held_out_metrics
-    from training.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, compare, configure, download_bundle
+    from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, configure, download_bundle
+    from training.registry import compare
 
     configure()
     try:
@@ -287,7 +289,8 @@ def predict(
     reasons: Annotated[bool, typer.Option(help="Add the top three reasons (TreeSHAP: about 2 ms a shipment).")] = True,
 ) -> None:
     """Predict ETA quantiles, a promise date, late probability and reasons with the champion."""
-    from training.predict import predict_data_set, write_table
+    from runtime.batch import predict_data_set
+    from runtime.store import write_table
 
     ds = _load(folder)
     when = _timestamp(as_of, "--as-of")
@@ -309,7 +312,8 @@ def score_customers(
     window_days: Annotated[float, typer.Option(min=1, help="Customers whose latest delivery (or unmet promise) is this recent.")] = 60.0,
 ) -> None:
     """Churn risk for every customer whose latest delivery falls in the window before the moment."""
-    from training.predict import score_data_set, write_scoring, write_table
+    from runtime.batch import score_data_set
+    from runtime.store import write_scoring, write_table
 
     ds = _load(folder)
     bundle, version = _champion()
@@ -345,8 +349,8 @@ def bento(
     version: Annotated[str | None, typer.Option(help="Version label for --bundle (default: its folder name).")] = None,
 ) -> None:
     """Build a Bento carrying the champion; serve it with `bentoml serve eddy-service:latest`."""
+    from runtime.registry import RegistryError, download_bundle
     from serving.bento import build_bento
-    from training.registry import RegistryError, download_bundle
 
     if bundle is None:
         try:

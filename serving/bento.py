@@ -19,7 +19,7 @@ from pathlib import Path
 
 from eddy import settings
 
-PACKAGES = ("eddy", "data", "features", "training", "serving")
+PACKAGES = ("eddy", "data", "features", "runtime", "serving")
 
 
 def build_context(bundle: Path, version: str, into: Path) -> Path:

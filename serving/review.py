@@ -33,7 +33,7 @@ from starlette.staticfiles import StaticFiles
 
 from eddy import settings
 from serving.reasons import churn_words as words
-from training.predict import read_scoring
+from runtime.store import read_scoring
 
 HERE = Path(__file__).resolve().parent
 PER_PAGE = 50

@@ -1,7 +1,7 @@
 """The BentoML prediction service: ETAs, delay probabilities and churn risk over HTTP.
 
 Started by ``eddy serve``: loads the ``champion`` bundle (models and feature snapshot)
-at start-up and predicts through :class:`training.bundle.ModelBundle`, the same code
+at start-up and predicts through :class:`runtime.bundle.ModelBundle`, the same code
 ``eddy predict`` uses, so both give a shipment the same answer. While no champion can
 be loaded the service runs but is not ready: ``/readyz`` answers 503 with the reason,
 the prediction APIs answer 503, and ``/status`` says why in JSON.
@@ -62,8 +62,8 @@ STATE = _State()
 
 def load_champion() -> None:
     """Load the champion, or remember why it could not be loaded (never raise)."""
-    from training.bundle import ModelBundle
-    from training.registry import download_bundle
+    from runtime.bundle import ModelBundle
+    from runtime.registry import download_bundle
 
     try:
         folder = os.environ.get("EDDY_BUNDLE_DIR")

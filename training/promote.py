@@ -7,7 +7,7 @@ import pandas as pd
 
 from data.load import DataSet
 from features.build import FeatureSnapshot
-from training.bundle import ModelBundle
+from runtime.bundle import ModelBundle
 from training.evaluate import edd_metrics, probability_metrics
 from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
 

@@ -1,10 +1,7 @@
-"""MLflow tracking and the model registry: every run on record, promotion by rule.
+"""MLflow tracking and registry writes: every run on record, promotion by rule.
 
-Store: SQLite under ``mlruns/`` with artifacts beside it (``MLFLOW_TRACKING_URI``
-wins when set, like every MLflow tool). One registered model, ``eddy``: each version
-is one training run's bundle (the three models, their calibration and the feature
-snapshot), so the service always loads models and features that belong together.
-The boosters are also logged in MLflow's native LightGBM flavour with signatures.
+The store, and reading from it, are ``runtime.registry``'s. The boosters are also
+logged in MLflow's native LightGBM flavour with signatures.
 
 Aliases: a new version becomes ``challenger``; the very first also ``champion``.
 ``promote`` moves ``champion`` to the challenger only when the challenger is not
@@ -14,48 +11,20 @@ window (see PRIMARY).
 
 from __future__ import annotations
 
-import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
-from eddy import settings
+from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, champion_version
 
-MODEL_NAME = "eddy"
-CHAMPION, CHALLENGER = "champion", "challenger"
 #: model -> (metric, higher is better, tolerance); "not worse" allows the tolerance
 PRIMARY = {
     "edd": ("mae_days", False, 0.01),
     "delay": ("brier", False, 0.001),
     "churn": ("roc_auc", True, 0.002),
 }
-
-
-class RegistryError(Exception):
-    """The registry cannot do what was asked; the message says why."""
-
-
-def configure() -> str:
-    """Point MLflow at the project's store (created on first use) and quiet its logs."""
-    import mlflow
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and CI
-    uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-        settings.mlruns_dir().mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
-    logging.getLogger("mlflow").setLevel(logging.ERROR)
-    logging.getLogger("alembic").setLevel(logging.ERROR)
-    if mlflow.get_experiment_by_name(MODEL_NAME) is None:
-        artifacts = settings.mlruns_dir() / "artifacts"
-        mlflow.create_experiment(MODEL_NAME, artifact_location=artifacts.resolve().as_uri())
-    mlflow.set_experiment(MODEL_NAME)
-    return uri
 
 
 @dataclass
@@ -129,32 +98,6 @@ def register(run_id: str) -> Registered:
         client.set_registered_model_alias(MODEL_NAME, CHAMPION, mv.version)
         aliases.append(CHAMPION)
     return Registered(mv.version, run_id, aliases)
-
-
-def champion_version(client=None):
-    from mlflow import MlflowClient
-
-    client = client or MlflowClient()
-    try:
-        return client.get_model_version_by_alias(MODEL_NAME, CHAMPION)
-    except Exception:
-        return None
-
-
-def download_bundle(alias: str = CHAMPION, dest: Path | None = None) -> tuple[Path, str]:
-    """The bundle folder of the version behind ``alias`` (and its version number)."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    configure()
-    client = MlflowClient()
-    try:
-        mv = client.get_model_version_by_alias(MODEL_NAME, alias)
-    except Exception:
-        raise RegistryError(f"no model version has the alias {alias!r} yet: run `eddy train DIR` first") from None
-    dest = dest or Path(tempfile.mkdtemp(prefix=f"eddy-{alias}-"))
-    path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="bundle", dst_path=str(dest))
-    return Path(path), mv.version
 
 
 def compare(champion_metrics: dict, challenger_metrics: dict) -> dict[str, dict]:

@@ -1,10 +1,6 @@
 """Model rows, labels and time-based splits.
 
-``shipment_rows`` is the one function that turns (shipment, moment) pairs into rows
-for the EDD and delay models, in training, ``eddy predict`` and the service alike:
-the at-order features of the shipment joined with what its scans say at the moment.
-At order time the moment is ``ordered_at`` itself, so no scan is seen yet and one
-model serves both moments.
+Rows themselves come from ``features.rows`` (the same function the runtime uses).
 
 Splits are by time only: train on the past, calibrate on the next window, test on
 the window after. Labels near the end of the data are censored (only fast parcels
@@ -20,36 +16,14 @@ import numpy as np
 import pandas as pd
 
 from data.load import DataSet
-from features.build import FeatureSnapshot, add_progress
+from features.build import FeatureSnapshot
 from features.customer import churn_moments, customer_features
-from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
-from features.shipment import CATEGORICAL, shipment_features
-from features.transit import TRANSIT_CATEGORICAL, training_moments, transit_features
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, micros
+from features.rows import SHIPMENT_CATEGORICAL, order_moments, shipment_rows
+from features.shipment import shipment_features
+from features.transit import training_moments
 
 ID_COLUMNS = ("shipment_id", "order_id", "customer_id", "as_of")
-SHIPMENT_CATEGORICAL = CATEGORICAL + TRANSIT_CATEGORICAL
-
-
-def shipment_rows(shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
-                  snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Model rows for (shipment_id, as_of) pairs: at-order features + scans so far."""
-    if at_order_rows is None:
-        at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
-    transit = add_progress(transit_features(shipments, scans, moments), at_order_rows)
-    # A positional join: at-order rows are unique per shipment (get_indexer insists).
-    where = pd.Index(at_order_rows.shipment_id).get_indexer(transit.shipment_id)
-    if (where < 0).any():
-        raise KeyError(f"no at-order row for shipment {transit.shipment_id[where < 0].iloc[0]!r}")
-    at = at_order_rows.take(where)
-    rows = pd.concat([transit, at.drop(columns="shipment_id").reset_index(drop=True)], axis=1)
-    rows["hours_to_promise"] = (rows.promise_hours - rows.hours_since_order).astype(np.float32)
-    return rows
-
-
-def order_moments(shipments: pd.DataFrame) -> pd.DataFrame:
-    """Each shipment at its order moment."""
-    return pd.DataFrame({"shipment_id": shipments.shipment_id.astype("str").to_numpy(),
-                         "as_of": shipments.ordered_at.reset_index(drop=True)})
 
 
 # ----------------------------------------------------------------------- labels
@@ -81,8 +55,6 @@ def shipment_labels(shipments: pd.DataFrame, rows: pd.DataFrame, end: pd.Timesta
 def churn_labels(history_orders: pd.DataFrame, rows: pd.DataFrame, ref_us: np.ndarray, horizon_days: float,
                  end: pd.Timestamp) -> np.ndarray:
     """1 when the customer placed no order in (ref, ref + horizon]; NaN when not yet mature."""
-    from features.pit import EventIndex
-
     vocab = pd.Index(pd.unique(np.concatenate([history_orders.customer_id.astype("str").to_numpy(),
                                                rows.customer_id.astype("str").to_numpy()])))
     idx = EventIndex(vocab.get_indexer(history_orders.customer_id.astype("str")), micros(history_orders.ordered_at))

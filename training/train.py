@@ -18,14 +18,14 @@ import pandas as pd
 
 from data.load import DataSet
 from features.build import FeatureSnapshot
-from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
-from training import baselines
-from training.bundle import ModelBundle, end_of_day
-from training.evaluate import (coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift)
-from training.models import EddModel, ProbabilityModel
-from training.rows import (ID_COLUMNS, SHIPMENT_CATEGORICAL, churn_split, churn_training_rows, edd_training_rows,
-                           shipment_split)
 from features.customer import CUSTOMER_CATEGORICAL
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
+from features.rows import SHIPMENT_CATEGORICAL
+from runtime.bundle import ModelBundle, end_of_day
+from training import baselines
+from training.evaluate import coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift
+from training.models import EddEstimator, ProbabilityEstimator
+from training.rows import ID_COLUMNS, churn_split, churn_training_rows, edd_training_rows, shipment_split
 
 MIN_TRAIN_ROWS = 300
 #: churn labels are noisy (a customer's own baseline is unknowable): small, slow trees
@@ -112,7 +112,7 @@ def _truth(ds: DataSet) -> dict[str, pd.DataFrame]:
             if (folder / f"{name}.parquet").exists()}
 
 
-def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth) -> EddModel | None:
+def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth) -> EddEstimator | None:
     y = labels.hours_left.to_numpy()
     known = ~np.isnan(y)
     train_mask = known & (part == "train")
@@ -124,7 +124,7 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
                           f"shipments (need {MIN_TRAIN_ROWS}, {MIN_EVAL_ROWS}, {MIN_EVAL_ROWS})")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
-    model = EddModel(feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
+    model = EddEstimator(feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
     model.calibrate(rows[cal], y[cal], rows.carrier[cal])
 
     t = test & at_order
@@ -184,7 +184,7 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
                             f"late (need {MIN_TRAIN_ROWS} and 10)")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
-    model = ProbabilityModel("delay", feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
+    model = ProbabilityEstimator("delay", feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
     model.calibrate(rows[cal], y[cal])
     t = test & at_order
     p = model.predict_proba(rows[t])
@@ -220,7 +220,7 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
         return None
     features = feature_columns(rows, drop=("order_id", "customer_id", "as_of"))
     fit, val = validation_tail(train_mask, ref_ts)
-    model = ProbabilityModel("churn", features, CUSTOMER_CATEGORICAL, {**CHURN_DEFAULTS, **(params or {})})
+    model = ProbabilityEstimator("churn", features, CUSTOMER_CATEGORICAL, {**CHURN_DEFAULTS, **(params or {})})
     model.fit(rows[fit], y[fit], rows[val], y[val])
     model.calibrate(rows[cal], y[cal])
     # Judged on the moment right after each delivery, as the truth file speaks of it.

@@ -15,8 +15,10 @@ import pandas as pd
 from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.customer import CUSTOMER_CATEGORICAL
-from training.models import CategoricalEncoder, train_booster
-from training.rows import SHIPMENT_CATEGORICAL, churn_split, churn_training_rows, edd_training_rows, shipment_split
+from runtime.models import CategoricalEncoder
+from training.models import train_booster
+from features.rows import SHIPMENT_CATEGORICAL
+from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
 from training.train import feature_columns, validation_tail
 
 

@@ -10,7 +10,7 @@ import httpx
 import pandas as pd
 import pytest
 
-from training.rows import order_moments
+from features.rows import order_moments
 
 pytestmark = pytest.mark.slow
 EDDY = str(Path(sys.executable).parent / "eddy")

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 
 from eddy import settings
-from training.predict import score_data_set, write_scoring
+from runtime.batch import score_data_set
+from runtime.store import write_scoring
 
 pytestmark = pytest.mark.slow
 TOKEN = "review-token-for-tests"

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from training.bundle import ModelBundle
-from training.rows import order_moments
+from runtime.bundle import ModelBundle
+from features.rows import order_moments
 
 
 def shipment(**overrides) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pytest
 from data.load import load_data_set
 from data.simulate import SimConfig, simulate
 from data.write import write_data_set
-from training.bundle import ModelBundle
+from runtime.bundle import ModelBundle
 from training.train import train
 
 
@@ -37,7 +37,7 @@ def test_intervals_and_probabilities_are_calibrated_on_later_data(trained):
 
 def test_bundle_round_trip_predicts_the_same(trained, tmp_path):
     result, ds = trained
-    from training.rows import order_moments
+    from features.rows import order_moments
 
     s = ds["shipments"].tail(50)
     rows = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
@@ -52,7 +52,7 @@ def test_numeric_model_input_predicts_exactly_what_the_categorical_frame_predict
     conversion); it must match the training-shaped categorical frame to the bit,
     unseen and missing levels included, for one row and for many."""
     result, ds = trained
-    from training.rows import order_moments
+    from features.rows import order_moments
 
     s = ds["shipments"].tail(200)
     rows = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
@@ -81,7 +81,7 @@ def test_scoring_for_the_review_pages_history_and_drivers(trained):
     placed after the moment), and the loyalty drivers, whose SHAP values match shap's."""
     import shap
 
-    from training.predict import DEPENDENCE, score_data_set
+    from runtime.batch import DEPENDENCE, score_data_set
 
     result, ds = trained
     moment = pd.Timestamp("2025-10-01T00:00:00Z")

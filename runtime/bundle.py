@@ -19,8 +19,8 @@ import pandas as pd
 from features.build import FeatureSnapshot
 from features.customer import customer_features
 from features.pit import US_PER_DAY, US_PER_HOUR, micros
-from training.models import EddModel, ProbabilityModel
-from training.rows import order_moments, shipment_rows
+from runtime.models import EddModel, ProbabilityModel
+from features.rows import order_moments, shipment_rows
 
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3

@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
@@ -13,8 +9,9 @@ from data.load import DataSet
 from features.build import moments_at
 from features.history import data_end
 from features.pit import NAT, micros
-from training.bundle import ModelBundle
-from training.rows import order_moments
+from features.rows import order_moments
+from runtime.bundle import ModelBundle
+from runtime.store import Scoring
 
 
 def predict_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None = None,
@@ -30,15 +27,6 @@ def predict_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | Non
 
 #: delivery factors whose effect on churn risk the review page plots against their value
 DEPENDENCE = ("days_late", "exceptions", "contacts", "failed_attempts", "rating")
-
-
-@dataclass
-class Scoring:
-    """A scoring run: one row per customer, their order history, and what drives loyalty."""
-
-    table: pd.DataFrame
-    history: pd.DataFrame
-    drivers: dict
 
 
 def score_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None = None,
@@ -102,30 +90,3 @@ def customer_orders(history, customer_ids: pd.Series, before_us: int) -> pd.Data
     out = orders.merge(exp, on="order_id", how="left")
     out["judged_at"] = pd.to_datetime(out.ref.where(out.ref != NAT), unit="us", utc=True)
     return out.drop(columns="ref").sort_values(["customer_id", "ordered_at"]).reset_index(drop=True)
-
-
-def write_scoring(scoring: Scoring, folder: Path) -> Path:
-    """The review page's store: latest.parquet, latest-history.parquet, latest-drivers.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_table(scoring.history, folder / "latest-history.parquet")
-    (folder / "latest-drivers.json").write_text(json.dumps(scoring.drivers, default=str))
-    return write_table(scoring.table, folder / "latest.parquet")  # last: the page keys its cache on it
-
-
-def read_scoring(folder: Path) -> Scoring:
-    """What ``write_scoring`` stored, reasons back as lists (history and drivers may be absent)."""
-    table = pd.read_parquet(folder / "latest.parquet")
-    table["reasons"] = [json.loads(r) if isinstance(r, str) else [] for r in table.reasons]
-    history, drivers = folder / "latest-history.parquet", folder / "latest-drivers.json"
-    return Scoring(table, pd.read_parquet(history) if history.exists() else pd.DataFrame(),
-                   json.loads(drivers.read_text()) if drivers.exists() else {})
-
-
-def write_table(table: pd.DataFrame, target: Path) -> Path:
-    """Parquet (reasons as JSON text, so any reader can open it) or CSV by extension."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    flat = table.copy()
-    if "reasons" in flat:
-        flat["reasons"] = [json.dumps(r) for r in flat.reasons]
-    flat.to_csv(target, index=False) if target.suffix == ".csv" else flat.to_parquet(target, index=False)
-    return target
