@@ -22,7 +22,7 @@ from data.calendar import guess_country
 from data.load import DataSet
 from features.customer import CustomerHistory, churn_moments, customer_features
 from features.history import N_BINS, SCALAR_SUMS, DailyTable, History, data_end
-from features.pit import micros
+from features.pit import Columns, columns_of, frame_of, micros
 from features.shipment import Locations, shipment_features
 from features.transit import transit_features, training_moments
 
@@ -93,7 +93,7 @@ def _read_daily(path: Path, level: str) -> DailyTable:
 
 def at_order(ds: DataSet, snapshot: FeatureSnapshot) -> pd.DataFrame:
     """One row per shipment: its features as of its ``ordered_at``."""
-    return shipment_features(ds["shipments"], snapshot.history, snapshot.locations, snapshot.country)
+    return frame_of(shipment_features(columns_of(ds["shipments"]), snapshot.history, snapshot.locations, snapshot.country))
 
 
 def in_transit(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame,
@@ -106,17 +106,17 @@ def in_transit(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFra
     shipments, scans = ds["shipments"], ds.get("scans")
     if moments is None:
         moments = training_moments(shipments, scans, snapshot.end, seed)
-    rows = transit_features(shipments, scans, moments)
-    return add_progress(rows, at_order_rows)
+    rows = transit_features(columns_of(shipments), columns_of(scans) if scans is not None else None, moments)
+    usual = np.asarray(at_order_rows[USUAL_HOURS], dtype=float)[rows["pos"]]
+    rows = add_progress({k: v for k, v in rows.items() if k != "pos"}, usual)
+    return frame_of(rows, timestamps=("as_of",))
 
 
-def add_progress(transit_rows: pd.DataFrame, at_order_rows: pd.DataFrame) -> pd.DataFrame:
-    where = pd.Index(at_order_rows.shipment_id).get_indexer(transit_rows.shipment_id)
-    usual = np.where(where >= 0, at_order_rows[USUAL_HOURS].to_numpy(dtype=float)[where], np.nan)
-    since = transit_rows.hours_since_order.to_numpy(dtype=float)
-    transit_rows["progress_vs_usual"] = (since / usual).astype(np.float32)
-    transit_rows["hours_left_vs_usual"] = (usual - since).astype(np.float32)
-    return transit_rows
+def add_progress(transit_rows: Columns, usual_hours: np.ndarray) -> Columns:
+    """Time in transit against the lane's usual lead time (``usual_hours``, one per row)."""
+    since = np.asarray(transit_rows["hours_since_order"], dtype=float)
+    return {**transit_rows, "progress_vs_usual": (since / usual_hours).astype(np.float32),
+            "hours_left_vs_usual": (usual_hours - since).astype(np.float32)}
 
 
 def after_delivery(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None = None,

@@ -11,6 +11,12 @@ sees whole days strictly before ``day(t)`` (a daily batch, as feature stores ref
 Queries are clipped to the history's last day + 1, so a history built from training
 data and the same history saved as a snapshot and queried later by the service
 answer through exactly this code.
+
+Online tables: every request later than the history sees the same day (last day + 1),
+where a statistic depends on the group alone. ``History.materialize`` evaluates the
+window code once for every group at that day (Feast's online store, built from the
+same definitions); rows at that day read it, every other row takes the
+point-in-time path. Both are the same function; tests hold them equal bit for bit.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.pit import NAT, SMALL, US_PER_HOUR, count_less_in_ranges, day_number, micros
+from features.pit import NAT, US_PER_HOUR, Columns, Lookup, count_less_in_ranges, day_number, micros, size
 
 #: Lead-time histogram: 64 log-spaced bins from 2 hours to 180 days (about 10% wide).
 BIN_EDGES_H = np.concatenate([[0.0], np.geomspace(2.0, 180 * 24.0, 63), [np.inf]])
@@ -48,6 +54,7 @@ WINDOWS: dict[str, tuple[int, ...]] = {
 PARENT: dict[str, str] = {"carrier": "global", "lane": "global", "carrier_lane": "carrier",
                           "postal_lane": "lane", "destination": "global"}
 #: the window whose statistics are shrunk toward the parent, per level
+SHRINK_ORDER = ("global", "carrier", "lane", "destination", "carrier_lane", "postal_lane")  # parents first
 SHRINK_WINDOW = {"global": 91, "carrier": 91, "lane": 91, "carrier_lane": 91, "postal_lane": 365, "destination": 28}
 PRIOR_COUNT = 20.0  # a group with n deliveries weighs n / (n + 20) against its parent
 SCALAR_SUMS = ("n", "n_promised", "n_late", "n_exception")
@@ -57,21 +64,17 @@ HISTORY_SPAN = 731
 QUERY_BLOCK = 200_000  # (group, day) pairs per window query
 
 
-def group_keys(shipments: pd.DataFrame, level: str) -> pd.Series:
-    """One string per shipment naming its group at ``level`` (missing parts -> missing)."""
-    cols = LEVELS[level]
-    if not cols:
-        return pd.Series("all", index=shipments.index, dtype="str")
-    if len(shipments) <= SMALL:  # a live request: plain Python beats pandas' string set-up
-        rows = zip(*(shipments[c].tolist() for c in cols))
-        keys = ["|".join(r) if all(isinstance(v, str) for v in r) else None for r in rows]
-        return pd.Series(keys, index=shipments.index, dtype="str")
-    parts = [shipments[c].astype("str") for c in cols]
-    key = parts[0]
-    for p in parts[1:]:
-        key = key + "|" + p
-    missing = np.logical_or.reduce([p.isna().to_numpy() for p in parts])
-    return key.mask(missing)
+def group_keys(cols, level: str) -> np.ndarray:
+    """One key per row naming its group at ``level`` (None when a part is missing)."""
+    names = LEVELS[level]
+    if not names:
+        return np.full(size(cols) if isinstance(cols, dict) else len(cols), "all", dtype=object)
+    parts = [np.asarray(cols[c], dtype=object) for c in names]
+    gaps = [pd.isna(p) for p in parts]
+    key = np.where(gaps[0], "", parts[0])
+    for p, gap in zip(parts[1:], gaps[1:]):
+        key = key + "|" + np.where(gap, "", p)
+    return np.where(np.logical_or.reduce(gaps), None, key)
 
 
 def delivery_outcomes(shipments: pd.DataFrame, scans: pd.DataFrame | None) -> pd.DataFrame:
@@ -111,13 +114,12 @@ class DailyTable:
     hist: np.ndarray  # (rows, N_BINS) int32
     _cum: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     _cum_hist: np.ndarray | None = field(default=None, repr=False)
-    _code_of: dict | None = field(default=None, repr=False)
-    _memo: dict = field(default_factory=dict, repr=False)
+    _lookup: Lookup | None = field(default=None, repr=False)
 
     @classmethod
     def from_outcomes(cls, outcomes: pd.DataFrame, level: str) -> "DailyTable":
         keys = group_keys(outcomes, level)
-        ok = keys.notna().to_numpy()
+        ok = ~pd.isna(keys)
         codes, groups = pd.factorize(keys[ok], sort=True)
         day = outcomes.day.to_numpy()[ok]
         span = int(day.max() - day.min() + 1) if ok.any() else 1
@@ -145,12 +147,11 @@ class DailyTable:
             self._cum = {k: np.concatenate([[0], np.cumsum(v)]) for k, v in self.sums.items()}
             self._cum_hist = np.concatenate([np.zeros((1, N_BINS), np.int64), np.cumsum(self.hist, axis=0, dtype=np.int64)])
 
-    def codes(self, keys: pd.Series) -> np.ndarray:
-        if len(keys) <= SMALL:
-            if self._code_of is None:
-                self._code_of = {g: i for i, g in enumerate(self.groups)}
-            return np.array([self._code_of.get(k, -1) if isinstance(k, str) else -1 for k in keys.tolist()], dtype=np.int64)
-        return self.groups.get_indexer(keys.astype("str").where(keys.notna(), "\x00missing"))
+    def codes(self, keys: np.ndarray) -> np.ndarray:
+        """Each key's group code, -1 for a group the table has never seen."""
+        if self._lookup is None:
+            self._lookup = Lookup(self.groups.tolist())
+        return self._lookup.codes(keys)
 
     def window(self, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
         """Sums over days in [day - width, day) per query; unknown groups give zeros."""
@@ -193,6 +194,7 @@ class History:
     tables: dict[str, DailyTable]
     volume: DailyTable  # shipments ordered per carrier-service and day
     last_day: int  # the last (UTC) day whose facts are in the tables
+    online: dict[str, Columns] | None = field(default=None, repr=False)  # see materialize
 
     @classmethod
     def build(cls, shipments: pd.DataFrame, scans: pd.DataFrame | None, as_of: pd.Timestamp | None = None) -> "History":
@@ -212,28 +214,58 @@ class History:
         return np.minimum(day_number(moments_us), self.last_day + 1)
 
     def snapshot(self) -> "History":
-        """The part the service needs: the last year of daily rows."""
+        """The part the service needs: the last two years of daily rows."""
         first = self.last_day + 1 - HISTORY_SPAN
         return History({k: t.since(first) for k, t in self.tables.items()}, self.volume.since(first), self.last_day)
 
-    def features(self, shipments: pd.DataFrame, moments_us: np.ndarray) -> pd.DataFrame:
-        """All lane, carrier and region statistics for each shipment at its moment."""
-        return pd.DataFrame(self.feature_columns(shipments, moments_us), index=shipments.index)
+    def materialize(self) -> "History":
+        """Fill the online tables: each group's statistics at the day every later request sees.
 
-    def feature_columns(self, shipments: pd.DataFrame, moments_us: np.ndarray) -> dict[str, np.ndarray]:
-        """The same statistics as float32 arrays, for callers assembling a wider frame."""
+        Row ``code`` of a table holds group ``code``; the extra last row is an unseen
+        group (code -1), so a lookup needs no special case."""
+        day = self.last_day + 1
+        online = {}
+        for name, table in {**self.tables, "volume": self.volume}.items():
+            codes = np.r_[np.arange(len(table.groups)), -1].astype(np.int64)
+            online[name] = _statistics(table, name, codes, np.full(len(codes), day, dtype=np.int64))
+        self.online = online
+        return self
+
+    def features(self, shipments, moments_us: np.ndarray) -> pd.DataFrame:
+        """All lane, carrier and region statistics for each shipment at its moment."""
+        return pd.DataFrame(self.feature_columns(shipments, moments_us))
+
+    def feature_columns(self, shipments, moments_us: np.ndarray) -> Columns:
+        """The statistics as float32 columns; ``shipments`` maps column names to arrays."""
         days = self.query_days(moments_us)
-        cols: dict[str, np.ndarray] = {}
-        keys = {level: group_keys(shipments, level) for level in self.tables}
+        cols: Columns = {}
         for level, table in self.tables.items():
-            cols.update(_level_features(table, table.codes(keys[level]), days, level))
+            cols.update(self._at_days(level, table, table.codes(group_keys(shipments, level)), days))
         self._add_shrunk(cols)
-        self._add_carrier_trend(cols, keys["carrier"], days)
+        volume = self._at_days("volume", self.volume, self.volume.codes(group_keys(shipments, "carrier")), days)
+        self._add_carrier_trend(cols, volume)
         return {k: v.astype(np.float32, copy=False) for k, v in cols.items()}
 
-    def _add_shrunk(self, cols: dict[str, np.ndarray]) -> None:
+    def _at_days(self, name: str, table: DailyTable, codes: np.ndarray, days: np.ndarray) -> Columns:
+        """Statistics per row: rows at the materialized day read the online table, the rest
+        compute them point in time (the same function)."""
+        online = self.online.get(name) if self.online is not None else None
+        if online is None:
+            return _statistics(table, name, codes, days)
+        live = days == self.last_day + 1
+        if live.all():
+            return {k: v[codes] for k, v in online.items()}
+        past = _statistics(table, name, codes[~live], days[~live])
+        out = {}
+        for k, v in online.items():
+            col = np.empty(len(codes), dtype=v.dtype)
+            col[live], col[~live] = v[codes[live]], past[k]
+            out[k] = col
+        return out
+
+    def _add_shrunk(self, cols: Columns) -> None:
         # Parents are shrunk first so each level leans on an already-stable parent.
-        for level in ("global", "carrier", "lane", "destination", "carrier_lane", "postal_lane"):
+        for level in SHRINK_ORDER:
             w = SHRINK_WINDOW[level]
             n = cols[f"{level}_{w}d_n"]
             for stat in ("median_h", "p90_h", "late_rate", "exception_rate"):
@@ -247,7 +279,7 @@ class History:
                 cols[f"{level}_{stat}"] = mixed.astype(np.float32)
 
     @staticmethod
-    def _parent_value(cols: dict[str, np.ndarray], level: str, stat: str) -> np.ndarray:
+    def _parent_value(cols: Columns, level: str, stat: str) -> np.ndarray:
         """A level's prior. A carrier's lane leans on the carrier's speed applied to the
         lane's relative length (carrier x lane / global), so a thin carrier lane keeps
         the distance that the carrier-wide figure alone would lose."""
@@ -259,40 +291,20 @@ class History:
             blended = parent * lane / glob if stat.endswith("_h") else np.clip(parent + lane - glob, 0.0, 1.0)
         return np.where(np.isfinite(blended), blended, parent)
 
-    def _add_carrier_trend(self, cols: dict[str, np.ndarray], carrier_keys: pd.Series, days: np.ndarray) -> None:
-        cols["carrier_trend_7_91"] = cols["carrier_7d_median_h"] / cols["carrier_91d_median_h"]
-        codes = self.volume.codes(carrier_keys)
-        last7 = self.volume.window(codes, days, 7)["n"].astype(float)
-        last91 = self.volume.window(codes, days, 91)["n"].astype(float)
+    @staticmethod
+    def _add_carrier_trend(cols: Columns, volume: Columns) -> None:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            cols["carrier_trend_7_91"] = cols["carrier_7d_median_h"] / cols["carrier_91d_median_h"]
+        last7, last91 = volume["volume_7d"], volume["volume_91d"]
         cols["carrier_volume_7d"] = last7
         cols["carrier_volume_ratio_7_91"] = np.where(last91 > 0, (last7 / 7.0) / np.maximum(last91 / 91.0, 1e-9), np.nan)
 
 
-def _level_features(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
-    """Window statistics per row; live requests go through a per-table memo of the same numbers."""
-    if len(codes) <= SMALL:
-        return _memo_level_features(table, codes, days, level)
-    return _level_features_all(table, codes, days, level)
-
-
-MEMO_LIMIT = 100_000  # (group, day) entries per table before the memo starts over
-
-
-def _memo_level_features(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
-    # A table never changes once built, so a (group, day) pair always has the same
-    # statistics; live traffic repeats lanes all day, so most requests are lookups.
-    memo = table._memo
-    pairs = list(zip(codes.tolist(), days.tolist()))
-    missing = [p for p in dict.fromkeys(pairs) if p not in memo]
-    if missing:
-        if len(memo) + len(missing) > MEMO_LIMIT:
-            memo.clear()
-        fresh = _level_features_all(table, np.array([p[0] for p in missing], dtype=np.int64),
-                                    np.array([p[1] for p in missing], dtype=np.int64), level)
-        for i, p in enumerate(missing):
-            memo[p] = {k: v[i] for k, v in fresh.items()}
-    names = list(memo[pairs[0]]) if pairs else list(_level_features_all(table, codes, days, level))
-    return {k: np.array([memo[p][k] for p in pairs], dtype=np.float32) for k in names}
+def _statistics(table: DailyTable, name: str, codes: np.ndarray, days: np.ndarray) -> Columns:
+    """What a table contributes per row: window statistics for a level, order counts for volume."""
+    if name == "volume":
+        return {f"volume_{w}d": table.window(codes, days, w)["n"].astype(float) for w in (7, 91)}
+    return _level_features_all(table, codes, days, name)
 
 
 def _level_features_all(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:

@@ -4,9 +4,18 @@ The one rule: a feature for a moment ``t`` uses only facts that happened strictl
 before ``t``. These helpers implement "how many / which events of this key happened
 before t" with sorted composite keys and ``searchsorted``, so every feature module
 gets strictness from the same few lines instead of re-deriving it.
+
+Feature functions work on *columns*: a mapping of column name to numpy array, one
+entry per row, with timestamps as int64 microseconds (``NAT`` when unknown), text as
+object arrays (``None`` when unknown) and numbers as floats. The same functions serve
+a million training rows and one HTTP request; pandas appears only at the edges
+(``columns_of`` on a data set's table, ``frame_of`` to write one).
 """
 
+
 from __future__ import annotations
+
+from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -14,12 +23,17 @@ import pandas as pd
 US_PER_DAY = 86_400_000_000
 US_PER_HOUR = 3_600_000_000
 US_UTC = pd.DatetimeTZDtype("us", "UTC")
-#: up to this many rows (a live request), per-value Python beats vectorised pandas set-up
-SMALL = 64
+
+#: column name -> one array per row
+Columns = dict[str, np.ndarray]
 
 
-def micros(ts: pd.Series | pd.DatetimeIndex) -> np.ndarray:
-    """UTC timestamps as int64 microseconds since 1970 (NaT becomes INT64 min)."""
+def micros(ts) -> np.ndarray:
+    """UTC timestamps as int64 microseconds since 1970 (NaT becomes INT64 min).
+
+    Integer arrays are taken as microseconds already (the columns' own form)."""
+    if isinstance(ts, np.ndarray) and ts.dtype == np.int64:
+        return ts
     if isinstance(ts, pd.Series) and ts.dtype == US_UTC:  # the contract's own dtype: no conversion
         return ts.array.asi8
     values = pd.Series(ts)
@@ -41,6 +55,71 @@ def hours_between(later_us: np.ndarray, earlier_us: np.ndarray) -> np.ndarray:
 
 
 NAT = np.iinfo(np.int64).min
+
+
+def columns_of(table: pd.DataFrame, names: Iterable[str] | None = None) -> Columns:
+    """A table's columns as arrays: timestamps to microseconds, text to objects (None when missing)."""
+    out: Columns = {}
+    for name in (names if names is not None else table.columns):
+        if name not in table:
+            continue
+        col = table[name]
+        if isinstance(col.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(col.dtype):
+            out[name] = micros(col)
+        elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
+            out[name] = col.to_numpy(dtype=np.float64, na_value=np.nan) if col.dtype.kind != "f" else col.to_numpy()
+        else:
+            values = col.to_numpy(dtype=object)
+            out[name] = np.where(pd.isna(values), None, values) if len(values) else values
+    return out
+
+
+def frame_of(cols: Mapping[str, np.ndarray], timestamps: Iterable[str] = ()) -> pd.DataFrame:
+    """Columns as a DataFrame (an edge: writing a table, fitting a model); ``timestamps`` back to UTC."""
+    stamps = set(timestamps)
+
+    def column(name, values):
+        if name in stamps:
+            return pd.Series(np.asarray(values, dtype=np.int64).view("datetime64[us]")).dt.tz_localize("UTC")
+        if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
+            return pd.Series(values, dtype="str")  # text stays text, whether or not a value is missing
+        return values
+
+    return pd.DataFrame({k: column(k, v) for k, v in cols.items()})
+
+
+def size(cols: Mapping[str, np.ndarray]) -> int:
+    return len(next(iter(cols.values()))) if cols else 0
+
+
+def take(cols: Mapping[str, np.ndarray], rows: np.ndarray) -> Columns:
+    """The given rows (positions or a mask) of every column."""
+    return {k: v[rows] for k, v in cols.items()}
+
+
+def is_missing(values: np.ndarray) -> np.ndarray:
+    """Missing text or numbers: None, NaN."""
+    return pd.isna(values) if values.dtype == object else np.isnan(values) if values.dtype.kind == "f" else \
+        np.zeros(len(values), dtype=bool)
+
+
+class Lookup:
+    """Codes of keys in a fixed vocabulary (position; -1 when absent or missing).
+
+    A dict, not a pandas Index: the same cost per key for one request and a million
+    rows (an Index pays ~165 us of set-up per call, a dict ~0.2 us per key)."""
+
+    def __init__(self, keys: Iterable):
+        self.keys = list(keys)
+        self._code = {k: i for i, k in enumerate(self.keys)}
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def codes(self, values: np.ndarray) -> np.ndarray:
+        get = self._code.get
+        return np.fromiter((get(v, -1) for v in np.asarray(values, dtype=object).tolist()), dtype=np.int64,
+                           count=len(values))
 
 
 class EventIndex:

@@ -11,27 +11,33 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.build import FeatureSnapshot, add_progress
-from features.shipment import CATEGORICAL, shipment_features
-from features.transit import TRANSIT_CATEGORICAL, transit_features
+from features.build import USUAL_HOURS, FeatureSnapshot, add_progress
+from features.pit import Columns, columns_of
+from features.shipment import shipment_features
+from features.transit import transit_features
 
-SHIPMENT_CATEGORICAL = CATEGORICAL + TRANSIT_CATEGORICAL
 
+def shipment_rows(shipments, scans, moments, snapshot: FeatureSnapshot, at_order_rows: Columns | None = None) -> Columns:
+    """Model rows for (shipment_id, as_of) pairs: at-order features + scans so far.
 
-def shipment_rows(shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
-                  snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Model rows for (shipment_id, as_of) pairs: at-order features + scans so far."""
+    Arguments map column names to arrays (DataFrames are taken at the edge); so does
+    the answer. ``at_order_rows``, when given, are ``shipment_features`` of the same
+    shipments in the same order."""
+    shipments, moments = as_columns(shipments), as_columns(moments)
+    scans = as_columns(scans) if scans is not None else None
     if at_order_rows is None:
         at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
-    transit = add_progress(transit_features(shipments, scans, moments), at_order_rows)
-    # A positional join: at-order rows are unique per shipment (get_indexer insists).
-    where = pd.Index(at_order_rows.shipment_id).get_indexer(transit.shipment_id)
-    if (where < 0).any():
-        raise KeyError(f"no at-order row for shipment {transit.shipment_id[where < 0].iloc[0]!r}")
-    at = at_order_rows.take(where)
-    rows = pd.concat([transit, at.drop(columns="shipment_id").reset_index(drop=True)], axis=1)
-    rows["hours_to_promise"] = (rows.promise_hours - rows.hours_since_order).astype(np.float32)
+    transit = transit_features(shipments, scans, moments)
+    pos = transit.pop("pos")  # at-order rows are the shipments' rows: a positional join
+    at = {k: v[pos] for k, v in at_order_rows.items() if k != "shipment_id"}
+    rows = {**add_progress(transit, np.asarray(at[USUAL_HOURS], dtype=float)), **at}
+    rows["hours_to_promise"] = (rows["promise_hours"] - rows["hours_since_order"]).astype(np.float32)
     return rows
+
+
+def as_columns(table) -> Columns:
+    """Columns as they are, or a DataFrame's columns (the edge where pandas stops)."""
+    return table if isinstance(table, dict) else columns_of(table)
 
 
 def order_moments(shipments: pd.DataFrame) -> pd.DataFrame:

@@ -16,14 +16,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import FeatureSnapshot
+from features.build import USUAL_HOURS, FeatureSnapshot
 from features.customer import customer_features
-from features.pit import US_PER_DAY, US_PER_HOUR, micros
-from runtime.models import EddModel, ProbabilityModel
+from features.pit import US_PER_DAY, US_PER_HOUR, Columns, micros
 from features.rows import order_moments, shipment_rows
+from runtime.models import EddModel, ProbabilityModel
+from runtime.reasons import REASON_CONTEXT, plain_reasons
 
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
+CANDIDATES = 6  # contributions looked at per row; reasons that read alike merge into one
+TIMESTAMPS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
 
 
 @dataclass
@@ -52,35 +55,58 @@ class ModelBundle:
         edd = EddModel.load(folder / "edd") if (folder / "edd" / "edd.json").exists() else None
         delay = ProbabilityModel.load(folder / "delay", "delay") if (folder / "delay" / "delay.json").exists() else None
         churn = ProbabilityModel.load(folder / "churn", "churn") if (folder / "churn" / "churn.json").exists() else None
-        return cls(FeatureSnapshot.load(folder / "snapshot"), edd, delay, churn, meta)
+        bundle = cls(FeatureSnapshot.load(folder / "snapshot"), edd, delay, churn, meta)
+        bundle.snapshot.history.materialize()  # online tables: every later request is a lookup
+        return bundle
 
     # -- shipments
-    def shipment_rows(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame) -> pd.DataFrame:
+    def shipment_rows(self, shipments, scans, moments) -> Columns:
         return shipment_rows(shipments, scans, moments, self.snapshot)
 
-    def predict_rows(self, rows: pd.DataFrame, confidence: float = DEFAULT_CONFIDENCE, explain: bool = True) -> pd.DataFrame:
-        """ETA quantiles, promise at ``confidence``, late probability and reasons per row."""
+    def predict_columns(self, rows, confidence=DEFAULT_CONFIDENCE, explain=True) -> Columns:
+        """ETA quantiles (microseconds), promise at ``confidence`` (one value or one per row),
+        late probability and, where ``explain`` (one value or one per row), reasons."""
         if self.edd is None:
             raise RuntimeError("no EDD model in this version: " + self.meta.get("skipped", {}).get("edd", "not trained"))
-        at = micros(rows.as_of)
-        groups = rows.carrier
-        X = self.edd._matrix(rows)  # once: reused by every EDD booster and the reasons
+        at = micros(rows["as_of"])
+        groups = rows["carrier"]
+        X = self.edd._matrix(rows)  # once: reused by every EDD booster, the delay booster's columns and the reasons
         raw = self.edd.raw_log_quantiles(rows, X)
         hours = self.edd.predict_hours(rows, groups, raw)
         promise_h = self.edd.promise_hours(rows, groups, confidence, raw)
-        out = {"shipment_id": rows.shipment_id.to_numpy(), "as_of": _timestamps(at)}
+        out = {"shipment_id": np.asarray(rows["shipment_id"], dtype=object), "as_of": at}
         for k, name in enumerate(("eta_p10", "eta_p50", "eta_p90")):
-            out[name] = _timestamps(at + (hours[:, k] * US_PER_HOUR).astype(np.int64))
-        out["promise_at"] = _timestamps(end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64)))
-        has_promise = rows.promise_hours.notna().to_numpy()
-        late = self.delay.predict_proba(rows) if self.delay is not None else np.full(len(rows), np.nan)
+            out[name] = at + (hours[:, k] * US_PER_HOUR).astype(np.int64)
+        out["promise_at"] = end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64))
+        has_promise = ~np.isnan(np.asarray(rows["promise_hours"], dtype=float))
+        late = self.delay.predict_proba(rows, self._delay_matrix(rows, X)) if self.delay is not None \
+            else np.full(len(at), np.nan)
         out["late_probability"] = np.where(has_promise, late, np.nan)
         out["confidence"] = confidence_label(rows)
-        if explain:
-            out["reasons"] = self.reasons(rows, hours[:, 1], X)
-        return pd.DataFrame(out)
+        explain = np.broadcast_to(np.asarray(explain, dtype=bool), len(at))
+        reasons = [[] for _ in range(len(at))]
+        if explain.any():
+            pick = np.flatnonzero(explain)
+            context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
+            ranked = self.reasons(_take(rows, pick), hours[pick, 1], X[pick], top=CANDIDATES)
+            for k, (i, r) in enumerate(zip(pick, ranked)):
+                reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
+        out["reasons"] = reasons
+        return out
 
-    def reasons(self, rows: pd.DataFrame, p50_hours: np.ndarray, X: np.ndarray | None = None,
+    def _delay_matrix(self, rows, edd_X: np.ndarray) -> np.ndarray | None:
+        # Same features, order and categorical levels (both train on the shipment rows): reuse.
+        same = (self.delay.features == self.edd.features and self.delay.encoder_.levels_ == self.edd.encoder_.levels_)
+        return edd_X if same else None
+
+    def predict_rows(self, rows, confidence: float = DEFAULT_CONFIDENCE, explain: bool = True) -> pd.DataFrame:
+        """``predict_columns`` as a table with UTC timestamps (the batch commands' edge)."""
+        out = self.predict_columns(rows, confidence, explain)
+        if not explain:
+            out.pop("reasons")
+        return pd.DataFrame({k: _timestamps(v) if k in TIMESTAMPS else v for k, v in out.items()})
+
+    def reasons(self, rows, p50_hours: np.ndarray, X: np.ndarray | None = None,
                 top: int = REASONS) -> list[list[dict]]:
         """Top features by |effect| on the median ETA, in hours (LightGBM's pred_contrib)."""
         values = self.edd.contributions(rows, self.edd.boosters_[1], X)
@@ -91,7 +117,7 @@ class ModelBundle:
         effect = p50[:, None] - np.expm1(log_p50[:, None] - np.take_along_axis(values, order, axis=1))
         names = self.edd.features
         return [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
-                 for k, j in enumerate(order[i])] for i in range(len(rows))]
+                 for k, j in enumerate(order[i])] for i in range(len(values))]
 
     # -- customers
     def churn_rows(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
@@ -99,7 +125,7 @@ class ModelBundle:
         """Churn model rows per (order_id, as_of): the delivery and the customer's history."""
         history = history if history is not None else self.snapshot.customers.with_orders(shipments, scans)
         at_order = shipment_rows(shipments, scans, order_moments(shipments), self.snapshot)
-        usual = at_order.set_index("shipment_id")["carrier_lane_median_h"]
+        usual = pd.Series(np.asarray(at_order[USUAL_HOURS], dtype=float), index=at_order["shipment_id"])
         return customer_features(shipments, scans, history, moments, usual)
 
     def score_orders(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
@@ -121,17 +147,21 @@ class ModelBundle:
         return out.reset_index(drop=True)
 
 
-def _ranked(values: np.ndarray, rows: pd.DataFrame, names: list[str], top: int):
+def _ranked(values: np.ndarray, rows, names: list[str], top: int):
     """Each row's top features by |contribution|, and the raw values of the features chosen."""
     order = np.argsort(-np.abs(values), axis=1)[:, :top]
-    raw = {j: (rows[names[j]].tolist() if names[j] in rows else [None] * len(rows)) for j in np.unique(order)}
+    raw = {j: (np.asarray(rows[names[j]]).tolist() if names[j] in rows else [None] * len(values)) for j in np.unique(order)}
     return order, raw
+
+
+def _take(rows, pick: np.ndarray):
+    return {k: np.asarray(v)[pick] for k, v in rows.items()} if isinstance(rows, dict) else rows.iloc[pick]
 
 
 def _top_contributions(values: np.ndarray, rows: pd.DataFrame, names: list[str], top: int = REASONS) -> list[list[dict]]:
     order, raw = _ranked(values, rows, names, top)
     return [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_log_odds": round(float(values[i, j]), 3)}
-             for j in order[i]] for i in range(len(rows))]
+             for j in order[i]] for i in range(len(values))]
 
 
 def _plain(v):
@@ -140,10 +170,10 @@ def _plain(v):
     return v if isinstance(v, str) else float(v)
 
 
-def confidence_label(rows: pd.DataFrame) -> np.ndarray:
+def confidence_label(rows) -> np.ndarray:
     """'low' for unseen or thin lanes, 'high' for busy lanes, else 'normal'."""
-    n = rows.carrier_lane_91d_n.fillna(0).to_numpy()
-    unseen_carrier = rows.carrier_91d_n.fillna(0).to_numpy() == 0
+    n = np.nan_to_num(np.asarray(rows["carrier_lane_91d_n"], dtype=float))
+    unseen_carrier = np.nan_to_num(np.asarray(rows["carrier_91d_n"], dtype=float)) == 0
     return np.where(unseen_carrier | (n < 5), "low", np.where(n >= 50, "high", "normal"))
 
 

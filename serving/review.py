@@ -32,7 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from eddy import settings
-from serving.reasons import churn_words as words
+from runtime.reasons import churn_words as words
 from runtime.store import read_scoring
 
 HERE = Path(__file__).resolve().parent

@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -35,8 +36,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from features.pit import NAT, frame_of
 from serving import review
-from serving.reasons import REASON_CONTEXT, churn_words, plain_reason
+from runtime.reasons import churn_words
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
 
 log = logging.getLogger("eddy.serving")
@@ -191,36 +193,58 @@ class MicroBatcher:
             self.running = False
 
 
-def _frames(shipments: list[ShipmentIn]) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Contract-shaped shipments, scans and moments for a list of requests."""
-    ids = [s.shipment_id if len(shipments) == 1 else f"{i}:{s.shipment_id}" for i, s in enumerate(shipments)]
-    ts = lambda v: pd.Timestamp(v).tz_convert("UTC") if v is not None else pd.NaT  # noqa: E731
-    ship = pd.DataFrame({
-        "shipment_id": ids,
-        "order_id": ids,
-        "customer_id": [s.customer_id or "anonymous" for s in shipments],
-        **{c: [getattr(s, c) for s in shipments] for c in ("carrier", "service_level", "origin_region",
-                                                          "destination_region", "origin_postal", "destination_postal")},
-        **{c: pd.Series([ts(getattr(s, c)) for s in shipments], dtype="datetime64[us, UTC]")
-           for c in ("ordered_at", "shipped_at", "promised_at")},
-        "delivered_at": pd.Series([pd.NaT] * len(shipments), dtype="datetime64[us, UTC]"),
-        "weight_kg": [s.weight_kg for s in shipments],
-        "value": [s.value for s in shipments],
-    })
-    for c in ("weight_kg", "value"):
-        ship[c] = ship[c].astype(float)
-    scans = pd.DataFrame([{"shipment_id": ids[i], "scanned_at": ts(sc.scanned_at), "event": sc.event,
-                           "region": sc.region, "postal": sc.postal}
-                          for i, s in enumerate(shipments) for sc in s.scans],
-                         columns=["shipment_id", "scanned_at", "event", "region", "postal"])
-    scans["scanned_at"] = scans.scanned_at.astype("datetime64[us, UTC]")
+EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+ONE_US = timedelta(microseconds=1)
+SHIPMENT_TEXT = ("carrier", "service_level", "origin_region", "destination_region", "origin_postal", "destination_postal")
+SHIPMENT_TIMES = ("ordered_at", "shipped_at", "promised_at")
+
+
+def _us(t: datetime | None) -> int:
+    return NAT if t is None else (t - EPOCH) // ONE_US
+
+
+def _datetime(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=int(us))
+
+
+def _columns(shipments: list[ShipmentIn]) -> tuple[dict, dict, dict]:
+    """Contract columns of shipments, their scans and their moments, straight from the requests.
+
+    Request ``i`` is shipment position ``i``, so scans and moments carry ``pos`` and no id
+    is looked up (ids need not be unique across a batch)."""
+    ship = {
+        "shipment_id": np.array([s.shipment_id for s in shipments], dtype=object),
+        **{c: np.array([getattr(s, c) for s in shipments], dtype=object) for c in SHIPMENT_TEXT},
+        **{c: np.array([_us(getattr(s, c)) for s in shipments], dtype=np.int64) for c in SHIPMENT_TIMES},
+        "delivered_at": np.full(len(shipments), NAT, dtype=np.int64),
+        "weight_kg": np.array([np.nan if s.weight_kg is None else s.weight_kg for s in shipments], dtype=float),
+        "value": np.array([np.nan if s.value is None else s.value for s in shipments], dtype=float),
+    }
+    scanned = [(i, sc) for i, s in enumerate(shipments) for sc in s.scans]
+    scans = {
+        "pos": np.array([i for i, _ in scanned], dtype=np.int64),
+        "scanned_at": np.array([_us(sc.scanned_at) for _, sc in scanned], dtype=np.int64),
+        "event": np.array([sc.event for _, sc in scanned], dtype=object),
+        "region": np.array([sc.region for _, sc in scanned], dtype=object),
+    }
     # Without as_of: at the order time, or just after the latest scan sent; never "now",
     # so an answer is reproducible and equals `eddy predict` for the same shipment.
-    as_of = [ts(s.as_of) if s.as_of is not None else
-             max([ts(s.ordered_at)] + [ts(sc.scanned_at) + pd.Timedelta(seconds=1) for sc in s.scans])
+    as_of = [_us(s.as_of) if s.as_of is not None else max([_us(s.ordered_at)] + [_us(sc.scanned_at) + 1_000_000 for sc in s.scans])
              for s in shipments]
-    moments = pd.DataFrame({"shipment_id": ids, "as_of": pd.Series(as_of, dtype="datetime64[us, UTC]")})
+    moments = {"shipment_id": ship["shipment_id"], "pos": np.arange(len(shipments)), "as_of": np.array(as_of, dtype=np.int64)}
     return ship, scans, moments
+
+
+def _frames(shipments: list[ShipmentIn]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The same shipments and scans as contract tables (the churn features' edge)."""
+    ship, scans, _ = _columns(shipments)
+    ids = [s.shipment_id if len(shipments) == 1 else f"{i}:{s.shipment_id}" for i, s in enumerate(shipments)]
+    ship = frame_of({**ship, "shipment_id": np.array(ids, dtype=object), "order_id": np.array(ids, dtype=object),
+                     "customer_id": np.array([s.customer_id or "anonymous" for s in shipments], dtype=object)},
+                    timestamps=(*SHIPMENT_TIMES, "delivered_at"))
+    scan_ids = np.array(ids, dtype=object)[scans.pop("pos")]
+    scans = frame_of({"shipment_id": scan_ids, **scans}, timestamps=("scanned_at",))
+    return ship, scans
 
 
 def _num(v) -> float | None:
@@ -245,32 +269,24 @@ class Eddy:
         bundle = STATE.bundle
         if bundle is None:
             raise ServiceUnavailable(STATE.reason)
-        ship, scans, moments = _frames(shipments)
-        rows = bundle.shipment_rows(ship, scans if len(scans) else None, moments)
-        answers = []
-        # One call per (confidence, explain) keeps the models' work vectorised, and only
-        # the requests that asked for reasons pay for TreeSHAP.
-        for confidence, explain in sorted({(s.confidence, s.explain) for s in shipments}):
-            pick = np.array([(s.confidence, s.explain) == (confidence, explain) for s in shipments])
-            part = rows[pick].reset_index(drop=True) if not pick.all() else rows
-            out = bundle.predict_rows(part, confidence, explain=explain)
-            context = part[list(REASON_CONTEXT)].to_dict("records")  # all a plain reason reads
-            answers += list(zip(np.flatnonzero(pick), out.to_dict("records"), context))
-        answers.sort(key=lambda a: a[0])
-        return [self._answer(shipments[i], rec, row, STATE.version) for i, rec, row in answers]
+        ship, scans, moments = _columns(shipments)
+        rows = bundle.shipment_rows(ship, scans, moments)
+        # One model call for the whole batch: confidence and explain are per row, and
+        # only the rows that asked for reasons pay for TreeSHAP.
+        out = bundle.predict_columns(rows, np.array([s.confidence for s in shipments]),
+                                     np.array([s.explain for s in shipments]))
+        return [self._answer(s, out, i, STATE.version) for i, s in enumerate(shipments)]
 
     @staticmethod
-    def _answer(req: ShipmentIn, rec: dict, row: dict, version: str) -> EtaOut:
-        late = rec["late_probability"]
-        reasons = [plain_reason(r, row) for r in rec.get("reasons", [])] if req.explain else []
+    def _answer(req: ShipmentIn, out: dict, i: int, version: str) -> EtaOut:
+        late = float(out["late_probability"][i])
+        eta = {k: _datetime(out[k][i]) for k in ("eta_p10", "eta_p50", "eta_p90")}
         return EtaOut(
-            shipment_id=req.shipment_id, as_of=rec["as_of"],
-            eta_p10=rec["eta_p10"], eta_p50=rec["eta_p50"], eta_p90=rec["eta_p90"],
-            eta_p10_date=rec["eta_p10"].date().isoformat(), eta_p50_date=rec["eta_p50"].date().isoformat(),
-            eta_p90_date=rec["eta_p90"].date().isoformat(),
-            promise_at=rec["promise_at"], promise_confidence=req.confidence,
-            late_probability=None if late is None or np.isnan(late) else float(late),
-            confidence=rec["confidence"], reasons=reasons, model_version=version,
+            shipment_id=req.shipment_id, as_of=_datetime(out["as_of"][i]), **eta,
+            **{f"{k}_date": v.date().isoformat() for k, v in eta.items()},
+            promise_at=_datetime(out["promise_at"][i]), promise_confidence=req.confidence,
+            late_probability=None if np.isnan(late) else late,
+            confidence=out["confidence"][i], reasons=out["reasons"][i], model_version=version,
         )
 
     @bentoml.api(route="/eta")
@@ -297,7 +313,7 @@ class Eddy:
             raise ServiceUnavailable(STATE.reason)
         if bundle.churn is None:
             raise ServiceUnavailable("the champion has no churn model: " + bundle.meta.get("skipped", {}).get("churn", ""))
-        ship, scans, _ = _frames([r.delivery for r in requests])
+        ship, scans = _frames([r.delivery for r in requests])
         orders = [f"request-order-{i}" for i in range(len(requests))]
         ship["order_id"], ship["customer_id"] = orders, [r.customer_id for r in requests]
         ship["delivered_at"] = pd.Series([r.delivery.delivered_at for r in requests], dtype="datetime64[us, UTC]")

@@ -18,12 +18,11 @@ import pandas as pd
 from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.customer import churn_moments, customer_features
-from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, micros
-from features.rows import SHIPMENT_CATEGORICAL, order_moments, shipment_rows
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, columns_of, frame_of, micros
+from features.rows import shipment_rows
 from features.shipment import shipment_features
 from features.transit import training_moments
 
-ID_COLUMNS = ("shipment_id", "order_id", "customer_id", "as_of")
 
 
 # ----------------------------------------------------------------------- labels
@@ -118,15 +117,20 @@ def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
     """Rows at order time for every shipment, plus ``transit_per_shipment`` in-transit
     snapshots each, with their labels."""
     shipments, scans = ds["shipments"], ds.get("scans")
-    at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
+    cols = columns_of(shipments)
+    at_order_rows = shipment_features(cols, snapshot.history, snapshot.locations, snapshot.country)
     transit = training_moments(shipments, scans, snapshot.end, seed)
     if len(transit) and transit_per_shipment:
         shuffled = transit.sample(frac=1.0, random_state=seed)
         transit = shuffled[shuffled.groupby("shipment_id", observed=True).cumcount() < transit_per_shipment]
-        transit = transit.assign(shipment_id=transit.shipment_id.astype("str"))
-    moments = pd.concat([order_moments(shipments), transit.iloc[:0] if not transit_per_shipment else transit],
-                        ignore_index=True)
-    rows = shipment_rows(shipments, scans, moments, snapshot, at_order_rows)
+    else:
+        transit = transit.iloc[:0]
+    # Every shipment at its order, then the snapshots; positions known, so no id lookup.
+    pos = np.concatenate([np.arange(len(shipments)), transit.shipment_id.cat.codes.to_numpy().astype(np.int64)])
+    moments = {"shipment_id": cols["shipment_id"][pos], "pos": pos,
+               "as_of": np.concatenate([cols["ordered_at"], micros(transit.as_of)])}
+    rows = frame_of(shipment_rows(cols, columns_of(scans) if scans is not None else None, moments, snapshot,
+                                  at_order_rows), timestamps=("as_of",))
     return rows, shipment_labels(shipments, rows, snapshot.end)
 
 

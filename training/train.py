@@ -18,14 +18,13 @@ import pandas as pd
 
 from data.load import DataSet
 from features.build import FeatureSnapshot
-from features.customer import CUSTOMER_CATEGORICAL
 from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
-from features.rows import SHIPMENT_CATEGORICAL
+from features import spec
 from runtime.bundle import ModelBundle, end_of_day
 from training import baselines
 from training.evaluate import coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift
 from training.models import EddEstimator, ProbabilityEstimator
-from training.rows import ID_COLUMNS, churn_split, churn_training_rows, edd_training_rows, shipment_split
+from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
 
 MIN_TRAIN_ROWS = 300
 #: churn labels are noisy (a customer's own baseline is unknowable): small, slow trees
@@ -43,8 +42,13 @@ class TrainResult:
     params: dict[str, dict] = field(default_factory=dict)
 
 
-def feature_columns(rows: pd.DataFrame, drop: tuple[str, ...] = ()) -> list[str]:
-    return [c for c in rows.columns if c not in ID_COLUMNS and c not in drop]
+def feature_columns(rows: pd.DataFrame, model: str) -> list[str]:
+    """The model's features from the spec; every one of them must be in the rows."""
+    names = spec.model_features(model)
+    missing = [c for c in names if c not in rows]
+    if missing:
+        raise KeyError(f"{model} rows lack spec features: {', '.join(missing)}")
+    return names
 
 
 MAX_TRAIN_ROWS = 600_000  # most recent labelled rows per model; older history reaches it through the features
@@ -124,7 +128,7 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
                           f"shipments (need {MIN_TRAIN_ROWS}, {MIN_EVAL_ROWS}, {MIN_EVAL_ROWS})")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
-    model = EddEstimator(feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
+    model = EddEstimator(feature_columns(rows, spec.EDD), spec.categorical(spec.EDD), params).fit(rows[fit], y[fit], rows[val], y[val])
     model.calibrate(rows[cal], y[cal], rows.carrier[cal])
 
     t = test & at_order
@@ -184,7 +188,7 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
                             f"late (need {MIN_TRAIN_ROWS} and 10)")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
-    model = ProbabilityEstimator("delay", feature_columns(rows), SHIPMENT_CATEGORICAL, params).fit(rows[fit], y[fit], rows[val], y[val])
+    model = ProbabilityEstimator("delay", feature_columns(rows, spec.DELAY), spec.categorical(spec.DELAY), params).fit(rows[fit], y[fit], rows[val], y[val])
     model.calibrate(rows[cal], y[cal])
     t = test & at_order
     p = model.predict_proba(rows[t])
@@ -218,9 +222,9 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
         skipped["churn"] = (f"too few mature churn labels in the training window: {int(train_mask.sum())} rows, "
                             f"{int(positives)} without a new order (need {MIN_TRAIN_ROWS} and 10 of each)")
         return None
-    features = feature_columns(rows, drop=("order_id", "customer_id", "as_of"))
+    features = feature_columns(rows, spec.CHURN)
     fit, val = validation_tail(train_mask, ref_ts)
-    model = ProbabilityEstimator("churn", features, CUSTOMER_CATEGORICAL, {**CHURN_DEFAULTS, **(params or {})})
+    model = ProbabilityEstimator("churn", features, spec.categorical(spec.CHURN), {**CHURN_DEFAULTS, **(params or {})})
     model.fit(rows[fit], y[fit], rows[val], y[val])
     model.calibrate(rows[cal], y[cal])
     # Judged on the moment right after each delivery, as the truth file speaks of it.

@@ -14,10 +14,9 @@ import pandas as pd
 
 from data.load import DataSet
 from features.build import FeatureSnapshot
-from features.customer import CUSTOMER_CATEGORICAL
 from runtime.models import CategoricalEncoder
 from training.models import train_booster
-from features.rows import SHIPMENT_CATEGORICAL
+from features import spec
 from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
 from training.train import feature_columns, validation_tail
 
@@ -70,8 +69,8 @@ def tune(ds: DataSet, n_trials: int, horizon_days: float = 90.0, seed: int = 0) 
     split = shipment_split(snapshot, ds["shipments"])
     rows, labels = edd_training_rows(ds, snapshot, seed=seed)
     train_part = split.assign(rows.as_of) == "train"
-    features = feature_columns(rows)
-    enc = CategoricalEncoder(SHIPMENT_CATEGORICAL).fit(rows[train_part])
+    features = feature_columns(rows, spec.EDD)
+    enc = CategoricalEncoder(spec.categorical(spec.EDD)).fit(rows[train_part])
     X_all = enc.transform(rows.reindex(columns=features))
     out = {}
     for name, y, extra in (("edd", np.log1p(labels.hours_left.to_numpy()), {"objective": "quantile", "alpha": 0.5}),
@@ -84,8 +83,8 @@ def tune(ds: DataSet, n_trials: int, horizon_days: float = 90.0, seed: int = 0) 
     if known.sum() > 600:
         c_split, ref_ts = churn_split(snapshot, ref, horizon_days)
         c_train = (c_split.assign(ref_ts) == "train") & known
-        cfeat = feature_columns(churn_rows, drop=("order_id", "customer_id", "as_of"))
-        cX = CategoricalEncoder(CUSTOMER_CATEGORICAL).fit(churn_rows[c_train]).transform(churn_rows.reindex(columns=cfeat))
+        cfeat = feature_columns(churn_rows, spec.CHURN)
+        cX = CategoricalEncoder(spec.categorical(spec.CHURN)).fit(churn_rows[c_train]).transform(churn_rows.reindex(columns=cfeat))
         fit, val = validation_tail(c_train, ref_ts)
         out["churn"] = _study("churn", cX[fit], churn_y[fit], cX[val], churn_y[val],
                               {"objective": "binary"}, n_trials, seed, log_nested)

@@ -54,16 +54,19 @@ def test_numeric_model_input_predicts_exactly_what_the_categorical_frame_predict
     result, ds = trained
     from features.rows import order_moments
 
+    from features.pit import frame_of, take
+
     s = ds["shipments"].tail(200)
-    rows = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
-    rows.loc[rows.index[0], "carrier"] = "never-seen"
-    rows.loc[rows.index[1], "destination_region"] = None
+    cols = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
+    cols["carrier"][0] = "never-seen"
+    cols["destination_region"][1] = None
+    rows = frame_of(cols, timestamps=("as_of",))
     edd, delay = result.bundle.edd, result.bundle.delay
     for model, booster in ((edd, edd.boosters_[1]), (delay, delay.booster_)):
-        for part in (rows, rows.head(1), rows.iloc[[1]]):
-            assert np.array_equal(booster.predict(model._X(part)), booster.predict(model._matrix(part)))
+        for frame, columns in ((rows, cols), (rows.head(1), take(cols, slice(0, 1))), (rows.iloc[[1]], take(cols, [1]))):
+            assert np.array_equal(booster.predict(model._X(frame)), booster.predict(model._matrix(columns)))
         contrib = booster.predict(model._X(rows.head(20)), pred_contrib=True)
-        assert np.array_equal(contrib, booster.predict(model._matrix(rows.head(20)), pred_contrib=True))
+        assert np.array_equal(contrib, booster.predict(model._matrix(take(cols, slice(0, 20))), pred_contrib=True))
 
 
 def test_thin_data_skips_models_with_a_clear_reason(tmp_path):

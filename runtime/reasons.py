@@ -1,0 +1,68 @@
+"""Feature contributions in plain words: "lane NJ → CA is usually slow", "ordered on Saturday".
+
+The words come from the feature spec (``features.spec``); this module only fills in
+the row's lane, carrier, day or value. No sentence shows a raw feature name, ``nan``
+or ``None``: a value that is not known leaves the sentence without it.
+"""
+
+from __future__ import annotations
+
+import math
+
+from features.spec import CHURN, EDD, feature
+
+#: the row fields a sentence may mention
+REASON_CONTEXT = ("carrier", "service_level", "origin_region", "destination_region", "last_event",
+                  "hours_since_order", "scans_so_far")
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+NOT_HANDED_OVER = "not handed to the carrier yet"
+
+
+def _known(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _sentence(template: str, value, row: dict) -> str:
+    fields = {
+        "lane": f"{row.get('origin_region')} → {row.get('destination_region')}",
+        "carrier": " ".join(str(row[k]) for k in ("carrier", "service_level") if _known(row.get(k))) or "the carrier",
+        "destination": row.get("destination_region") if _known(row.get("destination_region")) else "the destination",
+        "last_event": str(row["last_event"]).replace("_", " ") if _known(row.get("last_event")) else "none yet",
+    }
+    if "{day}" in template:
+        fields["day"] = DAYS[int(value) % 7] if _known(value) else ""
+    if "{value" in template and not _known(value):
+        return template.split("{value")[0].strip() or "distance to go"
+    text = template.format(value=value if _known(value) and "{value" in template else 0, **fields)
+    return text if "{day}" not in template or _known(value) else "the day it was ordered"
+
+
+def _at_order(row: dict) -> bool:
+    """No scan seen and no time in transit: the carrier does not have the parcel yet."""
+    return not row.get("scans_so_far") and not row.get("hours_since_order")
+
+
+def plain_reasons(reasons: list[dict], row: dict, top: int = 3) -> list[dict]:
+    """Reasons from ``ModelBundle.reasons`` with sentences a CX agent can read.
+
+    Reasons that read the same (two windows of one lane) become one, their effects
+    added; at order time every in-transit feature is one reason, "not handed to the
+    carrier yet", not "time already spent in transit" at 0 hours."""
+    merged: dict[str, dict] = {}
+    for r in reasons:
+        f, v, e = r["feature"], r["value"], float(r["effect_hours"])
+        spec = feature(EDD, f)
+        if spec.in_transit and _at_order(row):
+            text = NOT_HANDED_OVER
+        else:
+            text = _sentence(spec.words[0] if e > 0 else spec.words[1], v, row)
+        if text in merged:
+            merged[text]["effect_hours"] = round(merged[text]["effect_hours"] + e, 2)
+        else:
+            merged[text] = {"feature": f, "text": text, "value": v if _known(v) else None, "effect_hours": e}
+    return list(merged.values())[:top]
+
+
+def churn_words(name: str) -> str:
+    """A churn feature in plain words: "contacts with customer service", not "contacts"."""
+    return feature(CHURN, name).words[0]
