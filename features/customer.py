@@ -92,6 +92,34 @@ class CustomerHistory:
     def from_tables(cls, shipments, scans, orders, feedback, customers) -> "CustomerHistory":
         return cls(orders_table(shipments, orders), order_experience(shipments, scans), feedback, customers)
 
+    def of_customers(self, customer_ids) -> "CustomerHistory":
+        """Only these customers' rows: their features are the same as in the whole history
+        (every customer feature reads the customer's own orders, deliveries and feedback),
+        and the cost no longer grows with the number of customers. The rows come from an
+        index built once (``index``), so a request looks its customer up."""
+        rows = self.index()
+        pick = {name: np.concatenate([[], *(rows[name].get(c, ()) for c in dict.fromkeys(customer_ids))]).astype(np.int64)
+                for name in rows}
+        take = lambda t, name: t.iloc[pick[name]].reset_index(drop=True) if t is not None else None  # noqa: E731
+        return CustomerHistory(take(self.orders, "orders"), take(self.experience, "experience"),
+                               take(self.feedback, "feedback"), take(self.customers, "customers"))
+
+    def index(self) -> dict[str, dict[str, np.ndarray]]:
+        """Per table, each customer's row positions (feedback through its order's customer)."""
+        if getattr(self, "_index", None) is None:
+            def positions(keys) -> dict[str, np.ndarray]:
+                keys = pd.Series(np.asarray(keys, dtype=object))
+                return dict(keys.groupby(keys, sort=False).indices) if len(keys) else {}
+
+            owner = dict(zip(self.orders.order_id.astype("str"), self.orders.customer_id.astype("str")))
+            self._index = {
+                "orders": positions(self.orders.customer_id.astype("str")),
+                "experience": positions(self.experience.customer_id.astype("str")),
+                "feedback": positions(self.feedback.order_id.astype("str").map(owner)) if self.feedback is not None else {},
+                "customers": positions(self.customers.customer_id.astype("str")) if self.customers is not None else {},
+            }
+        return self._index
+
     def with_orders(self, shipments: pd.DataFrame, scans: pd.DataFrame | None) -> "CustomerHistory":
         """This history plus the orders of ``shipments`` (replacing any with the same id)."""
         new_exp = order_experience(shipments, scans)

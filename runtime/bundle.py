@@ -56,7 +56,9 @@ class ModelBundle:
         delay = ProbabilityModel.load(folder / "delay", "delay") if (folder / "delay" / "delay.json").exists() else None
         churn = ProbabilityModel.load(folder / "churn", "churn") if (folder / "churn" / "churn.json").exists() else None
         bundle = cls(FeatureSnapshot.load(folder / "snapshot"), edd, delay, churn, meta)
-        bundle.snapshot.history.materialize()  # online tables: every later request is a lookup
+        # Online tables: a later request's statistics and a customer's rows are lookups.
+        bundle.snapshot.history.materialize()
+        bundle.snapshot.customers.index()
         return bundle
 
     # -- shipments
@@ -123,7 +125,9 @@ class ModelBundle:
     def churn_rows(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
                    history=None) -> pd.DataFrame:
         """Churn model rows per (order_id, as_of): the delivery and the customer's history."""
-        history = history if history is not None else self.snapshot.customers.with_orders(shipments, scans)
+        if history is None:  # the scored customers' own rows, looked up, plus these orders
+            customers = self.snapshot.customers.of_customers(np.asarray(shipments["customer_id"], dtype=object).tolist())
+            history = customers.with_orders(shipments, scans)
         at_order = shipment_rows(shipments, scans, order_moments(shipments), self.snapshot)
         usual = pd.Series(np.asarray(at_order[USUAL_HOURS], dtype=float), index=at_order["shipment_id"])
         return customer_features(shipments, scans, history, moments, usual)

@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
+from features.pit import Lookup
+
 QUANTILES = (0.1, 0.5, 0.9)
 #: up to this many rows a booster predicts on one thread
 ONE_THREAD_ROWS = 512
@@ -57,18 +59,16 @@ class CategoricalEncoder:
 
     def codes(self, values, column: str) -> np.ndarray:
         """Positions of ``values`` in the training levels of ``column`` as floats (unseen: NaN)."""
-        index = self._indexes().get(column)
-        if index is None:
+        lookup = self._lookups().get(column)
+        if lookup is None:
             return np.full(len(values), np.nan)
-        keys = np.asarray(values, dtype=object)
-        codes = index.get_indexer(keys)
+        codes = lookup.codes(values)
         return np.where(codes >= 0, codes, np.nan)
 
-    def _indexes(self) -> dict[str, pd.Index]:
-        # Built once: an Index keeps its hash table, so a lookup of one value is cheap.
-        if getattr(self, "_index_", None) is None:
-            self._index_ = {c: pd.Index(np.asarray(levels, dtype=object)) for c, levels in self.levels_.items()}
-        return self._index_
+    def _lookups(self) -> dict[str, Lookup]:
+        if getattr(self, "_lookup_", None) is None:
+            self._lookup_ = {c: Lookup(levels) for c, levels in self.levels_.items()}
+        return self._lookup_
 
     def to_dict(self) -> dict:
         return {"columns": list(self.columns), "levels": self.levels_}
@@ -214,9 +214,8 @@ class ProbabilityModel(_Model):
 
 def _group_positions(names: list[str], groups) -> np.ndarray:
     """Each row's position in ``names`` (a per-group table's keys), '*' when its group has none."""
-    index = pd.Index(np.asarray(names, dtype=object))
-    pos = index.get_indexer(np.asarray(groups, dtype=object))
-    return np.where(pos >= 0, pos, index.get_loc("*"))
+    pos = Lookup(names).codes(groups)
+    return np.where(pos >= 0, pos, names.index("*"))
 
 
 def per_group(table: dict, groups) -> np.ndarray:

@@ -56,7 +56,6 @@ class _State:
     reason = "starting"
     started_at = time.time()
     batcher = None
-    known_customers: frozenset = frozenset()
 
 
 STATE = _State()
@@ -80,8 +79,6 @@ def load_champion() -> None:
         if bundle.edd is None:
             raise RuntimeError("the champion has no EDD model: " + bundle.meta.get("skipped", {}).get("edd", ""))
         STATE.bundle, STATE.version, STATE.reason = bundle, str(version), ""
-        # Once, not per /churn request: a set over every customer in the snapshot.
-        STATE.known_customers = frozenset(bundle.snapshot.customers.orders.customer_id.astype("str"))
         # The loaded models and snapshot live as long as the process: keep the cyclic
         # garbage collector from walking them on every full collection (tail latency).
         gc.collect()
@@ -322,7 +319,7 @@ class Eddy:
         moments = pd.DataFrame({"order_id": orders, "as_of": pd.Series(as_of, dtype="datetime64[us, UTC]")})
         scored = bundle.score_orders(ship, scans if len(scans) else None, moments).set_index("order_id").loc[orders]
         return [ChurnOut(customer_id=r.customer_id, churn_risk=float(row.churn_risk),
-                         known_customer=r.customer_id in STATE.known_customers,
+                         known_customer=r.customer_id in bundle.snapshot.customers.index()["orders"],
                          orders_so_far=int(row.orders_so_far), days_late=_num(row.days_late),
                          reasons=[{"feature": x["feature"], "text": churn_words(x["feature"]), "value": x["value"],
                                    "effect_log_odds": x["effect_log_odds"]} for x in row.reasons] if r.explain else [],

@@ -1,0 +1,128 @@
+"""The online path equals the point-in-time path: same definitions, materialized ahead.
+
+Property-based: hypothesis draws shipments from the data's own carriers, lanes and
+postals, unseen and missing ones among them, at moments after the snapshot's end (the
+online tables) and inside its history (the point-in-time path), and every feature
+must be equal bit for bit, one at a time and as a whole batch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from data.load import load_data_set
+from features.build import FeatureSnapshot
+from features.customer import customer_features
+from features.pit import US_PER_DAY, US_PER_HOUR, columns_of, micros, take
+from features.shipment import shipment_features
+
+TEXT = ("carrier", "service_level", "origin_region", "destination_region", "origin_postal", "destination_postal")
+
+
+@pytest.fixture(scope="module")
+def ds(sim_dir):
+    return load_data_set(sim_dir)
+
+
+@pytest.fixture(scope="module")
+def snapshots(ds):
+    """The same snapshot twice: as fitted (point in time only) and with online tables."""
+    pit = FeatureSnapshot.fit(ds)
+    online = copy.deepcopy(pit)
+    online.history.materialize()
+    return pit, online
+
+
+@st.composite
+def shipments(draw, ds, end_us: int):
+    s = ds["shipments"]
+    n = draw(st.integers(1, 12))
+    cols = {}
+    for c in TEXT:
+        seen = sorted(s[c].dropna().astype(str).unique().tolist())[:40]
+        cols[c] = np.array([draw(st.one_of(st.sampled_from(seen), st.just("never-seen"), st.none())) if c.endswith("postal")
+                            or draw(st.booleans()) else draw(st.sampled_from(seen)) for _ in range(n)], dtype=object)
+        if not c.endswith("postal"):  # required by the contract: unseen, never missing
+            cols[c] = np.where(pd.isna(cols[c]), "never-seen", cols[c])
+    # after the end (online), or up to 400 days inside the history (point in time)
+    offsets = [draw(st.one_of(st.integers(1, 90 * 24), st.integers(-400 * 24, -1))) for _ in range(n)]
+    cols["ordered_at"] = end_us + np.array(offsets, dtype=np.int64) * US_PER_HOUR
+    cols["promised_at"] = np.where([draw(st.booleans()) for _ in range(n)], cols["ordered_at"] + 5 * US_PER_DAY,
+                                   np.iinfo(np.int64).min)
+    cols["shipment_id"] = np.array([f"S{i}" for i in range(n)], dtype=object)
+    cols["weight_kg"] = np.array([draw(st.one_of(st.none(), st.floats(0, 50))) or np.nan for _ in range(n)])
+    cols["value"] = np.full(n, np.nan)
+    return cols
+
+
+def _equal(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for k in a:
+        x, y = np.asarray(a[k]), np.asarray(b[k])
+        if x.dtype.kind == "f":
+            assert np.array_equal(x, y, equal_nan=True), k  # bit for bit, NaN where NaN
+        else:
+            assert x.tolist() == y.tolist(), k
+
+
+def test_online_features_equal_point_in_time_features(ds, snapshots):
+    pit, online = snapshots
+    end_us = int(micros(pd.Series([pit.end]))[0])
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(shipments(ds, end_us))
+    def check(cols):
+        slow = shipment_features(cols, pit.history, pit.locations, pit.country)
+        fast = shipment_features(cols, online.history, online.locations, online.country)
+        _equal(fast, slow)
+        n = len(cols["shipment_id"])
+        for i in range(n):  # one at a time equals the whole batch
+            _equal(shipment_features(take(cols, [i]), online.history, online.locations, online.country), take(fast, [i]))
+
+    check()
+
+
+def test_requests_after_the_end_are_served_from_the_online_tables(ds, snapshots):
+    """Not only equal: the later requests really read the tables (none are recomputed)."""
+    _, online = snapshots
+    cols = columns_of(ds["shipments"].tail(5))
+    cols["ordered_at"] = cols["ordered_at"] + 400 * US_PER_DAY
+    history = online.history
+    calls = []
+    original = history._at_days.__func__
+
+    def spy(self, name, table, codes, days):
+        calls.append(bool((days == self.last_day + 1).all()))
+        return original(self, name, table, codes, days)
+
+    history._at_days = spy.__get__(history)
+    try:
+        shipment_features(cols, history, online.locations, online.country)
+    finally:
+        del history._at_days
+    assert calls and all(calls)
+
+
+def test_one_customers_rows_give_the_features_of_the_whole_history(ds, snapshots):
+    """/churn looks its customer's rows up instead of copying every customer's history."""
+    pit, _ = snapshots
+    s = ds["shipments"]
+    rng = np.random.default_rng(5)
+    orders = rng.choice(s.order_id.unique(), 25, replace=False)
+    parcels = s[s.order_id.isin(orders)]
+    scans = ds["scans"][ds["scans"].shipment_id.isin(parcels.shipment_id)]
+    exp = pit.customers.experience.set_index("order_id").ref.reindex(orders).to_numpy()
+    judged = orders[exp != np.iinfo(np.int64).min]
+    moments = pd.DataFrame({"order_id": judged, "as_of": pd.Series(
+        pd.to_datetime(exp[exp != np.iinfo(np.int64).min] + 3 * US_PER_DAY, unit="us", utc=True)).astype("datetime64[us, UTC]")})
+    whole = customer_features(parcels, scans, pit.customers.with_orders(parcels, scans), moments)
+    looked_up = pit.customers.of_customers(parcels.customer_id.tolist() + ["never-seen"]).with_orders(parcels, scans)
+    own = customer_features(parcels, scans, looked_up, moments)
+    pd.testing.assert_frame_equal(own, whole)
+    assert len(looked_up.orders) < len(pit.customers.orders) / 10
