@@ -25,7 +25,7 @@ from runtime.reasons import REASON_CONTEXT, plain_reasons
 
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
-CANDIDATES = 6  # contributions looked at per row; reasons that read alike merge into one
+CANDIDATES = 15  # contributions looked at per row (all are computed anyway); reasons that read alike merge
 TIMESTAMPS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
 
 

@@ -25,7 +25,8 @@ def _known(v) -> bool:
 def _sentence(template: str, value, row: dict) -> str:
     fields = {
         "lane": f"{row.get('origin_region')} → {row.get('destination_region')}",
-        "carrier": " ".join(str(row[k]) for k in ("carrier", "service_level") if _known(row.get(k))) or "the carrier",
+        "carrier": " ".join(str(row[k]).replace("_", " ") for k in ("carrier", "service_level")
+                            if _known(row.get(k))) or "the carrier",
         "destination": row.get("destination_region") if _known(row.get("destination_region")) else "the destination",
         "last_event": str(row["last_event"]).replace("_", " ") if _known(row.get("last_event")) else "none yet",
     }

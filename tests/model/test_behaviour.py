@@ -135,3 +135,25 @@ def test_churn_reasons_name_the_delivery_factors(bundle, trained):
     scored = bundle.score_orders(df, scans, moments).iloc[0]
     assert scored.days_late > 5 and scored.exceptions == 1
     assert len(scored.reasons) == 3
+
+
+def test_reason_texts_are_plain_words(bundle, trained):
+    """On real answers, at order time and in transit: no `nan`, `None`, raw feature
+    names or underscores, and at order time no "time already spent in transit"."""
+    from features.build import moments_at
+
+    _, ds = trained
+    s = ds["shipments"]
+    at_order = bundle.predict_rows(bundle.shipment_rows(s.tail(300), None, order_moments(s.tail(300))))
+    moment = s.ordered_at.quantile(0.9)
+    open_now = moments_at(ds, moment)
+    in_transit = bundle.predict_rows(bundle.shipment_rows(s, ds["scans"], open_now.head(300)))
+    texts = {moment: [r["text"] for rs in table.reasons for r in rs]
+             for moment, table in (("at order", at_order), ("in transit", in_transit))}
+    for moment, found in texts.items():
+        assert found, moment
+        bad = [t for t in found if "nan" in t.lower().split() or "None" in t or "_" in t]
+        assert bad == [], f"{moment}: {bad[:5]}"
+    assert "time already spent in transit" not in texts["at order"]
+    assert all(len(rs) == 3 for rs in at_order.reasons)  # three distinct reasons, alike ones merged
+    assert all(len({r["text"] for r in rs}) == len(rs) for rs in in_transit.reasons)
