@@ -1,1 +1,2 @@
-"""Models: rows and labels, the three LightGBM models, baselines, evaluation, tracking."""
+"""Training: labels and time splits, fitting and calibrating the three models, baselines,
+evaluation, tuning, MLflow runs, registry writes and promotion. Builds on ``runtime``."""
