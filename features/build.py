@@ -107,16 +107,18 @@ def in_transit(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFra
     if moments is None:
         moments = training_moments(shipments, scans, snapshot.end, seed)
     rows = transit_features(columns_of(shipments), columns_of(scans) if scans is not None else None, moments)
-    usual = np.asarray(at_order_rows[USUAL_HOURS], dtype=float)[rows["pos"]]
-    rows = add_progress({k: v for k, v in rows.items() if k != "pos"}, usual)
+    rows = add_progress(rows, at_order_rows)
+    del rows["pos"]
     return frame_of(rows, timestamps=("as_of",))
 
 
-def add_progress(transit_rows: Columns, usual_hours: np.ndarray) -> Columns:
-    """Time in transit against the lane's usual lead time (``usual_hours``, one per row)."""
+def add_progress(transit_rows: Columns, at_order_rows) -> Columns:
+    """Time in transit against the lane's usual lead time, read from each row's shipment
+    (``transit_rows["pos"]``) in ``at_order_rows`` (the shipments' at-order features)."""
+    usual = np.asarray(at_order_rows[USUAL_HOURS], dtype=float)[transit_rows["pos"]]
     since = np.asarray(transit_rows["hours_since_order"], dtype=float)
-    return {**transit_rows, "progress_vs_usual": (since / usual_hours).astype(np.float32),
-            "hours_left_vs_usual": (usual_hours - since).astype(np.float32)}
+    return {**transit_rows, "progress_vs_usual": (since / usual).astype(np.float32),
+            "hours_left_vs_usual": (usual - since).astype(np.float32)}
 
 
 def after_delivery(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None = None,

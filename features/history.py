@@ -231,10 +231,6 @@ class History:
         self.online = online
         return self
 
-    def features(self, shipments, moments_us: np.ndarray) -> pd.DataFrame:
-        """All lane, carrier and region statistics for each shipment at its moment."""
-        return pd.DataFrame(self.feature_columns(shipments, moments_us))
-
     def feature_columns(self, shipments, moments_us: np.ndarray) -> Columns:
         """The statistics as float32 columns; ``shipments`` maps column names to arrays."""
         days = self.query_days(moments_us)

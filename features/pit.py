@@ -97,12 +97,6 @@ def take(cols: Mapping[str, np.ndarray], rows: np.ndarray) -> Columns:
     return {k: v[rows] for k, v in cols.items()}
 
 
-def is_missing(values: np.ndarray) -> np.ndarray:
-    """Missing text or numbers: None, NaN."""
-    return pd.isna(values) if values.dtype == object else np.isnan(values) if values.dtype.kind == "f" else \
-        np.zeros(len(values), dtype=bool)
-
-
 class Lookup:
     """Codes of keys in a fixed vocabulary (position; -1 when absent or missing).
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.build import USUAL_HOURS, FeatureSnapshot, add_progress
+from features.build import FeatureSnapshot, add_progress
 from features.pit import Columns, columns_of
 from features.shipment import shipment_features
 from features.transit import transit_features
@@ -27,10 +27,9 @@ def shipment_rows(shipments, scans, moments, snapshot: FeatureSnapshot, at_order
     scans = as_columns(scans) if scans is not None else None
     if at_order_rows is None:
         at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
-    transit = transit_features(shipments, scans, moments)
-    pos = transit.pop("pos")  # at-order rows are the shipments' rows: a positional join
-    at = {k: v[pos] for k, v in at_order_rows.items() if k != "shipment_id"}
-    rows = {**add_progress(transit, np.asarray(at[USUAL_HOURS], dtype=float)), **at}
+    rows = add_progress(transit_features(shipments, scans, moments), at_order_rows)
+    pos = rows.pop("pos")  # at-order rows are the shipments' rows: a positional join
+    rows.update({k: v[pos] for k, v in at_order_rows.items() if k != "shipment_id"})
     rows["hours_to_promise"] = (rows["promise_hours"] - rows["hours_since_order"]).astype(np.float32)
     return rows
 

@@ -15,7 +15,6 @@ from data.contract import EVENTS
 from features.pit import NAT, US_PER_HOUR, Columns, EventIndex, Lookup, hours_between, micros
 
 FACILITY_EVENTS = ("arrived_at_facility", "departed_facility", "in_transit")
-TRANSIT_CATEGORICAL = ("last_event",)
 MAX_SNAPSHOT_GAP_H = 24.0
 #: the contract's events; a scan's event is its position here
 EVENT_CODES = Lookup(EVENTS)

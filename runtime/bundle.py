@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.build import USUAL_HOURS, FeatureSnapshot
 from features.customer import customer_features
-from features.pit import US_PER_DAY, US_PER_HOUR, Columns, micros
+from features.pit import US_PER_DAY, US_PER_HOUR, Columns, micros, take
 from features.rows import order_moments, shipment_rows
 from runtime.models import EddModel, ProbabilityModel
 from runtime.reasons import REASON_CONTEXT, plain_reasons
@@ -159,7 +159,7 @@ def _ranked(values: np.ndarray, rows, names: list[str], top: int):
 
 
 def _take(rows, pick: np.ndarray):
-    return {k: np.asarray(v)[pick] for k, v in rows.items()} if isinstance(rows, dict) else rows.iloc[pick]
+    return take(rows, pick) if isinstance(rows, dict) else rows.iloc[pick]
 
 
 def _top_contributions(values: np.ndarray, rows: pd.DataFrame, names: list[str], top: int = REASONS) -> list[list[dict]]:
