@@ -258,7 +258,20 @@ def promote(
     if champ_version == chall_version:
         out.print(f"version {chall_version} is already the champion; nothing to do", highlight=False)
         return
-    champion, challenger = ModelBundle.load(champ_dir), ModelBundle.load(chall_dir)
+    challenger = ModelBundle.load(chall_dir)
+    try:
+        champion = ModelBundle.load(champ_dir)
+    except (ValueError, OSError, KeyError) as exc:  # made by an older Eddy: the service cannot load it either
+        if not force:
+            fail(f"the champion (version {champ_version}) cannot be loaded by this Eddy, so the two cannot be "
+                 f"compared: {exc}. Promote the challenger with --force.")
+        with mlflow.start_run(run_name=f"promote {chall_version} over {champ_version}"):
+            mlflow.log_params({"champion": champ_version, "challenger": chall_version, "forced": True, "promoted": True,
+                               "champion_unloadable": str(exc)[:400]})
+        MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, chall_version)
+        out.print(f"promoted version {chall_version} to champion by --force (version {champ_version} cannot be loaded)",
+                  highlight=False)
+        return
     ds = _load(data or Path(challenger.meta["data"]))
     with status("scoring champion and challenger on the latest held-out window"):
         figures = held_out_metrics({"champion": champion, "challenger": challenger}, ds, challenger.meta["horizon_days"])

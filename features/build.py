@@ -26,7 +26,7 @@ from features.pit import Columns, columns_of, frame_of, micros
 from features.shipment import Locations, shipment_features
 from features.transit import transit_features, training_moments
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2  # 2: customer tables as columns, judged moments as timestamps
 USUAL_HOURS = "carrier_lane_median_h"  # the lane's usual lead time (shrunk), at order time
 
 
@@ -121,14 +121,22 @@ def add_progress(transit_rows: Columns, at_order_rows) -> Columns:
             "hours_left_vs_usual": (usual - since).astype(np.float32)}
 
 
-def after_delivery(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None = None,
-                   moments: pd.DataFrame | None = None, lag_days: float | np.ndarray = 0.0) -> pd.DataFrame:
+def after_delivery(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows=None, moments=None,
+                   lag_days: float | np.ndarray = 0.0) -> pd.DataFrame:
     """Customer features per (order_id, as_of); default moments: each judged order + lag."""
     shipments, scans = ds["shipments"], ds.get("scans")
     if moments is None:
         moments = churn_moments(snapshot.customers.experience, lag_days)
-    usual = at_order_rows.set_index("shipment_id")[USUAL_HOURS] if at_order_rows is not None else None
-    return customer_features(shipments, scans, snapshot.customers, moments, usual)
+    rows = customer_features(shipments, scans, snapshot.customers, moments, usual_hours(at_order_rows))
+    return frame_of(rows, timestamps=("as_of",))
+
+
+def usual_hours(at_order_rows) -> Columns | None:
+    """Each shipment's usual lead time on its lane at order time, from its at-order rows."""
+    if at_order_rows is None:
+        return None
+    return {"shipment_id": np.asarray(at_order_rows["shipment_id"], dtype=object),
+            "usual_hours": np.asarray(at_order_rows[USUAL_HOURS], dtype=float)}
 
 
 def moments_at(ds: DataSet, as_of: pd.Timestamp) -> pd.DataFrame:

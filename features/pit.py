@@ -88,6 +88,11 @@ def frame_of(cols: Mapping[str, np.ndarray], timestamps: Iterable[str] = ()) -> 
     return pd.DataFrame({k: column(k, v) for k, v in cols.items()})
 
 
+def as_columns(table) -> Columns:
+    """Columns as they are, or a DataFrame's columns (the edge where pandas stops)."""
+    return table if isinstance(table, dict) else columns_of(table)
+
+
 def size(cols: Mapping[str, np.ndarray]) -> int:
     return len(next(iter(cols.values()))) if cols else 0
 
@@ -95,6 +100,27 @@ def size(cols: Mapping[str, np.ndarray]) -> int:
 def take(cols: Mapping[str, np.ndarray], rows: np.ndarray) -> Columns:
     """The given rows (positions or a mask) of every column."""
     return {k: v[rows] for k, v in cols.items()}
+
+
+def concat(parts: list[Mapping[str, np.ndarray]]) -> Columns:
+    """Rows of several column sets with the same names, one after another."""
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+
+
+def groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's group code (groups numbered in order of first appearance) and each
+    group's first row: a group-by over columns without pandas."""
+    keys = np.asarray(keys, dtype=object)
+    codes = Lookup(dict.fromkeys(keys.tolist())).codes(keys)
+    return codes, np.unique(codes, return_index=True)[1]
+
+
+def positions_by_key(keys: np.ndarray) -> dict:
+    """Each key's row positions (ascending)."""
+    codes, first = groups(keys)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.cumsum(np.bincount(codes, minlength=len(first)))[:-1]
+    return dict(zip(np.asarray(keys, dtype=object)[first].tolist(), np.split(order, bounds)))
 
 
 class Lookup:

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from features.build import FeatureSnapshot, add_progress
-from features.pit import Columns, columns_of
+from features.pit import Columns, as_columns
 from features.shipment import shipment_features
 from features.transit import transit_features
 
@@ -32,11 +32,6 @@ def shipment_rows(shipments, scans, moments, snapshot: FeatureSnapshot, at_order
     rows.update({k: v[pos] for k, v in at_order_rows.items() if k != "shipment_id"})
     rows["hours_to_promise"] = (rows["promise_hours"] - rows["hours_since_order"]).astype(np.float32)
     return rows
-
-
-def as_columns(table) -> Columns:
-    """Columns as they are, or a DataFrame's columns (the edge where pandas stops)."""
-    return table if isinstance(table, dict) else columns_of(table)
 
 
 def order_moments(shipments: pd.DataFrame) -> pd.DataFrame:

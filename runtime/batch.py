@@ -8,7 +8,7 @@ import pandas as pd
 from data.load import DataSet
 from features.build import moments_at
 from features.history import data_end
-from features.pit import NAT, micros
+from features.pit import NAT, US_PER_DAY, micros, size, take
 from features.rows import order_moments
 from runtime.bundle import ModelBundle
 from runtime.store import Scoring
@@ -37,16 +37,12 @@ def score_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None 
     shipments, scans = ds["shipments"], ds.get("scans")
     moment = as_of if as_of is not None else data_end(shipments, scans) + pd.Timedelta(seconds=1)
     history = bundle.snapshot.customers.with_orders(shipments, scans)
-    exp = history.experience
-    t = micros(pd.Series([moment]))[0]
-    ref = exp.ref.to_numpy()
-    judged = (ref != NAT) & (ref < t) & (ref >= t - int(window_days * 86_400_000_000))
-    latest = exp[judged].sort_values("ref").groupby("customer_id").tail(1)
-    moments = pd.DataFrame({"order_id": latest.order_id.to_numpy(),
-                            "as_of": pd.Series([moment] * len(latest), dtype="datetime64[us, UTC]")})
+    t = int(micros(pd.Series([moment]))[0])
+    latest = latest_judged(history.experience, t, window_days)
+    moments = {"order_id": latest["order_id"], "as_of": np.full(size(latest), t, dtype=np.int64)}
     rows = bundle.churn_rows(shipments, scans, moments, history=history)
     table = bundle.score_churn_rows(rows)
-    table.insert(3, "delivery_judged_at", pd.to_datetime(latest.ref.to_numpy(), unit="us", utc=True))
+    table.insert(3, "delivery_judged_at", pd.to_datetime(latest["ref"], unit="us", utc=True))
     table["scored_at"] = pd.Timestamp.now(tz="UTC")
     table["model_version"] = str(bundle.meta.get("version", ""))
     table = table.sort_values("churn_risk", ascending=False).reset_index(drop=True)
@@ -54,6 +50,15 @@ def score_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None 
     drivers.update(model_version=str(bundle.meta.get("version", "")), trained_at=bundle.meta.get("trained_at"),
                    scored_at=table.scored_at.iloc[0].isoformat() if len(table) else None, customers=len(table))
     return Scoring(table, customer_orders(history, table.customer_id, t), drivers)
+
+
+def latest_judged(experience, before_us: int, window_days: float) -> dict:
+    """Each customer's latest order judged in the window before the moment, oldest first."""
+    ref = experience["ref"]
+    judged = np.flatnonzero((ref != NAT) & (ref < before_us) & (ref >= before_us - int(window_days * US_PER_DAY)))
+    judged = judged[np.argsort(ref[judged], kind="stable")]
+    last = {c: i for c, i in zip(experience["customer_id"][judged].tolist(), judged.tolist())}  # later wins
+    return take(experience, np.array(sorted(last.values(), key=lambda i: ref[i]), dtype=np.int64))
 
 
 def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500, top: int = 12) -> dict:
@@ -71,7 +76,7 @@ def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500,
     dependence = {}
     for f in DEPENDENCE:
         if f in names and f in rows:
-            x = rows[f].to_numpy(dtype=float)[pick]
+            x = np.asarray(rows[f], dtype=float)[pick]
             y = contrib[pick, names.index(f)]
             keep = ~np.isnan(x)
             if keep.any():  # a few lost parcels (hundreds of days late) would flatten the plot
@@ -84,9 +89,8 @@ def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500,
 def customer_orders(history, customer_ids: pd.Series, before_us: int) -> pd.DataFrame:
     """Every order of the given customers placed before the moment, with how its delivery went."""
     wanted = set(customer_ids.astype("str"))
-    orders = history.orders[history.orders.customer_id.astype("str").isin(wanted)]
-    orders = orders[micros(orders.ordered_at) < before_us]
-    exp = history.experience.drop(columns="customer_id")
+    orders = history.frame("orders")
+    orders = orders[orders.customer_id.astype("str").isin(wanted) & (micros(orders.ordered_at) < before_us)]
+    exp = history.frame("experience").drop(columns="customer_id").rename(columns={"ref": "judged_at"})
     out = orders.merge(exp, on="order_id", how="left")
-    out["judged_at"] = pd.to_datetime(out.ref.where(out.ref != NAT), unit="us", utc=True)
-    return out.drop(columns="ref").sort_values(["customer_id", "ordered_at"]).reset_index(drop=True)
+    return out.sort_values(["customer_id", "ordered_at"]).reset_index(drop=True)

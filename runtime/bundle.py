@@ -16,16 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.build import USUAL_HOURS, FeatureSnapshot
+from features.build import FeatureSnapshot, usual_hours
 from features.customer import customer_features
-from features.pit import US_PER_DAY, US_PER_HOUR, Columns, micros, take
-from features.rows import order_moments, shipment_rows
+from features.pit import US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of, micros, take
+from features.rows import shipment_rows
+from features.shipment import shipment_features
 from runtime.models import EddModel, ProbabilityModel
 from runtime.reasons import REASON_CONTEXT, plain_reasons
 
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
 CANDIDATES = 15  # contributions looked at per row (all are computed anyway); reasons that read alike merge
+CHURN_OUTPUT = ("order_id", "as_of", "carrier", "service_level", "origin_region", "destination_region", "days_late",
+                "exceptions", "failed_attempts", "returned", "parcels_missing", "rating", "contacts", "orders_so_far")
 TIMESTAMPS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
 
 
@@ -122,33 +125,41 @@ class ModelBundle:
                  for k, j in enumerate(order[i])] for i in range(len(values))]
 
     # -- customers
-    def churn_rows(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
-                   history=None) -> pd.DataFrame:
-        """Churn model rows per (order_id, as_of): the delivery and the customer's history."""
-        if history is None:  # the scored customers' own rows, looked up, plus these orders
-            customers = self.snapshot.customers.of_customers(np.asarray(shipments["customer_id"], dtype=object).tolist())
-            history = customers.with_orders(shipments, scans)
-        at_order = shipment_rows(shipments, scans, order_moments(shipments), self.snapshot)
-        usual = pd.Series(np.asarray(at_order[USUAL_HOURS], dtype=float), index=at_order["shipment_id"])
-        return customer_features(shipments, scans, history, moments, usual)
+    def churn_rows(self, shipments, scans, moments, history=None) -> Columns:
+        """Churn model rows per (order_id, as_of): the delivery and the customer's history.
 
-    def score_orders(self, shipments: pd.DataFrame, scans: pd.DataFrame | None, moments: pd.DataFrame,
-                     history=None, explain: bool = True) -> pd.DataFrame:
+        Tables are columns (DataFrames at the edge). Without ``history``, the scored
+        customers' own rows are looked up in the snapshot and these orders added."""
+        shipments = as_columns(shipments)
+        scans = as_columns(scans) if scans is not None else None
+        if history is None:
+            customers = self.snapshot.customers.of_customers(shipments["customer_id"].tolist())
+            history = customers.with_orders(shipments, scans)
+        snap = self.snapshot
+        at_order = shipment_features(shipments, snap.history, snap.locations, snap.country)
+        return customer_features(shipments, scans, history, moments, usual_hours(at_order))
+
+    def score_orders(self, shipments, scans, moments, history=None, explain: bool = True) -> pd.DataFrame:
         """Churn risk per (order_id, as_of), the delivery it follows, and its reasons."""
-        if self.churn is None:
-            raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
         return self.score_churn_rows(self.churn_rows(shipments, scans, moments, history), explain)
 
-    def score_churn_rows(self, rows: pd.DataFrame, explain: bool = True) -> pd.DataFrame:
-        out = rows[["customer_id", "order_id", "as_of", "carrier", "service_level", "origin_region", "destination_region",
-                    "days_late", "exceptions", "failed_attempts", "returned", "parcels_missing", "rating", "contacts",
-                    "orders_so_far"]].copy()
-        out.insert(1, "churn_risk", self.churn.predict_proba(rows))
-        out["new_customer"] = rows.orders_so_far.to_numpy() <= 1
+    def score_churn(self, rows, explain: bool = True) -> Columns:
+        """Churn risk, the delivery facts a CX agent reads, and (``explain``) the reasons."""
+        if self.churn is None:
+            raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
+        out = {"customer_id": np.asarray(rows["customer_id"], dtype=object), "churn_risk": self.churn.predict_proba(rows),
+               **{c: np.asarray(rows[c]) for c in CHURN_OUTPUT}}
+        out["new_customer"] = np.asarray(rows["orders_so_far"]) <= 1
         if explain:
             contrib = self.churn.contributions(rows, self.churn.booster_)
-            out["reasons"] = _top_contributions(contrib, rows, self.churn.features)
-        return out.reset_index(drop=True)
+            out["reasons"] = _objects(_top_contributions(contrib, rows, self.churn.features))
+        return out
+
+    def score_churn_rows(self, rows, explain: bool = True) -> pd.DataFrame:
+        """``score_churn`` as a table with UTC timestamps (the batch commands' edge)."""
+        out = self.score_churn(rows, explain)
+        out["as_of"] = micros(out["as_of"])
+        return frame_of(out, timestamps=("as_of",))
 
 
 def _ranked(values: np.ndarray, rows, names: list[str], top: int):
@@ -156,6 +167,14 @@ def _ranked(values: np.ndarray, rows, names: list[str], top: int):
     order = np.argsort(-np.abs(values), axis=1)[:, :top]
     raw = {j: (np.asarray(rows[names[j]]).tolist() if names[j] in rows else [None] * len(values)) for j in np.unique(order)}
     return order, raw
+
+
+def _objects(items: list) -> np.ndarray:
+    """A list of lists as a one-dimensional object array (numpy would make it 2-D)."""
+    out = np.empty(len(items), dtype=object)
+    for i, item in enumerate(items):
+        out[i] = item
+    return out
 
 
 def _take(rows, pick: np.ndarray):

@@ -90,8 +90,10 @@ class _Model:
         self.categorical = tuple(c for c in categorical if c in features)
         self.params = dict(params or {})
 
-    def _X(self, rows: pd.DataFrame) -> pd.DataFrame:
+    def _X(self, rows) -> pd.DataFrame:
         """Training-shaped frame (pandas categoricals): for fitting, SHAP and signatures."""
+        if not isinstance(rows, pd.DataFrame):
+            rows = pd.DataFrame({c: rows[c] for c in self.features if c in rows})
         return self.encoder_.transform(rows.reindex(columns=self.features))
 
     def _matrix(self, rows) -> np.ndarray:

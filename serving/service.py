@@ -27,7 +27,6 @@ from typing import Annotated
 
 import bentoml
 import numpy as np
-import pandas as pd
 from bentoml.exceptions import ServiceUnavailable
 from pydantic import Field, ValidationError
 from starlette.applications import Starlette
@@ -36,7 +35,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from features.pit import NAT, frame_of
+from features.pit import NAT
 from serving import review
 from runtime.reasons import churn_words
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
@@ -232,20 +231,22 @@ def _columns(shipments: list[ShipmentIn]) -> tuple[dict, dict, dict]:
     return ship, scans, moments
 
 
-def _frames(shipments: list[ShipmentIn]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The same shipments and scans as contract tables (the churn features' edge)."""
-    ship, scans, _ = _columns(shipments)
-    ids = [s.shipment_id if len(shipments) == 1 else f"{i}:{s.shipment_id}" for i, s in enumerate(shipments)]
-    ship = frame_of({**ship, "shipment_id": np.array(ids, dtype=object), "order_id": np.array(ids, dtype=object),
-                     "customer_id": np.array([s.customer_id or "anonymous" for s in shipments], dtype=object)},
-                    timestamps=(*SHIPMENT_TIMES, "delivered_at"))
-    scan_ids = np.array(ids, dtype=object)[scans.pop("pos")]
-    scans = frame_of({"shipment_id": scan_ids, **scans}, timestamps=("scanned_at",))
-    return ship, scans
+def _deliveries(requests: list[ChurnIn]) -> tuple[dict, dict, dict]:
+    """Each /churn request's delivery as contract columns: an order of its own, its scans
+    and its moment (without as_of: just after the delivery, or the promise if none came)."""
+    ship, scans, _ = _columns([r.delivery for r in requests])
+    ids = np.array([f"request-order-{i}" for i in range(len(requests))], dtype=object)
+    delivered = np.array([_us(r.delivery.delivered_at) for r in requests], dtype=np.int64)
+    ship.update(shipment_id=ids, order_id=ids, delivered_at=delivered,
+                customer_id=np.array([r.customer_id for r in requests], dtype=object))
+    scans["shipment_id"] = ids[scans.pop("pos")]
+    judged = np.where(delivered != NAT, delivered, ship["promised_at"])
+    as_of = np.array([_us(r.as_of) if r.as_of is not None else j + 1_000_000 for r, j in zip(requests, judged)], dtype=np.int64)
+    return ship, scans, {"order_id": ids, "as_of": as_of}
 
 
 def _num(v) -> float | None:
-    return None if v is None or pd.isna(v) else float(v)
+    return None if v is None or np.isnan(v) else float(v)
 
 
 @bentoml.service(name="eddy", traffic={"timeout": 30})
@@ -296,8 +297,10 @@ class Eddy:
     def _churn(self, requests: list[ChurnIn]) -> list[ChurnOut]:
         """Each request scored on its own: a customer named twice is scored in two rounds,
         so one request's delivery never enters another's history."""
-        ids = pd.Series([r.customer_id for r in requests])
-        rounds = ids.groupby(ids).cumcount().tolist()  # 0 for a customer's first request, 1 for the next...
+        rounds, seen = [], {}
+        for r in requests:  # 0 for a customer's first request, 1 for the next...
+            rounds.append(seen.get(r.customer_id, 0))
+            seen[r.customer_id] = rounds[-1] + 1
         answers: dict[int, ChurnOut] = {}
         for k in range(max(rounds) + 1):
             picked = [i for i, rk in enumerate(rounds) if rk == k]
@@ -310,21 +313,17 @@ class Eddy:
             raise ServiceUnavailable(STATE.reason)
         if bundle.churn is None:
             raise ServiceUnavailable("the champion has no churn model: " + bundle.meta.get("skipped", {}).get("churn", ""))
-        ship, scans = _frames([r.delivery for r in requests])
-        orders = [f"request-order-{i}" for i in range(len(requests))]
-        ship["order_id"], ship["customer_id"] = orders, [r.customer_id for r in requests]
-        ship["delivered_at"] = pd.Series([r.delivery.delivered_at for r in requests], dtype="datetime64[us, UTC]")
-        # Without as_of: just after the delivery (or the promise, for one that never came).
-        as_of = [r.as_of or (r.delivery.delivered_at or r.delivery.promised_at) + pd.Timedelta(seconds=1) for r in requests]
-        moments = pd.DataFrame({"order_id": orders, "as_of": pd.Series(as_of, dtype="datetime64[us, UTC]")})
-        scored = bundle.score_orders(ship, scans if len(scans) else None, moments).set_index("order_id").loc[orders]
-        return [ChurnOut(customer_id=r.customer_id, churn_risk=float(row.churn_risk),
-                         known_customer=r.customer_id in bundle.snapshot.customers.index()["orders"],
-                         orders_so_far=int(row.orders_so_far), days_late=_num(row.days_late),
+        ship, scans, moments = _deliveries(requests)
+        out = bundle.score_churn(bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments),
+                                 explain=any(r.explain for r in requests))
+        known = bundle.snapshot.customers.index()["orders"]
+        return [ChurnOut(customer_id=r.customer_id, churn_risk=float(out["churn_risk"][i]),
+                         known_customer=r.customer_id in known, orders_so_far=int(out["orders_so_far"][i]),
+                         days_late=_num(out["days_late"][i]),
                          reasons=[{"feature": x["feature"], "text": churn_words(x["feature"]), "value": x["value"],
-                                   "effect_log_odds": x["effect_log_odds"]} for x in row.reasons] if r.explain else [],
+                                   "effect_log_odds": x["effect_log_odds"]} for x in out["reasons"][i]] if r.explain else [],
                          model_version=STATE.version)
-                for r, row in zip(requests, scored.itertuples())]
+                for i, r in enumerate(requests)]
 
     @bentoml.api(route="/churn")
     def churn(self, request: ChurnIn) -> ChurnOut:

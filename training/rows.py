@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 
 from data.load import DataSet
-from features.build import FeatureSnapshot
-from features.customer import churn_moments, customer_features
-from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, columns_of, frame_of, micros
+from features.build import FeatureSnapshot, after_delivery
+from features.customer import churn_moments
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, Lookup, columns_of, frame_of, micros, size
 from features.rows import shipment_rows
 from features.shipment import shipment_features
 from features.transit import training_moments
@@ -51,13 +51,13 @@ def shipment_labels(shipments: pd.DataFrame, rows: pd.DataFrame, end: pd.Timesta
     return pd.DataFrame({"hours_left": hours, "late": late})
 
 
-def churn_labels(history_orders: pd.DataFrame, rows: pd.DataFrame, ref_us: np.ndarray, horizon_days: float,
+def churn_labels(history_orders, rows: pd.DataFrame, ref_us: np.ndarray, horizon_days: float,
                  end: pd.Timestamp) -> np.ndarray:
     """1 when the customer placed no order in (ref, ref + horizon]; NaN when not yet mature."""
-    vocab = pd.Index(pd.unique(np.concatenate([history_orders.customer_id.astype("str").to_numpy(),
-                                               rows.customer_id.astype("str").to_numpy()])))
-    idx = EventIndex(vocab.get_indexer(history_orders.customer_id.astype("str")), micros(history_orders.ordered_at))
-    q = vocab.get_indexer(rows.customer_id.astype("str"))
+    vocab = Lookup(dict.fromkeys(np.concatenate([np.asarray(history_orders["customer_id"], dtype=object),
+                                                 np.asarray(rows["customer_id"], dtype=object)]).tolist()))
+    idx = EventIndex(vocab.codes(history_orders["customer_id"]), micros(history_orders["ordered_at"]))
+    q = vocab.codes(rows["customer_id"])
     horizon = int(horizon_days * US_PER_DAY)
     placed = idx.count_before(q, ref_us + horizon + 1) - idx.count_before(q, ref_us + 1)
     mature = ref_us + horizon <= micros(pd.Series([end]))[0]
@@ -139,10 +139,8 @@ def churn_training_rows(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: p
     """One row per judged order: half scored right after the delivery, half up to 60 days later."""
     exp = snapshot.customers.experience
     rng = np.random.default_rng(seed)
-    lags = np.where(rng.random(len(exp)) < 0.5, 0.0, rng.uniform(0, 60, len(exp)))
-    moments = churn_moments(exp, lags)
-    usual = at_order_rows.set_index("shipment_id")["carrier_lane_median_h"] if at_order_rows is not None else None
-    rows = customer_features(ds["shipments"], ds.get("scans"), snapshot.customers, moments, usual)
-    ref = exp.set_index("order_id").ref.reindex(rows.order_id).to_numpy()
+    lags = np.where(rng.random(size(exp)) < 0.5, 0.0, rng.uniform(0, 60, size(exp)))
+    rows = after_delivery(ds, snapshot, at_order_rows, churn_moments(exp, lags))
+    ref = exp["ref"][Lookup(exp["order_id"]).codes(rows.order_id.to_numpy(dtype=object))]
     labels = churn_labels(snapshot.customers.orders, rows, ref, horizon_days, snapshot.end)
     return rows, labels, ref

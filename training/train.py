@@ -235,7 +235,7 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
     rfm = baselines.RfmBaseline().fit(rows[train_mask], y[train_mask])
     metrics.update({f"churn_baseline_rfm_{k}": v for k, v in probability_metrics(rfm.predict_proba(rows[t]), y[t]).items()})
     try:
-        bg = baselines.BgNbdBaseline().fit(snapshot.customers.orders, split.calibrate_from)
+        bg = baselines.BgNbdBaseline().fit(snapshot.customers.frame("orders"), split.calibrate_from)
         pb = bg.predict_no_order(rows[t], horizon_days)
         metrics.update({f"churn_baseline_bgnbd_{k}": v for k, v in probability_metrics(pb, y[t]).items()})
     except Exception as exc:  # a baseline failing must not sink the model; the report says so

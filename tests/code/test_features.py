@@ -166,7 +166,7 @@ def test_churn_features_from_a_loaded_snapshot_plus_the_request_equal_training_f
         parcels = s[s.order_id == m.order_id]
         scans = sim["scans"][sim["scans"].shipment_id.isin(parcels.shipment_id)]
         served = customer_features(parcels, scans, loaded.customers.with_orders(parcels, scans), moments.iloc[[k]])
-        pd.testing.assert_frame_equal(served.reset_index(drop=True), training.iloc[[k]].reset_index(drop=True),
+        pd.testing.assert_frame_equal(frame_of(served, timestamps=("as_of",)), training.iloc[[k]].reset_index(drop=True),
                                       check_dtype=False)
 
 

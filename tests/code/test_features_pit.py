@@ -19,7 +19,7 @@ from data.write import write_data_set
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
 from features.customer import churn_moments, order_experience
 from features.history import BIN_EDGES_H, N_BINS, hist_quantiles
-from features.pit import EventIndex
+from features.pit import EventIndex, size
 from features.transit import training_moments
 
 
@@ -114,7 +114,7 @@ def test_transit_features_match_a_loop_over_scans(tiny):
 def test_customer_features_match_a_loop_over_orders_and_feedback(tiny):
     s, scans, orders, feedback = tiny["shipments"], tiny["scans"], tiny["orders"], tiny["feedback"]
     exp = order_experience(s, scans)
-    lags = np.random.default_rng(2).uniform(0, 30, len(exp))
+    lags = np.random.default_rng(2).uniform(0, 30, size(exp))
     moments = churn_moments(exp, lags).sample(120, random_state=1).reset_index(drop=True)
     got = after_delivery(tiny, FeatureSnapshot.fit(tiny, country="US"), moments=moments)
     cust_of_order = orders.set_index("order_id").customer_id
@@ -193,7 +193,7 @@ def check_truncation(ds: DataSet, cut: pd.Timestamp, country: str) -> None:
         assert_same_rows(full_t, cut_t, ["shipment_id", "as_of"])
 
     exp = order_experience(ds["shipments"], ds.get("scans"))
-    lags = np.random.default_rng(0).uniform(0, 20, len(exp))
+    lags = np.random.default_rng(0).uniform(0, 20, size(exp))
     cm = churn_moments(exp, lags)
     cm = cm[cm.as_of < cut]
     assert len(cm) > 50
