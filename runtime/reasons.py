@@ -67,3 +67,13 @@ def plain_reasons(reasons: list[dict], row: dict, top: int = 3) -> list[dict]:
 def churn_words(name: str) -> str:
     """A churn feature in plain words: "contacts with customer service", not "contacts"."""
     return feature(CHURN, name).words[0]
+
+
+def churn_actionable(name: str) -> bool:
+    """Whether the retailer or carrier can act on a churn feature (the spec says)."""
+    return feature(CHURN, name).actionable
+
+
+def actionable_first(reasons: list[dict]) -> list[dict]:
+    """Churn reasons with those a CX agent can act on first, each group by size of effect."""
+    return sorted(reasons, key=lambda r: (not churn_actionable(r["feature"]), -abs(r["effect_log_odds"])))

@@ -32,6 +32,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from eddy import settings
+from runtime.reasons import actionable_first, churn_actionable
 from runtime.reasons import churn_words as words
 from runtime.store import read_scoring
 
@@ -43,6 +44,7 @@ SORTS = {"risk": ("churn_risk", False), "days_late": ("days_late", False), "judg
 EXPORT = ["customer_id", "churn_risk", "order_id", "delivery_judged_at", "carrier", "service_level", "origin_region",
           "destination_region", "days_late", "exceptions", "failed_attempts", "returned", "parcels_missing", "rating",
           "contacts", "orders_so_far", "new_customer", "top_reasons", "scored_at", "model_version"]
+ACT = " (you can act on this)"  # marks a delivery factor the retailer or carrier controls
 _SECRET = secrets.token_bytes(32)  # per process: customer links are not guessable
 
 
@@ -77,6 +79,8 @@ class Store:
 STORE = Store()
 TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
 TEMPLATES.filters["words"] = words
+TEMPLATES.filters["actionable"] = churn_actionable
+TEMPLATES.filters["actionable_first"] = actionable_first
 TEMPLATES.filters["pct"] = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.0f}%"
 TEMPLATES.filters["num"] = lambda v, d=1: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{d}f}"
 
@@ -230,7 +234,7 @@ async def export_csv(request: Request) -> Response:
     if scoring is None:
         return PlainTextResponse("no scoring yet: run eddy score-customers", status_code=404)
     shown = Filters.from_query(request.query_params).apply(scoring.table).copy()
-    shown["top_reasons"] = ["; ".join(words(r["feature"]) for r in rs) for rs in shown.reasons]
+    shown["top_reasons"] = ["; ".join(words(r["feature"]) for r in actionable_first(list(rs))) for rs in shown.reasons]
     csv = shown.reindex(columns=EXPORT).to_csv(index=False)
     return Response(csv, media_type="text/csv",
                     headers={"content-disposition": 'attachment; filename="eddy-at-risk.csv"'})
@@ -248,7 +252,8 @@ async def customer(request: Request) -> Response:
     row = match.iloc[0].to_dict()
     h = scoring.history
     orders = h[h.customer_id == row["customer_id"]].sort_values("ordered_at", ascending=False) if len(h) else h
-    bars = [{"label": f"{words(r['feature'])} = {_show(r['value'])}", "value": r["effect_log_odds"]} for r in row["reasons"]]
+    bars = [{"label": f"{words(r['feature'])} = {_show(r['value'])}{ACT if churn_actionable(r['feature']) else ''}",
+             "value": r["effect_log_odds"]} for r in actionable_first(list(row["reasons"]))]
     return _page("customer.html", c=row, orders=orders.to_dict("records"), bars=json.dumps(bars), words=words)
 
 
@@ -258,7 +263,8 @@ async def drivers(request: Request) -> Response:
     if scoring is None:
         return _no_scoring()
     d = scoring.drivers
-    bars = [{"label": words(i["feature"]), "value": i["mean_abs_shap"]} for i in d.get("importance", [])]
+    bars = [{"label": words(i["feature"]) + (ACT if churn_actionable(i["feature"]) else ""), "value": i["mean_abs_shap"]}
+            for i in d.get("importance", [])]
     plots = [{"feature": k, "title": words(k), "data": json.dumps(v)} for k, v in d.get("dependence", {}).items()]
     return _page("drivers.html", d=d, bars=json.dumps(bars), plots=plots)
 

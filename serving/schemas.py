@@ -126,6 +126,8 @@ class ChurnReason(BaseModel):
     text: str
     value: str | float | None
     effect_log_odds: float
+    actionable: bool = Field(description="the retailer or carrier can act on it (a delivery failure, a contact), "
+                                         "as against the customer's own pattern")
 
 
 class ChurnOut(BaseModel):

@@ -37,7 +37,7 @@ from starlette.routing import Route
 
 from features.pit import NAT
 from serving import review
-from runtime.reasons import churn_words
+from runtime.reasons import churn_actionable, churn_words
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
 
 log = logging.getLogger("eddy.serving")
@@ -321,7 +321,8 @@ class Eddy:
                          known_customer=r.customer_id in known, orders_so_far=int(out["orders_so_far"][i]),
                          days_late=_num(out["days_late"][i]),
                          reasons=[{"feature": x["feature"], "text": churn_words(x["feature"]), "value": x["value"],
-                                   "effect_log_odds": x["effect_log_odds"]} for x in out["reasons"][i]] if r.explain else [],
+                                   "effect_log_odds": x["effect_log_odds"], "actionable": churn_actionable(x["feature"])}
+                                  for x in out["reasons"][i]] if r.explain else [],
                          model_version=STATE.version)
                 for i, r in enumerate(requests)]
 

@@ -91,6 +91,16 @@ def test_the_review_pages_in_a_real_browser(review, browser, tmp_path):
     assert "model version 7" in page.inner_text("#scoring-meta")
     page.screenshot(path=str(SHOTS / "review-list.png"), full_page=False)
 
+    # Reasons a CX agent can act on come first in each row, and are marked.
+    from runtime.reasons import churn_actionable
+    for tr in page.locator("#at-risk tbody tr").all()[:20]:
+        marks = [("actionable" in (c or "")) for c in
+                 tr.locator("td.why span.reason").evaluate_all("els => els.map(e => e.className)")]
+        assert marks == sorted(marks, reverse=True)
+    top = table.sort_values(["churn_risk", "customer_id"], ascending=[False, True]).iloc[0]
+    first_row_marks = page.locator("#at-risk tbody tr").first.locator("td.why span.reason.actionable").count()
+    assert first_row_marks == sum(churn_actionable(r["feature"]) for r in top.reasons)
+
     # A filter: minimum risk and a carrier; every row shown matches, the count is the table's.
     carrier = table.carrier.value_counts().index[0]
     page.fill("input[name=min_risk]", "0.5")

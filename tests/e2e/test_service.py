@@ -164,6 +164,10 @@ def test_churn_for_a_known_and_an_unknown_customer(served):
     assert answers[0]["churn_risk"] == pytest.approx(new["churn_risk"])
     assert answers[1]["churn_risk"] == pytest.approx(known.json()["churn_risk"])
     assert answers[2]["days_late"] < 0 < answers[0]["days_late"]
+    # Each reason says whether the retailer can act on it, as the feature spec does.
+    from features.spec import CHURN, feature
+    reasons = [r for a in answers + [new] for r in a["reasons"]]
+    assert reasons and all(r["actionable"] == feature(CHURN, r["feature"]).actionable for r in reasons)
 
 
 def test_not_ready_without_a_champion_and_ready_after_a_restart_with_one(trained, tmp_path, Server, env_with):
