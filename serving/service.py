@@ -32,11 +32,12 @@ from pydantic import Field, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.routing import Route
 
 from features.pit import NAT
 from serving import review
+from serving.guard import GUARDS, RequestGuard
 from runtime.reasons import churn_actionable, churn_words
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
 
@@ -103,19 +104,26 @@ def _models(_: Request) -> JSONResponse:
     })
 
 
+def _docs(_: Request) -> HTMLResponse:
+    """The API documentation (Swagger UI over ``/docs.json``) from the files BentoML ships:
+    nothing from the internet, unlike BentoML's own page at ``/``."""
+    return HTMLResponse((Path(__file__).resolve().parent / "templates" / "docs.html").read_text())
+
+
 def _status(_: Request) -> JSONResponse:
     ready = STATE.bundle is not None
     batcher = STATE.batcher
     batches = {"calls": batcher.calls, "shipments": batcher.items,
                "mean_size": round(batcher.items / batcher.calls, 2) if batcher.calls else None} if batcher else None
     return JSONResponse({"ready": ready, "reason": STATE.reason, "version": STATE.version,
-                         "uptime_s": round(time.time() - STATE.started_at, 1), "eta_batches": batches},
+                         "uptime_s": round(time.time() - STATE.started_at, 1), "eta_batches": batches,
+                         "shed": sum(g.shed for g in GUARDS), "in_flight": sum(g.in_flight for g in GUARDS)},
                         status_code=200 if ready else 503)
 
 
 #: Plain routes beside BentoML's own; mounted at the root, where BentoML's passive mount
 #: only takes the paths these routes match.
-info_app = Starlette(routes=[Route("/models", _models), Route("/status", _status), *review.ROUTES])
+info_app = Starlette(routes=[Route("/models", _models), Route("/status", _status), Route("/docs", _docs), *review.ROUTES])
 
 
 class ClientErrorFilter(logging.Filter):
@@ -340,3 +348,6 @@ class Eddy:
     def eta_batch(self, shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[EtaOut]:
         """Up to 1,000 shipments in one call, answered in order."""
         return self._predict(shipments)
+
+
+Eddy.add_asgi_middleware(RequestGuard)

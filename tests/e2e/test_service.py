@@ -25,8 +25,8 @@ def served(trained, tmp_path_factory, Server, env_with):
     # line naming the fields, with no traceback and none of the values sent.
     assert "status=5" not in logs, [line for line in logs.splitlines() if "status=5" in line][:5]
     assert "Traceback" not in logs, logs[-3000:]
-    if "status=400" in logs:
-        assert "rejected request on /eta: ValidationError (fields: shipment." in logs
+    rejected = [line for line in logs.splitlines() if "rejected request" in line]
+    assert all("(fields: " in line or "ValidationError" not in line for line in rejected), rejected[:3]
     assert SECRET not in logs
 
 
@@ -221,3 +221,73 @@ def test_fuzzing_the_openapi_schema_never_gets_a_server_error(served, mode):
     assert all(codes for codes in statuses.values()) and len(statuses) >= 3
     if mode == "negative":
         assert all(codes <= {400, 404, 405, 413, 415, 422} for codes in statuses.values()), statuses
+
+
+# ------------------------------------------------------------------ the front door
+
+
+def test_bodies_are_strict_json_with_the_apis_one_key(served):
+    """Unknown or duplicate keys, other content types and huge bodies are refused with a
+    4xx naming the problem (BentoML alone would ignore them and answer 200)."""
+    server, _, ds = served
+    shipment = request_for(ds["shipments"].iloc[-1])
+    url = f"{server.url}/eta"
+    extra = httpx.post(url, json={"shipment": shipment, "as_of": "2026-01-01T00:00:00Z"}, timeout=30)
+    assert extra.status_code == 400 and "unknown key(s) 'as_of'" in extra.json()["error"], extra.text
+    body = json.dumps({"shipment": shipment})
+    duplicate = httpx.post(url, content=body[:-1] + ', "shipment": {}}', headers={"content-type": "application/json"},
+                           timeout=30)
+    assert duplicate.status_code == 400 and "duplicate key 'shipment'" in duplicate.json()["error"]
+    text = httpx.post(url, content=body, headers={"content-type": "text/plain"}, timeout=30)
+    assert text.status_code == 415 and "application/json" in text.json()["error"]
+    not_object = httpx.post(url, json=[shipment], timeout=30)
+    assert not_object.status_code == 400 and "'shipment'" in not_object.json()["error"]
+    huge = httpx.post(f"{server.url}/eta/batch", content=b'{"shipments": [' + b" " * (9 * 1024 * 1024) + b"]}",
+                      headers={"content-type": "application/json"}, timeout=30)
+    assert huge.status_code == 413 and "larger than 8 MB" in huge.json()["error"]
+    ok = httpx.post(url, content=body, headers={"content-type": "application/json; charset=utf-8"}, timeout=30)
+    assert ok.status_code == 200, ok.text
+
+
+def test_every_answer_has_security_headers_and_the_docs_are_offline(served):
+    server, _, ds = served
+    eta = httpx.post(f"{server.url}/eta", json={"shipment": request_for(ds["shipments"].iloc[-1])}, timeout=30)
+    for r in (eta, httpx.get(f"{server.url}/review", timeout=30), httpx.get(f"{server.url}/nowhere", timeout=30)):
+        assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
+        assert "default-src 'self'" in r.headers["content-security-policy"]
+        assert r.headers["referrer-policy"] == "no-referrer"
+    assert httpx.get(f"{server.url}/review", timeout=30).headers["cache-control"] == "no-store"
+    root = httpx.get(f"{server.url}/", timeout=30)
+    assert root.status_code == 307 and root.headers["location"] == "/docs"
+    docs = httpx.get(f"{server.url}/docs", timeout=30)
+    assert docs.status_code == 200 and "swagger-ui" in docs.text and "googletagmanager" not in docs.text
+    assert "http" not in docs.text.replace("charset", "")  # every script and style is ours
+    scripts = [s.split('"')[0] for s in docs.text.split('src="')[1:]]
+    assert scripts and all(httpx.get(f"{server.url}{s}", timeout=30).status_code == 200 for s in scripts)
+
+
+def test_overload_is_shed_with_503_and_retry_after(trained, tmp_path, Server, env_with):
+    """Beyond EDDY_MAX_IN_FLIGHT concurrent prediction requests the rest are told to come
+    back (503, Retry-After) at once; every other answer is a 200."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    result, ds = trained
+    server = Server(env_with(tmp_path, EDDY_BUNDLE_DIR=str(result.bundle.save(tmp_path / "7")), EDDY_MAX_IN_FLIGHT="2"))
+    try:
+        batch = [request_for(r) for _, r in ds["shipments"].tail(400).iterrows()]
+
+        def call(_):
+            with httpx.Client(timeout=60) as c:
+                r = c.post(f"{server.url}/eta/batch", json={"shipments": batch})
+                return r.status_code, r.headers.get("retry-after")
+
+        with ThreadPoolExecutor(12) as pool:
+            answers = list(pool.map(call, range(24)))
+        codes = [c for c, _ in answers]
+        assert set(codes) <= {200, 503} and codes.count(200) >= 2 and codes.count(503) >= 1, codes
+        assert all(retry == "1" for c, retry in answers if c == 503)
+        status = httpx.get(f"{server.url}/status", timeout=30).json()
+        assert status["shed"] == codes.count(503) and status["in_flight"] == 0
+    finally:
+        logs = server.stop()
+    assert "Traceback" not in logs
