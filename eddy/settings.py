@@ -54,3 +54,36 @@ def review_token() -> str | None:
 def scores_dir() -> Path:
     """Where ``eddy score-customers`` stores its latest scoring for the review page."""
     return Path(os.environ.get("EDDY_SCORES_DIR", REPO_ROOT / "data" / "scores"))
+
+
+def review_session_hours() -> float:
+    """How long a review sign-in lasts (``EDDY_REVIEW_SESSION_HOURS``, default 8)."""
+    return float(os.environ.get("EDDY_REVIEW_SESSION_HOURS", "8"))
+
+
+def cookie_secure() -> bool:
+    """Mark the review cookies Secure (HTTPS only): ``EDDY_COOKIE_SECURE=1`` behind TLS."""
+    return os.environ.get("EDDY_COOKIE_SECURE", "") in ("1", "true", "yes")
+
+
+def link_key() -> bytes:
+    """The key of customer links on the review pages: ``EDDY_LINK_KEY``, else a random key
+    made once and kept beside the scores, so links survive restarts and agree between
+    workers."""
+    given = os.environ.get("EDDY_LINK_KEY")
+    if given:
+        return given.encode()
+    path = scores_dir() / ".link-key"
+    if not path.exists():
+        import secrets
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temp = path.with_name(f".link-key.{os.getpid()}")
+        temp.write_text(secrets.token_hex(32))
+        try:
+            os.link(temp, path)  # atomic and never overwrites: the first worker's key wins
+        except FileExistsError:
+            pass
+        finally:
+            temp.unlink()
+    return path.read_text().strip().encode()

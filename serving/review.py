@@ -19,6 +19,7 @@ import hmac
 import json
 import math
 import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlencode
@@ -26,6 +27,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
@@ -39,21 +41,23 @@ from runtime.store import read_scoring
 HERE = Path(__file__).resolve().parent
 PER_PAGE = 50
 COOKIE = "eddy_review"
+CSRF_COOKIE = "eddy_login_csrf"
 SORTS = {"risk": ("churn_risk", False), "days_late": ("days_late", False), "judged": ("delivery_judged_at", False)}
 #: columns of the CSV export, in order
 EXPORT = ["customer_id", "churn_risk", "order_id", "delivery_judged_at", "carrier", "service_level", "origin_region",
           "destination_region", "days_late", "exceptions", "failed_attempts", "returned", "parcels_missing", "rating",
           "contacts", "orders_so_far", "new_customer", "top_reasons", "scored_at", "model_version"]
 ACT = " (you can act on this)"  # marks a delivery factor the retailer or carrier controls
-_SECRET = secrets.token_bytes(32)  # per process: customer links are not guessable
 
 
 class BadFilter(ValueError):
     """A query parameter that cannot be read; the message names it."""
 
 
-def customer_key(customer_id: str) -> str:
-    return hmac.new(_SECRET, str(customer_id).encode(), hashlib.sha256).hexdigest()[:20]
+def customer_key(customer_id: str, key: bytes | None = None) -> str:
+    """A customer's link: a keyed hash, not guessable, the same on every worker and restart."""
+    return hmac.new(key or settings.link_key(), str(customer_id).encode("utf-8", "surrogatepass"),
+                    hashlib.sha256).hexdigest()[:20]
 
 
 class Store:
@@ -70,7 +74,8 @@ class Store:
         stamp = latest.stat().st_mtime
         if self._stamp != stamp:
             scoring = read_scoring(settings.scores_dir())
-            scoring.table["key"] = [customer_key(c) for c in scoring.table.customer_id]
+            key = settings.link_key()
+            scoring.table["key"] = [customer_key(c, key) for c in scoring.table.customer_id]
             scoring.table["judged_day"] = scoring.table.delivery_judged_at.dt.strftime("%Y-%m-%d")
             self._cached, self._stamp = scoring, stamp
         return self._cached
@@ -93,21 +98,71 @@ def _authorised(request: Request) -> bool:
     if token is None:
         return True
     header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer ") and hmac.compare_digest(header[7:].strip(), token):
+    if header.lower().startswith("bearer ") and _same(header[7:].strip(), token):
         return True
-    return hmac.compare_digest(request.cookies.get(COOKIE, ""), _cookie_value(token))
+    return session_valid(request.cookies.get(COOKIE, ""), token)
 
 
-def _cookie_value(token: str) -> str:
-    return hmac.new(token.encode(), b"eddy-review-session", hashlib.sha256).hexdigest()
+def _same(given: str, expected: str) -> bool:
+    """Constant-time comparison of any text (non-ASCII included, which compare_digest
+    refuses as str)."""
+    return hmac.compare_digest(given.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass"))
+
+
+def _session_key(token: str) -> bytes:
+    # Derived from the token: changing the token signs every session out.
+    return hmac.new(token.encode("utf-8", "surrogatepass"), b"eddy-review-session-v2", hashlib.sha256).digest()
+
+
+def new_session(token: str, now: float | None = None) -> str:
+    """A signed session for one sign-in: its own random id and an expiry time."""
+    expires = int((now or time.time()) + settings.review_session_hours() * 3600)
+    payload = f"{secrets.token_urlsafe(16)}.{expires}"
+    return f"{payload}.{hmac.new(_session_key(token), payload.encode(), hashlib.sha256).hexdigest()}"
+
+
+def session_valid(cookie: str, token: str, now: float | None = None) -> bool:
+    payload, _, signature = cookie.rpartition(".")
+    if not payload or not _same(signature, hmac.new(_session_key(token), payload.encode("utf-8", "surrogatepass"),
+                                                    hashlib.sha256).hexdigest()):
+        return False
+    expires = payload.rpartition(".")[2]
+    return expires.isdigit() and int(expires) > (now or time.time())
+
+
+class Attempts:
+    """Failed sign-ins per client address in a sliding minute: beyond the limit, 429."""
+
+    def __init__(self, limit: int = 5, window_s: float = 60.0):
+        self.limit, self.window_s, self.failures = limit, window_s, {}
+
+    def blocked(self, client: str) -> float:
+        """Seconds to wait (0 when the client may try)."""
+        now = time.monotonic()
+        recent = [t for t in self.failures.get(client, []) if now - t < self.window_s]
+        self.failures[client] = recent
+        return (self.window_s - (now - recent[0])) if len(recent) >= self.limit else 0.0
+
+    def failed(self, client: str) -> None:
+        self.failures.setdefault(client, []).append(time.monotonic())
+        if len(self.failures) > 10_000:  # bounded memory under a spray of addresses
+            self.failures.pop(next(iter(self.failures)))
+
+
+ATTEMPTS = Attempts()
 
 
 def _page(name: str, status: int = 200, **context) -> HTMLResponse:
     return HTMLResponse(TEMPLATES.get_template(name).render(**context), status_code=status)
 
 
-def _login_page(request: Request, message: str = "", next_page: str | None = None) -> HTMLResponse:
-    return _page("login.html", 401, message=message, next=_safe_next(next_page or request.url.path))
+def _login_page(request: Request, message: str = "", next_page: str | None = None, status: int = 401) -> HTMLResponse:
+    """The sign-in form, with a fresh anti-forgery value in the form and in a cookie."""
+    csrf = secrets.token_urlsafe(16)
+    page = _page("login.html", status, message=message, next=_safe_next(next_page or request.url.path), csrf=csrf)
+    page.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/review/login",
+                    secure=settings.cookie_secure())
+    return page
 
 
 def _safe_next(target: str) -> str:
@@ -124,7 +179,9 @@ def guarded(handler):
                 return PlainTextResponse("401: the review token is required (Authorization: Bearer ...)", status_code=401)
             return _login_page(request)
         try:
-            return await handler(request)
+            # Filtering, sorting and CSV are pandas work: off the event loop, so /eta
+            # answers while someone downloads the at-risk list.
+            return await run_in_threadpool(handler, request)
         except BadFilter as exc:
             return _page("message.html", 400, title="Bad filter", message=str(exc))
     return wrapper
@@ -134,12 +191,24 @@ async def login(request: Request) -> Response:
     token = settings.review_token()
     if request.method == "GET" or token is None:
         return _login_page(request) if token else RedirectResponse("/review", status_code=303)
+    client = request.client.host if request.client else "?"
+    wait = ATTEMPTS.blocked(client)
+    if wait:
+        page = _page("message.html", 429, title="Too many attempts",
+                     message=f"Too many wrong tokens from this address; try again in {math.ceil(wait)} s.")
+        page.headers["retry-after"] = str(math.ceil(wait))
+        return page
     form = await request.form()
     target = _safe_next(str(form.get("next") or "/review"))
-    if not hmac.compare_digest(str(form.get("token", "")), token):
+    if not _same(str(form.get("csrf", "")), request.cookies.get(CSRF_COOKIE, "")) or not form.get("csrf"):
+        return _login_page(request, "The form expired; sign in again.", target, status=403)
+    if not _same(str(form.get("token", "")), token):
+        ATTEMPTS.failed(client)
         return _login_page(request, "That token is not right.", target)
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(COOKIE, _cookie_value(token), httponly=True, samesite="strict", path="/review")
+    response.set_cookie(COOKIE, new_session(token), max_age=int(settings.review_session_hours() * 3600), httponly=True,
+                        samesite="strict", path="/review", secure=settings.cookie_secure())
+    response.delete_cookie(CSRF_COOKIE, path="/review/login")
     return response
 
 
@@ -165,9 +234,11 @@ class Filters:
             value = q.get(name, "")
             if value:
                 try:
-                    pd.Timestamp(value)
-                except ValueError:
-                    raise BadFilter(f"{name}: {value!r} is not a date (use YYYY-MM-DD)") from None
+                    day = pd.Timestamp(value)
+                except (ValueError, OverflowError, TypeError):
+                    day = pd.NaT
+                if pd.isna(day):
+                    raise BadFilter(f"{name}: {value[:40]!r} is not a date (use YYYY-MM-DD)")
             setattr(f, name, value)
         if f.sort not in SORTS:
             raise BadFilter(f"sort: {f.sort!r} is not one of {', '.join(SORTS)}")
@@ -212,7 +283,7 @@ def _no_scoring() -> HTMLResponse:
 
 
 @guarded
-async def at_risk(request: Request) -> Response:
+def at_risk(request: Request) -> Response:
     scoring = STORE.get()
     if scoring is None:
         return _no_scoring()
@@ -229,19 +300,19 @@ async def at_risk(request: Request) -> Response:
 
 
 @guarded
-async def export_csv(request: Request) -> Response:
+def export_csv(request: Request) -> Response:
     scoring = STORE.get()
     if scoring is None:
         return PlainTextResponse("no scoring yet: run eddy score-customers", status_code=404)
     shown = Filters.from_query(request.query_params).apply(scoring.table).copy()
     shown["top_reasons"] = ["; ".join(words(r["feature"]) for r in actionable_first(list(rs))) for rs in shown.reasons]
-    csv = shown.reindex(columns=EXPORT).to_csv(index=False)
+    csv = spreadsheet_safe(shown.reindex(columns=EXPORT)).to_csv(index=False)
     return Response(csv, media_type="text/csv",
                     headers={"content-disposition": 'attachment; filename="eddy-at-risk.csv"'})
 
 
 @guarded
-async def customer(request: Request) -> Response:
+def customer(request: Request) -> Response:
     scoring = STORE.get()
     if scoring is None:
         return _no_scoring()
@@ -258,7 +329,7 @@ async def customer(request: Request) -> Response:
 
 
 @guarded
-async def drivers(request: Request) -> Response:
+def drivers(request: Request) -> Response:
     scoring = STORE.get()
     if scoring is None:
         return _no_scoring()
@@ -267,6 +338,18 @@ async def drivers(request: Request) -> Response:
             for i in d.get("importance", [])]
     plots = [{"feature": k, "title": words(k), "data": json.dumps(v)} for k, v in d.get("dependence", {}).items()]
     return _page("drivers.html", d=d, bars=json.dumps(bars), plots=plots)
+
+
+def spreadsheet_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (=, +, -, @, tab, return at the
+    start) get a leading apostrophe; ids come from the retailer's data, not from us."""
+    out = table.copy()
+    for c in out.columns:
+        if out[c].dtype == object or pd.api.types.is_string_dtype(out[c].dtype):
+            text = out[c].astype("str")
+            risky = text.str.match(r"^[=+\-@\t\r]", na=False)
+            out[c] = text.where(~risky, "'" + text).where(out[c].notna(), None)
+    return out
 
 
 def _show(v) -> str:

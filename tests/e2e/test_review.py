@@ -158,3 +158,35 @@ def test_no_scoring_yet_says_what_to_run(trained, tmp_path, Server, env_with):
         assert r.status_code == 200 and "eddy score-customers" in r.text
     finally:
         server.stop()
+
+
+def test_sign_in_is_per_login_forgery_proof_rate_limited_and_never_a_500(review):
+    """Non-ASCII credentials are refused (not a 500), the form needs its anti-forgery
+    value, each sign-in gets its own signed session, and guessing is slowed to 5 a minute."""
+    server, scoring, ds = review
+    url = f"{server.url}/review"
+    with httpx.Client(timeout=10) as c:
+        assert c.get(url, headers={"Authorization": "Bearer jöhn".encode()}).status_code == 401
+        assert c.get(url, headers={"Cookie": "eddy_review=sésame.1.2".encode()}).status_code == 401
+        bad_date = c.get(f"{url}?since=NaT", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert bad_date.status_code == 400 and "since" in bad_date.text
+        assert c.post(f"{url}/login", data={"token": TOKEN, "next": "/review"}).status_code == 403  # no form value
+
+    def sign_in(token: str) -> httpx.Response:
+        with httpx.Client(timeout=10) as c:
+            form = c.get(f"{url}/login")
+            csrf = form.text.split('name="csrf" value="')[1].split('"')[0]
+            return c.post(f"{url}/login", data={"token": token, "csrf": csrf, "next": "/review"})
+
+    first, second = sign_in(TOKEN), sign_in(TOKEN)
+    assert first.status_code == second.status_code == 303
+    a, b = first.cookies["eddy_review"], second.cookies["eddy_review"]
+    assert a != b and "Max-Age=28800" in first.headers["set-cookie"] and "HttpOnly" in first.headers["set-cookie"]
+    assert httpx.get(url, cookies={"eddy_review": a}, timeout=10).status_code == 200
+    payload, signature = a.rsplit(".", 1)
+    forged = payload.rsplit(".", 1)[0] + ".9999999999." + signature  # a later expiry, same signature
+    assert httpx.get(url, cookies={"eddy_review": forged}, timeout=10).status_code == 401
+    codes = [sign_in("wrönG").status_code for _ in range(6)]
+    assert codes[:5] == [401] * 5 and codes[5] == 429
+    limited = sign_in(TOKEN)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) > 0
