@@ -74,6 +74,15 @@ class ShipmentIn(BaseModel):
                 raise ValueError(f"scans[{i}].scanned_at is before ordered_at")
         return self
 
+    @model_validator(mode="after")
+    def _still_on_its_way(self) -> "ShipmentIn":
+        # An ETA for a parcel already delivered would be a made-up number.
+        for i, scan in enumerate(self.scans):
+            if scan.event == "delivered" and (self.as_of is None or scan.scanned_at < self.as_of):
+                raise ValueError(f"scans[{i}] says the parcel was delivered at {scan.scanned_at.isoformat()}: "
+                                 "there is no ETA to predict (send an as_of before it for a past moment)")
+        return self
+
 
 class Reason(BaseModel):
     feature: str
@@ -110,6 +119,11 @@ class DeliveryIn(ShipmentIn):
             raise ValueError("give delivered_at, or promised_at for a delivery that never came")
         if self.delivered_at is not None and self.delivered_at < self.ordered_at:
             raise ValueError("delivered_at is before ordered_at")
+        if self.delivered_at is not None and self.shipped_at is not None and self.delivered_at < self.shipped_at:
+            raise ValueError("delivered_at is before shipped_at")
+        return self
+
+    def _still_on_its_way(self) -> "DeliveryIn":  # a delivery has its delivered scan: no check
         return self
 
 
@@ -119,6 +133,15 @@ class ChurnIn(BaseModel):
     delivery: DeliveryIn
     as_of: Moment | None = None
     explain: bool = True
+
+    @model_validator(mode="after")
+    def _after_the_delivery(self) -> "ChurnIn":
+        d = self.delivery
+        if self.as_of is not None and self.as_of < d.ordered_at:
+            raise ValueError("as_of is before delivery.ordered_at")
+        if self.as_of is not None and d.delivered_at is not None and self.as_of <= d.delivered_at:
+            raise ValueError("as_of is not after delivery.delivered_at: /churn scores a customer after the delivery")
+        return self
 
 
 class ChurnReason(BaseModel):

@@ -291,3 +291,20 @@ def test_overload_is_shed_with_503_and_retry_after(trained, tmp_path, Server, en
     finally:
         logs = server.stop()
     assert "Traceback" not in logs
+
+
+def test_impossible_timelines_are_refused_naming_the_field(served):
+    server, _, ds = served
+    row = ds["shipments"].iloc[-1]
+    shipment = request_for(row)
+    delivered = (row.ordered_at + pd.Timedelta(days=2)).isoformat()
+    eta = httpx.post(f"{server.url}/eta", json={"shipment": {**shipment, "scans": [
+        {"scanned_at": delivered, "event": "delivered"}]}}, timeout=30)
+    assert 400 <= eta.status_code < 500 and "delivered" in eta.text and "scans[0]" in eta.text, eta.text
+    delivery = {**shipment, "delivered_at": delivered}
+    early = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": "c", "delivery": delivery,
+                       "as_of": (row.ordered_at - pd.Timedelta(days=1)).isoformat()}}, timeout=30)
+    assert 400 <= early.status_code < 500 and "as_of is before delivery.ordered_at" in early.text
+    backwards = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": "c", "delivery": {
+        **delivery, "shipped_at": (row.ordered_at + pd.Timedelta(days=3)).isoformat()}}}, timeout=30)
+    assert 400 <= backwards.status_code < 500 and "delivered_at is before shipped_at" in backwards.text
