@@ -17,6 +17,7 @@ from features.pit import (NAT, US_PER_DAY, Columns, EventIndex, Lookup, as_colum
                           groups, hours_between, positions_by_key, size, take)
 
 CUSTOMER_CATEGORICAL = ("carrier", "service_level", "origin_region", "destination_region")
+COPY = "\x1f"  # joins an id and its copy number: a character no real id holds
 ORDER_COLUMNS = ("order_id", "customer_id", "ordered_at", "value")
 TIMESTAMPS = {"orders": ("ordered_at",), "experience": ("ref",), "feedback": ("submitted_at",),
               "customers": ("first_seen_at",)}
@@ -114,6 +115,38 @@ class CustomerHistory:
                 for name in rows}
         part = lambda name: take(getattr(self, name), pick[name]) if getattr(self, name) is not None else None  # noqa: E731
         return CustomerHistory(*(part(name) for name in self.TABLES))
+
+    def copies_for(self, customer_ids) -> tuple["CustomerHistory", np.ndarray]:
+        """The rows of these customers, a separate copy for each time one is named again
+        (its ids suffixed with a separator and 2, 3...), and the id each position should use: so
+        several deliveries of one customer are scored in one pass, each against the
+        customer's history alone and never against the others."""
+        ids = [str(c) for c in customer_ids]
+        seen: dict[str, int] = {}
+        names = []
+        for c in ids:
+            seen[c] = seen.get(c, 0) + 1
+            names.append(c if seen[c] == 1 else f"{c}{COPY}{seen[c]}")
+        base = self.of_customers(list(dict.fromkeys(ids)))
+        copies = [base]
+        for k in range(2, max(seen.values(), default=1) + 1):
+            again = base.of_customers([c for c, n in seen.items() if n >= k])
+            copies.append(again._suffixed(f"{COPY}{k}"))
+        parts = lambda name: [getattr(c, name) for c in copies if getattr(c, name) is not None]  # noqa: E731
+        merged = CustomerHistory(*(concat(parts(name)) if parts(name) else None for name in self.TABLES))
+        return merged, np.array(names, dtype=object)
+
+    def _suffixed(self, suffix: str) -> "CustomerHistory":
+        def rename(table: Columns | None) -> Columns | None:
+            if table is None:
+                return None
+            out = dict(table)
+            for key in ("customer_id", "order_id"):
+                if key in out:
+                    out[key] = np.array([f"{v}{suffix}" for v in out[key].tolist()], dtype=object)
+            return out
+
+        return CustomerHistory(*(rename(getattr(self, name)) for name in self.TABLES))
 
     def index(self) -> dict[str, dict[str, np.ndarray]]:
         """Per table, each customer's row positions (feedback through its order's customer):

@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.build import FeatureSnapshot, usual_hours
 from features.customer import customer_features
-from features.pit import US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of, micros, take
+from features.pit import US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of, groups, micros, take
 from features.rows import shipment_rows
 from features.shipment import shipment_features
 from runtime.models import EddModel, ProbabilityModel
@@ -128,12 +128,15 @@ class ModelBundle:
     def churn_rows(self, shipments, scans, moments, history=None) -> Columns:
         """Churn model rows per (order_id, as_of): the delivery and the customer's history.
 
-        Tables are columns (DataFrames at the edge). Without ``history``, the scored
-        customers' own rows are looked up in the snapshot and these orders added."""
+        Tables are columns (DataFrames at the edge). Without ``history``, each order is
+        scored on its own: its customer's rows are looked up in the snapshot (a copy per
+        order when a customer has several, so none sees another) and the order added."""
         shipments = as_columns(shipments)
         scans = as_columns(scans) if scans is not None else None
         if history is None:
-            customers = self.snapshot.customers.of_customers(shipments["customer_id"].tolist())
+            code, first = groups(shipments["order_id"])
+            customers, names = self.snapshot.customers.copies_for(shipments["customer_id"][first])
+            shipments = {**shipments, "customer_id": names[code]}
             history = customers.with_orders(shipments, scans)
         snap = self.snapshot
         at_order = shipment_features(shipments, snap.history, snap.locations, snap.country)

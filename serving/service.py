@@ -303,19 +303,8 @@ class Eddy:
         return await self.batcher.submit(shipment)
 
     def _churn(self, requests: list[ChurnIn]) -> list[ChurnOut]:
-        """Each request scored on its own: a customer named twice is scored in two rounds,
-        so one request's delivery never enters another's history."""
-        rounds, seen = [], {}
-        for r in requests:  # 0 for a customer's first request, 1 for the next...
-            rounds.append(seen.get(r.customer_id, 0))
-            seen[r.customer_id] = rounds[-1] + 1
-        answers: dict[int, ChurnOut] = {}
-        for k in range(max(rounds) + 1):
-            picked = [i for i, rk in enumerate(rounds) if rk == k]
-            answers.update(zip(picked, self._churn_distinct([requests[i] for i in picked])))
-        return [answers[i] for i in range(len(requests))]
-
-    def _churn_distinct(self, requests: list[ChurnIn]) -> list[ChurnOut]:
+        """Every request in one pass, each scored on its own: a customer named twice gets
+        two copies of its history, so one request's delivery never enters another's."""
         bundle = STATE.bundle
         if bundle is None:
             raise ServiceUnavailable(STATE.reason)

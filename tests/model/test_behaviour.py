@@ -157,3 +157,25 @@ def test_reason_texts_are_plain_words(bundle, trained):
     assert "time already spent in transit" not in texts["at order"]
     assert all(len(rs) == 3 for rs in at_order.reasons)  # three distinct reasons, alike ones merged
     assert all(len({r["text"] for r in rs}) == len(rs) for rs in in_transit.reasons)
+
+
+def test_several_deliveries_of_one_customer_score_in_one_pass_each_on_its_own(bundle, trained):
+    """/churn/batch with one customer named many times: one model call for all, and each
+    answer equals that delivery scored alone (no delivery enters another's history)."""
+    _, ds = trained
+    parts = [delivered_order(ds, late_days=d) for d in (0, 3, 6, 0, 9)]
+    alone = [float(bundle.score_orders(*p).churn_risk.iloc[0]) for p in parts]
+    df = pd.concat([p[0].assign(order_id=f"O{k}", shipment_id=f"S{k}") for k, p in enumerate(parts)], ignore_index=True)
+    scans = pd.concat([p[1].assign(shipment_id=f"S{k}") for k, p in enumerate(parts)], ignore_index=True)
+    moments = pd.concat([p[2].assign(order_id=f"O{k}") for k, p in enumerate(parts)], ignore_index=True)
+    assert df.customer_id.nunique() == 1
+    calls = []
+    original = bundle.churn.predict_proba
+    bundle.churn.predict_proba = lambda rows, *a: calls.append(len(rows["order_id"])) or original(rows, *a)
+    try:
+        together = bundle.score_orders(df, scans, moments)
+    finally:
+        del bundle.churn.predict_proba
+    assert calls == [5]
+    np.testing.assert_allclose(together.churn_risk.to_numpy(), alone, rtol=1e-6)
+    assert together.orders_so_far.nunique() == 1  # none counts the others' orders
