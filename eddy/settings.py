@@ -75,11 +75,9 @@ def link_key() -> bytes:
         return given.encode()
     path = scores_dir() / ".link-key"
     if not path.exists():
-        import secrets
-
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".link-key.{os.getpid()}")
-        temp.write_text(secrets.token_hex(32))
+        temp.write_text(os.urandom(32).hex())
         try:
             os.link(temp, path)  # atomic and never overwrites: the first worker's key wins
         except FileExistsError:
