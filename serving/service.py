@@ -153,10 +153,11 @@ def quiet_client_errors() -> None:
 class MicroBatcher:
     """Runs ``predict`` on every request that queued while the previous call ran.
 
-    Before each call it yields ``gather_s`` to the event loop, so requests already on
-    the wire are parsed and join (the models hold the GIL, so without the pause the
-    loop reads one request per call); under load the batch grows with the load, up
-    to ``max_size``. The models run in a worker thread.
+    Under traffic it yields ``gather_s`` to the event loop before each call, so requests
+    already on the wire are parsed and join (the models hold the GIL, so without the
+    pause the loop reads one request per call); the batch grows with the load, up to
+    ``max_size``. A lone request (the last call had one, none other waits) goes at
+    once. The models run in a worker thread.
     """
 
     def __init__(self, predict, max_size: int = 64, gather_s: float = 0.002):
@@ -164,6 +165,7 @@ class MicroBatcher:
         self.pending: list[tuple[object, asyncio.Future]] = []
         self.running = False
         self.calls = self.items = 0  # reported by /status: the mean batch size under load
+        self.last_size = 0
 
     async def submit(self, item):
         future = asyncio.get_running_loop().create_future()
@@ -186,9 +188,12 @@ class MicroBatcher:
     async def _drain(self) -> None:
         try:
             while self.pending:
-                await asyncio.sleep(self.gather_s)
+                if self.last_size > 1 or len(self.pending) > 1:  # traffic: let the requests on the wire join
+                    await asyncio.sleep(self.gather_s)
+                else:  # a lone request goes at once; one arriving meanwhile makes the next call gather
+                    await asyncio.sleep(0)
                 batch, self.pending = self.pending[:self.max_size], self.pending[self.max_size:]
-                self.calls, self.items = self.calls + 1, self.items + len(batch)
+                self.calls, self.items, self.last_size = self.calls + 1, self.items + len(batch), len(batch)
                 results = await asyncio.to_thread(self._predict_each, [item for item, _ in batch])
                 for (_, future), result in zip(batch, results):
                     if not future.done():
