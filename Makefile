@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 DEMO   := data/sets/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install system-deps demo test test-fast bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,7 +25,11 @@ demo: $(STAMP)
 	@echo "open: http://127.0.0.1:3000/review (customers at risk), http://127.0.0.1:3000/docs (API), reports/ (training report), '$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db' (runs)"
 	$(BIN)/eddy serve --port 3000
 
-test: $(STAMP)
+# Chromium for the review-page tests: installed with apt, or the command to run is printed.
+system-deps:
+	./scripts/system-deps
+
+test: $(STAMP) system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Skip the slow end-to-end tests locally; CI runs everything with `make test`.
