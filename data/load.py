@@ -31,6 +31,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from data.contract import EVENTS, LOCATION_KINDS, TABLES, Table
+from eddy.files import atomic_text, atomic_write
 from eddy.settings import TIMESTAMP_DTYPE
 
 QUARANTINE_DIR = "_quarantine"
@@ -396,7 +397,7 @@ def write_report(ds: DataSet, out_dir: Path | None = None) -> Path:
     for name, q in ds.quarantine.items():
         target = out_dir / f"{name}.csv"
         if len(q):
-            q.to_csv(target, index=False)
+            atomic_write(target, lambda p, q=q: q.to_csv(p, index=False))
         elif target.exists():
             target.unlink()
     payload = {
@@ -405,5 +406,5 @@ def write_report(ds: DataSet, out_dir: Path | None = None) -> Path:
         "tables": {name: vars(r) for name, r in ds.report.items()},
         "warnings": ds.warnings,
     }
-    (out_dir / "report.json").write_text(json.dumps(payload, indent=2))
+    atomic_text(out_dir / "report.json", json.dumps(payload, indent=2))
     return out_dir

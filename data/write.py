@@ -9,6 +9,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from eddy.files import atomic_write
+
 from data.contract import TABLES
 
 FORMATS = ("parquet", "csv")
@@ -26,12 +28,10 @@ def write_table(df: pd.DataFrame, folder: Path, name: str, fmt: str = "parquet")
     if other.exists():
         other.unlink()  # the reader refuses a folder holding both
     if fmt == "parquet":
-        pq.write_table(table, target, compression="zstd")
-    else:
-        # Dictionary columns are a storage detail; CSV wants plain text.
-        table = table.cast(pa.schema([_plain(f) for f in table.schema]))
-        pacsv.write_csv(table, target)
-    return target
+        return atomic_write(target, lambda p: pq.write_table(table, p, compression="zstd"))
+    # Dictionary columns are a storage detail; CSV wants plain text.
+    plain = table.cast(pa.schema([_plain(f) for f in table.schema]))
+    return atomic_write(target, lambda p: pacsv.write_csv(plain, p))
 
 
 def _plain(f: pa.Field) -> pa.Field:

@@ -1,17 +1,25 @@
 """The scoring store the review pages read, and table files written by the batch commands.
 
-``eddy score-customers`` (without ``--out``) writes ``latest.parquet`` (one row per
-customer), ``latest-history.parquet`` (their orders) and ``latest-drivers.json`` (what
-drives loyalty) into the scores folder; the review pages read them back.
+``eddy score-customers`` (without ``--out``) writes a scoring (``latest.parquet``, one
+row per customer; ``latest-history.parquet``, their orders; ``latest-drivers.json``,
+what drives loyalty) into a folder of its own under ``runs/`` in the scores folder, then
+points ``LATEST`` at it with one atomic rename: a reader, or a run killed half way,
+sees the old scoring or the new one whole, never a mix. The review pages read it back.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+
+from eddy.files import atomic_text, atomic_write
 
 
 @dataclass
@@ -23,19 +31,42 @@ class Scoring:
     drivers: dict
 
 
+KEEP = 3  # scorings kept besides the latest (a page being read may still hold the previous one)
+
+
 def write_scoring(scoring: Scoring, folder: Path) -> Path:
-    """The review page's store: latest.parquet, latest-history.parquet, latest-drivers.json."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_table(scoring.history, folder / "latest-history.parquet")
-    (folder / "latest-drivers.json").write_text(json.dumps(scoring.drivers, default=str))
-    return write_table(scoring.table, folder / "latest.parquet")  # last: the page keys its cache on it
+    """A new scoring in ``folder/runs/<id>/``, then ``LATEST`` switched to it; older ones pruned."""
+    folder = Path(folder)
+    run_id = f"{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    run = folder / "runs" / run_id
+    run.mkdir(parents=True)
+    write_table(scoring.history, run / "latest-history.parquet")
+    atomic_text(run / "latest-drivers.json", json.dumps(scoring.drivers, default=str))
+    write_table(scoring.table, run / "latest.parquet")
+    atomic_text(folder / "LATEST", run_id)
+    for old in sorted((folder / "runs").iterdir())[:-(KEEP + 1)]:
+        if old.name != run_id:
+            shutil.rmtree(old, ignore_errors=True)
+    return run / "latest.parquet"
+
+
+def latest_run(folder: Path) -> Path | None:
+    """The folder of the latest complete scoring (None before the first)."""
+    pointer = Path(folder) / "LATEST"
+    if not pointer.exists():
+        return None
+    run = Path(folder) / "runs" / pointer.read_text().strip()
+    return run if (run / "latest.parquet").exists() else None
 
 
 def read_scoring(folder: Path) -> Scoring:
-    """What ``write_scoring`` stored, reasons back as lists (history and drivers may be absent)."""
-    table = pd.read_parquet(folder / "latest.parquet")
+    """The latest scoring, reasons back as lists (history and drivers may be absent)."""
+    run = latest_run(folder)
+    if run is None:
+        raise FileNotFoundError(f"no scoring in {folder}: run eddy score-customers")
+    table = pd.read_parquet(run / "latest.parquet")
     table["reasons"] = [json.loads(r) if isinstance(r, str) else [] for r in table.reasons]
-    history, drivers = folder / "latest-history.parquet", folder / "latest-drivers.json"
+    history, drivers = run / "latest-history.parquet", run / "latest-drivers.json"
     return Scoring(table, pd.read_parquet(history) if history.exists() else pd.DataFrame(),
                    json.loads(drivers.read_text()) if drivers.exists() else {})
 
@@ -46,5 +77,6 @@ def write_table(table: pd.DataFrame, target: Path) -> Path:
     flat = table.copy()
     if "reasons" in flat:
         flat["reasons"] = [json.dumps(r) for r in flat.reasons]
-    flat.to_csv(target, index=False) if target.suffix == ".csv" else flat.to_parquet(target, index=False)
-    return target
+    write = (lambda p: flat.to_csv(p, index=False)) if target.suffix == ".csv" else \
+        (lambda p: flat.to_parquet(p, index=False))
+    return atomic_write(target, write)

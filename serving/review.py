@@ -36,7 +36,7 @@ from starlette.staticfiles import StaticFiles
 from eddy import settings
 from runtime.reasons import actionable_first, churn_actionable
 from runtime.reasons import churn_words as words
-from runtime.store import read_scoring
+from runtime.store import latest_run, read_scoring
 
 HERE = Path(__file__).resolve().parent
 PER_PAGE = 50
@@ -61,17 +61,17 @@ def customer_key(customer_id: str, key: bytes | None = None) -> str:
 
 
 class Store:
-    """The latest scoring, loaded once per change of ``latest.parquet``."""
+    """The latest scoring, loaded once per new scoring."""
 
     def __init__(self) -> None:
-        self._stamp: float | None = None
+        self._stamp: str | None = None
         self._cached = None
 
     def get(self):
-        latest = settings.scores_dir() / "latest.parquet"
-        if not latest.exists():
+        run = latest_run(settings.scores_dir())
+        if run is None:
             return None
-        stamp = latest.stat().st_mtime
+        stamp = run.name
         if self._stamp != stamp:
             scoring = read_scoring(settings.scores_dir())
             key = settings.link_key()

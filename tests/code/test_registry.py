@@ -8,11 +8,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from data.simulate import SimConfig, simulate, write_truth
 from data.write import write_data_set
+from runtime.store import latest_run, read_scoring
 from training.registry import compare
 
 EDDY = str(Path(sys.executable).parent / "eddy")
@@ -78,7 +80,7 @@ def test_predict_and_score_with_the_champion(store):
     t = pd.read_csv(root / "t.csv")
     assert len(t) > 0 and (t.as_of.str.startswith("2026-02-20")).all()
     r = eddy(env, "score-customers", str(data))
-    stored = root / "scores" / "latest.parquet"
+    stored = latest_run(root / "scores") / "latest.parquet"
     assert str(stored) in r.stdout
     s = pd.read_parquet(stored)
     assert s.customer_id.is_unique and s.churn_risk.between(0, 1).all()
@@ -125,3 +127,30 @@ def test_compare_rules():
     verdict = compare(champ, {"edd_mae_days": 1.2, "delay_brier": 0.09, "churn_roc_auc": 0.71})
     assert not verdict["edd"]["not_worse"] and verdict["delay"]["not_worse"] and verdict["churn"]["not_worse"]
     assert not compare(champ, {"edd_mae_days": 0.9, "delay_brier": 0.09})["churn"]["not_worse"]  # a model lost is worse
+
+
+
+@pytest.mark.slow
+def test_a_scoring_killed_at_any_moment_leaves_the_old_or_the_new_one_whole(store):
+    """SIGKILL at random moments of `eddy score-customers`: the review pages' store is
+    always a complete scoring (the previous one or the new one), never a mix or a
+    truncated file."""
+    import signal
+    import time
+
+    root, data, env = store
+    eddy(env, "score-customers", str(data))
+    before = read_scoring(root / "scores")
+    rng = np.random.default_rng(11)
+    for delay in rng.uniform(2.0, 9.0, 4):
+        proc = subprocess.Popen([str(EDDY), "score-customers", str(data)], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        now = read_scoring(root / "scores")
+        assert len(now.table) == len(before.table) and now.table.churn_risk.between(0, 1).all()
+        assert set(now.history.customer_id) <= set(now.table.customer_id) and now.drivers["customers"] == len(now.table)
+    eddy(env, "score-customers", str(data))  # the next complete run prunes what the killed ones left
+    assert len(list((root / "scores" / "runs").iterdir())) <= 4
+    assert not list((root / "scores" / "runs").rglob("*.partial"))
