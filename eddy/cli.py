@@ -159,9 +159,19 @@ def _load(folder: Path):
     from data.load import ContractError, load_data_set
 
     try:
-        return load_data_set(folder)
+        ds = load_data_set(folder)
     except ContractError as exc:
         fail(str(exc))
+    if not len(ds["shipments"]):
+        fail(_nothing_accepted(ds, folder))
+    return ds
+
+
+def _nothing_accepted(ds, folder: Path) -> str:
+    r = ds.report["shipments"]
+    rules = ", ".join(f"{rule} ({n:,})" for rule, n in sorted(r.by_rule.items(), key=lambda kv: -kv[1])[:3])
+    return (f"no shipment in {folder} passed the data contract ({r.read:,} read, {r.quarantined:,} quarantined"
+            f"{': ' + rules if rules else ''}); `eddy validate {folder}` writes the rows and reasons")
 
 
 def _timestamp(value: str | None, option: str):
@@ -406,6 +416,8 @@ def validate(
     for w in ds.warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False)
     out.print(f"validated {folder}: {ds.total_quarantined:,} rows quarantined; report in {target}/report.json", highlight=False)
+    if not len(ds["shipments"]):
+        fail(_nothing_accepted(ds, folder))
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -68,8 +68,10 @@ def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500,
 
     SHAP values come from LightGBM's ``pred_contrib``, which computes TreeSHAP: the
     numbers shap's TreeExplainer gives, without loading shap in the scoring run."""
-    contrib = bundle.churn.contributions(rows, bundle.churn.booster_)
     names = bundle.churn.features
+    if not len(np.asarray(rows["customer_id"])):
+        return {"importance": [], "dependence": {}, "base_rate": None}
+    contrib = bundle.churn.contributions(rows, bundle.churn.booster_)
     importance = np.abs(contrib).mean(axis=0) if len(rows) else np.zeros(len(names))
     order = np.argsort(-importance)[:top]
     pick = np.random.default_rng(0).permutation(len(rows))[:sample]

@@ -74,6 +74,11 @@ class ModelBundle:
         if self.edd is None:
             raise RuntimeError("no EDD model in this version: " + self.meta.get("skipped", {}).get("edd", "not trained"))
         at = micros(rows["as_of"])
+        if not len(at):  # nothing selected: an empty answer with every column, not an error
+            return {"shipment_id": np.array([], dtype=object), "as_of": at,
+                    **{k: np.array([], dtype=np.int64) for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},
+                    "late_probability": np.array([]), "confidence": np.array([], dtype=object),
+                    "reasons": np.array([], dtype=object)}
         groups = rows["carrier"]
         X = self.edd._matrix(rows)  # once: reused by every EDD booster, the delay booster's columns and the reasons
         raw = self.edd.raw_log_quantiles(rows, X)
@@ -150,12 +155,16 @@ class ModelBundle:
         """Churn risk, the delivery facts a CX agent reads, and (``explain``) the reasons."""
         if self.churn is None:
             raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
-        out = {"customer_id": np.asarray(rows["customer_id"], dtype=object), "churn_risk": self.churn.predict_proba(rows),
+        n = len(np.asarray(rows["customer_id"]))
+        out = {"customer_id": np.asarray(rows["customer_id"], dtype=object),
+               "churn_risk": self.churn.predict_proba(rows) if n else np.array([]),
                **{c: np.asarray(rows[c]) for c in CHURN_OUTPUT}}
         out["new_customer"] = np.asarray(rows["orders_so_far"]) <= 1
-        if explain:
+        if explain and n:
             contrib = self.churn.contributions(rows, self.churn.booster_)
             out["reasons"] = _objects(_top_contributions(contrib, rows, self.churn.features))
+        elif explain:
+            out["reasons"] = np.array([], dtype=object)
         return out
 
     def score_churn_rows(self, rows, explain: bool = True) -> pd.DataFrame:

@@ -154,3 +154,24 @@ def test_a_scoring_killed_at_any_moment_leaves_the_old_or_the_new_one_whole(stor
     eddy(env, "score-customers", str(data))  # the next complete run prunes what the killed ones left
     assert len(list((root / "scores" / "runs").iterdir())) <= 4
     assert not list((root / "scores" / "runs").rglob("*.partial"))
+
+
+def test_nothing_accepted_or_nothing_selected_is_said_plainly(store, tmp_path):
+    """Every shipment quarantined: validate and train stop with the reason (exit 2, no
+    traceback); a selection with nothing in it predicts and scores to empty tables."""
+    root, data, env = store
+    bad = tmp_path / "all-bad"
+    bad.mkdir()
+    ships = pd.read_parquet(data / "shipments.parquet").head(40)
+    ships["carrier"] = None
+    ships.to_parquet(bad / "shipments.parquet", index=False)
+    for command in ("validate", "train"):
+        r = eddy(env, command, str(bad), check=False)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "no shipment in" in r.stderr and "40 quarantined: carrier: required value missing (40)" in r.stderr
+    assert (bad / "_quarantine" / "shipments.csv").exists()
+    r = eddy(env, "predict", str(data), "--as-of", "1800-01-01", "--out", str(tmp_path / "p.parquet"))
+    assert "predicted 0 shipments" in r.stdout
+    assert {"eta_p50", "promise_at_95", "reasons"} <= set(pd.read_parquet(tmp_path / "p.parquet").columns)
+    r = eddy(env, "score-customers", str(data), "--as-of", "1800-01-01", "--out", str(tmp_path / "s.parquet"))
+    assert "scored 0 customers" in r.stdout and len(pd.read_parquet(tmp_path / "s.parquet")) == 0
