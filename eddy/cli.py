@@ -187,16 +187,12 @@ def _timestamp(value: str | None, option: str):
 
 
 def _champion():
-    from runtime.bundle import ModelBundle
-    from runtime.registry import RegistryError, download_bundle
+    from runtime.registry import RegistryError, load_bundle
 
     try:
-        folder, version = download_bundle()
+        return load_bundle()
     except RegistryError as exc:
         fail(str(exc))
-    bundle = ModelBundle.load(folder)
-    bundle.meta["version"] = version
-    return bundle, version
 
 
 @app.command()
@@ -254,23 +250,21 @@ def promote(
     import mlflow
     from mlflow import MlflowClient
 
-    from runtime.bundle import ModelBundle
+    from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, configure, load_bundle
     from training.promote import held_out_metrics
-    from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, configure, download_bundle
     from training.registry import compare
 
     configure()
     try:
-        champ_dir, champ_version = download_bundle(CHAMPION)
-        chall_dir, chall_version = download_bundle(CHALLENGER)
+        challenger, chall_version = load_bundle(CHALLENGER)
+        champ_version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION).version
     except RegistryError as exc:
         fail(str(exc))
     if champ_version == chall_version:
         out.print(f"version {chall_version} is already the champion; nothing to do", highlight=False)
         return
-    challenger = ModelBundle.load(chall_dir)
     try:
-        champion = ModelBundle.load(champ_dir)
+        champion, _ = load_bundle(CHAMPION)
     except (ValueError, OSError, KeyError) as exc:  # made by an older Eddy: the service cannot load it either
         if not force:
             fail(f"the champion (version {champ_version}) cannot be loaded by this Eddy, so the two cannot be "
@@ -372,13 +366,17 @@ def bento(
     version: Annotated[str | None, typer.Option(help="Version label for --bundle (default: its folder name).")] = None,
 ) -> None:
     """Build a Bento carrying the champion; serve it with `bentoml serve eddy-service:latest`."""
+    import shutil
+
     from runtime.registry import RegistryError, download_bundle
     from serving.bento import build_bento
 
+    downloaded = None
     if bundle is None:
         try:
             with status("fetching the champion"):
                 bundle, version = download_bundle()
+            downloaded = bundle.parent
         except RegistryError as exc:
             fail(str(exc))
     elif not (bundle / "meta.json").exists():
@@ -388,6 +386,9 @@ def bento(
             tag = build_bento(bundle, version or bundle.name)
     except RuntimeError as exc:
         fail(str(exc))
+    finally:
+        if downloaded is not None:  # the Bento holds its own copy
+            shutil.rmtree(downloaded, ignore_errors=True)
     out.print(f"built Bento {tag} with model version {version or bundle.name}; "
               f"serve it with: bentoml serve {tag}", highlight=False)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -67,3 +68,18 @@ def download_bundle(alias: str = CHAMPION, dest: Path | None = None) -> tuple[Pa
     dest = dest or Path(tempfile.mkdtemp(prefix=f"eddy-{alias}-"))
     path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="bundle", dst_path=str(dest))
     return Path(path), mv.version
+
+
+def load_bundle(alias: str = CHAMPION):
+    """The bundle behind ``alias`` loaded into memory, and its version; the downloaded
+    copy is removed once read (a serve, predict or score leaves nothing in the temp folder)."""
+    from runtime.bundle import ModelBundle
+
+    dest = Path(tempfile.mkdtemp(prefix=f"eddy-{alias}-"))
+    try:
+        folder, version = download_bundle(alias, dest)
+        bundle = ModelBundle.load(folder)
+        bundle.meta["version"] = version
+        return bundle, version
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)

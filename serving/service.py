@@ -64,17 +64,17 @@ STATE = _State()
 def load_champion() -> None:
     """Load the champion, or remember why it could not be loaded (never raise)."""
     from runtime.bundle import ModelBundle
-    from runtime.registry import download_bundle
+    from runtime.registry import load_bundle
 
     try:
         folder = os.environ.get("EDDY_BUNDLE_DIR")
         if folder:
-            path, version = Path(folder), Path(folder).name
+            bundle, version = ModelBundle.load(Path(folder)), Path(folder).name
         elif PACKAGED.is_dir():  # inside a Bento built by `eddy bento`
-            path, version = PACKAGED, json.loads((PACKAGED / "meta.json").read_text()).get("registry_version", "packaged")
+            bundle = ModelBundle.load(PACKAGED)
+            version = json.loads((PACKAGED / "meta.json").read_text()).get("registry_version", "packaged")
         else:
-            path, version = download_bundle()
-        bundle = ModelBundle.load(path)
+            bundle, version = load_bundle()
         bundle.meta["version"] = version
         if bundle.edd is None:
             raise RuntimeError("the champion has no EDD model: " + bundle.meta.get("skipped", {}).get("edd", ""))

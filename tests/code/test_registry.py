@@ -175,3 +175,13 @@ def test_nothing_accepted_or_nothing_selected_is_said_plainly(store, tmp_path):
     assert {"eta_p50", "promise_at_95", "reasons"} <= set(pd.read_parquet(tmp_path / "p.parquet").columns)
     r = eddy(env, "score-customers", str(data), "--as-of", "1800-01-01", "--out", str(tmp_path / "s.parquet"))
     assert "scored 0 customers" in r.stdout and len(pd.read_parquet(tmp_path / "s.parquet")) == 0
+
+
+def test_commands_leave_no_bundle_copies_in_the_temp_folder(store, tmp_path):
+    root, data, env = store
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**env, "TMPDIR": str(temp)}
+    eddy(env, "predict", str(data), "--out", str(tmp_path / "p.parquet"), "--no-reasons")
+    eddy(env, "score-customers", str(data), "--out", str(tmp_path / "s.parquet"))
+    assert [p.name for p in temp.iterdir() if p.name.startswith("eddy-")] == []
