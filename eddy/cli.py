@@ -186,6 +186,18 @@ def _timestamp(value: str | None, option: str):
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 
 
+def _terminate_cleanly() -> None:
+    """SIGTERM (a CI timeout, `kill`) ends the command through Python, so an open MLflow
+    run is closed as failed instead of staying RUNNING; SIGKILL is caught up with by
+    the next training (``reap_abandoned_runs``)."""
+    import signal
+
+    def stop(signum, frame):
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def _champion():
     from runtime.registry import RegistryError, load_bundle
 
@@ -206,15 +218,18 @@ def train(
     import mlflow
     import pandas as pd
 
-    from runtime.registry import configure
+    from runtime.registry import configure, reap_abandoned_runs, run_tags
     from training.registry import log_run, register
     from training.report import write_report
     from training.train import train as run
 
     ds = _load(folder)
     configure()
+    for run_id in reap_abandoned_runs():
+        console.print(f"[yellow]marked run {run_id} KILLED:[/] its training process is gone", highlight=False)
     report_dir = report_dir or settings.REPO_ROOT / "reports" / pd.Timestamp.now(tz="UTC").strftime("%Y%m%d-%H%M%S")
-    with mlflow.start_run(run_name=f"train {folder.name}") as active:
+    _terminate_cleanly()
+    with mlflow.start_run(run_name=f"train {folder.name}", tags=run_tags()) as active:
         tuning, params = None, None
         if tune:
             from training.tune import tune as study

@@ -9,10 +9,13 @@ Writing to the registry (logging runs, registering, promoting) is training's job
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
+import socket
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from eddy import settings
@@ -26,22 +29,87 @@ class RegistryError(Exception):
 
 
 def configure() -> str:
-    """Point MLflow at the project's store (created on first use) and quiet its logs."""
+    """Point MLflow at the project's store (created on first use) and quiet its logs.
+
+    Creating the store and the experiment is serialized with a lock file beside the
+    store, so two first trainings at once cannot both try to create its tables. With
+    ``MLFLOW_TRACKING_URI`` set, artifacts go where that tracking server or store puts
+    them, not into this repository's ``mlruns/``."""
     import mlflow
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in logs and CI
     uri = settings.tracking_uri()
-    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-        settings.mlruns_dir().mkdir(parents=True, exist_ok=True)
+    own_store = "MLFLOW_TRACKING_URI" not in os.environ
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
-    if mlflow.get_experiment_by_name(MODEL_NAME) is None:
-        artifacts = settings.mlruns_dir() / "artifacts"
-        mlflow.create_experiment(MODEL_NAME, artifact_location=artifacts.resolve().as_uri())
+    with _store_lock(settings.mlruns_dir() if own_store else None):
+        if mlflow.get_experiment_by_name(MODEL_NAME) is None:
+            mlflow.create_experiment(MODEL_NAME, artifact_location=_artifact_root(uri, own_store))
     mlflow.set_experiment(MODEL_NAME)
     return uri
+
+
+def _artifact_root(uri: str, own_store: bool) -> str | None:
+    """Artifacts beside the database for a SQLite store (ours under ``mlruns/``, another
+    beside its own file); a tracking server decides for itself (None)."""
+    if own_store:
+        return (settings.mlruns_dir() / "artifacts").resolve().as_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).resolve().parent / "artifacts").as_uri()
+    return None
+
+
+@contextmanager
+def _store_lock(folder: Path | None):
+    """An exclusive lock on ``folder/.lock`` (nothing to lock for a remote store)."""
+    if folder is None:
+        yield
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def reap_abandoned_runs() -> list[str]:
+    """Runs of this machine still RUNNING whose process is gone (killed with SIGKILL or a
+    power cut) are marked KILLED; their ids are returned. Runs carry ``eddy.host`` and
+    ``eddy.pid`` tags for this (see ``run_tags``)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    experiment = mlflow.get_experiment_by_name(MODEL_NAME)
+    if experiment is None:
+        return []
+    reaped = []
+    for run in client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        if tags.get("eddy.host") == socket.gethostname() and not _alive(int(tags.get("eddy.pid", "0") or 0)):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            reaped.append(run.info.run_id)
+    return reaped
+
+
+def run_tags() -> dict[str, str]:
+    return {"eddy.host": socket.gethostname(), "eddy.pid": str(os.getpid())}
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def champion_version(client=None):
