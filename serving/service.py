@@ -262,7 +262,7 @@ def _num(v) -> float | None:
     return None if v is None or np.isnan(v) else float(v)
 
 
-@bentoml.service(name="eddy", traffic={"timeout": 30})
+@bentoml.service(name="eddy", traffic={"timeout": 30}, http={"host": "127.0.0.1"})  # loopback unless told
 @bentoml.asgi_app(info_app, path="/")
 class Eddy:
     def __init__(self) -> None:

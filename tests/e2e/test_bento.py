@@ -31,6 +31,8 @@ def test_a_built_bento_serves_its_packaged_model_version(trained, tmp_path, Serv
 
     server = Server(env, target="eddy-service:latest", cwd=tmp_path)  # not the repository
     try:
+        # Started without --host, the Bento listens on loopback only (BentoML's default is every address).
+        assert listening_addresses(server.port) == {"127.0.0.1"}
         models = httpx.get(f"{server.url}/models", timeout=10).json()
         assert models["version"] == "9" and models["models"] == {"edd": True, "delay": True, "churn": True}
         ships = ds["shipments"].tail(3)
@@ -47,3 +49,14 @@ def test_a_built_bento_serves_its_packaged_model_version(trained, tmp_path, Serv
     finally:
         logs = server.stop()
     assert "Traceback" not in logs
+
+
+def listening_addresses(port: int) -> set[str]:
+    """IPv4 addresses with a listening socket on ``port`` (from /proc, no tools needed)."""
+    found = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        address, hex_port = local.split(":")
+        if state == "0A" and int(hex_port, 16) == port:
+            found.add(".".join(str(int(address[i:i + 2], 16)) for i in (6, 4, 2, 0)))
+    return found
