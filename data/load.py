@@ -118,7 +118,9 @@ def _read_raw(path: Path) -> pd.DataFrame:
 
 
 def _csv_header(path: Path) -> list[str]:
-    with open(path, encoding="utf-8", newline="") as fh:
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's
+    # name; with it, that column would escape the text-only read and lose leading zeros.
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         return next(csv.reader(fh), [])
 
 
@@ -350,7 +352,23 @@ def load_data_set(folder: str | Path) -> DataSet:
             _accept(ds, name, files[name], raws[name], raw_shipment_ids=raws["shipments"]["shipment_id"])
     if "orders" not in ds.tables:
         ds.warnings.append("orders table absent: churn risk will use the orders implied by shipments")
+    ds.warnings.extend(unknown_files(folder))
     return ds
+
+
+def unknown_files(folder: Path) -> list[str]:
+    """A warning for each file that is not a contract table (a misspelt ``scan.parquet``
+    would otherwise be skipped without a word)."""
+    import difflib
+
+    out = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith((".", "_")) or path.stem in TABLES:
+            continue
+        guess = difflib.get_close_matches(path.stem, list(TABLES), n=1)
+        out.append(f"{path.name} is not a contract table and was not read"
+                   + (f" (did you mean {guess[0]}{path.suffix}?)" if guess else ""))
+    return out
 
 
 def _accept(ds: DataSet, name: str, path: Path, raw: pd.DataFrame, raw_shipment_ids: pd.Series) -> None:

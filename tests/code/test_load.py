@@ -222,3 +222,22 @@ def test_whole_file_problems_raise_one_clear_error(tmp_path, setup, message):
 def test_missing_folder(tmp_path):
     with pytest.raises(ContractError, match="folder does not exist"):
         load_data_set(tmp_path / "nope")
+
+
+def test_a_byte_order_mark_changes_no_id(tmp_path):
+    """Excel writes a BOM; "0000001" must stay "0000001" (it became "1", and every scan
+    an orphan)."""
+    text = "\n".join([SHIP_HEADER, GOOD_SHIP.replace("S1", "0000001", 1)]) + "\n"
+    (tmp_path / "shipments.csv").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    write(tmp_path, "scans.csv", "shipment_id,scanned_at,event\n0000001,2024-11-30T11:00:00Z,picked_up")
+    ds = load_data_set(tmp_path)
+    assert ds["shipments"].shipment_id.tolist() == ["0000001"]
+    assert ds.report["scans"].accepted == 1 and ds.total_quarantined == 0
+
+
+def test_a_misspelt_table_file_is_named_in_a_warning(tmp_path):
+    shipments(tmp_path)
+    write(tmp_path, "scan.csv", "shipment_id,scanned_at,event\nS1,2024-11-30T11:00:00Z,picked_up")
+    ds = load_data_set(tmp_path)
+    assert "scan.csv is not a contract table and was not read (did you mean scans.csv?)" in ds.warnings
+    assert "scans" not in ds.tables
