@@ -361,9 +361,10 @@ def unknown_files(folder: Path) -> list[str]:
     would otherwise be skipped without a word)."""
     import difflib
 
+    read = {f"{name}.{ext}" for name in TABLES for ext in ("parquet", "csv")}
     out = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith((".", "_")) or path.stem in TABLES:
+        if path.name.startswith((".", "_")) or path.name in read:
             continue
         guess = difflib.get_close_matches(path.stem, list(TABLES), n=1)
         out.append(f"{path.name} is not a contract table and was not read"

@@ -260,8 +260,6 @@ def promote(
     data: Annotated[Path | None, typer.Option(help="Data set for the comparison (default: the challenger's training data).")] = None,
 ) -> None:
     """Make the challenger the champion if it is not worse on each model's primary metric."""
-    import json
-
     import mlflow
     from mlflow import MlflowClient
 
@@ -279,28 +277,27 @@ def promote(
         out.print(f"version {chall_version} is already the champion; nothing to do", highlight=False)
         return
     try:
-        champion, _ = load_bundle(CHAMPION)
+        champion, unloadable = load_bundle(CHAMPION)[0], None
     except (ValueError, OSError, KeyError) as exc:  # made by an older Eddy: the service cannot load it either
         if not force:
             fail(f"the champion (version {champ_version}) cannot be loaded by this Eddy, so the two cannot be "
                  f"compared: {exc}. Promote the challenger with --force.")
-        with mlflow.start_run(run_name=f"promote {chall_version} over {champ_version}"):
-            mlflow.log_params({"champion": champ_version, "challenger": chall_version, "forced": True, "promoted": True,
-                               "champion_unloadable": str(exc)[:400]})
-        MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, chall_version)
-        out.print(f"promoted version {chall_version} to champion by --force (version {champ_version} cannot be loaded)",
-                  highlight=False)
-        return
-    ds = _load(data or Path(challenger.meta["data"]))
-    with status("scoring champion and challenger on the latest held-out window"):
-        figures = held_out_metrics({"champion": champion, "challenger": challenger}, ds, challenger.meta["horizon_days"])
-    verdicts = compare(figures["champion"], figures["challenger"])
+        champion, unloadable = None, str(exc)
+    verdicts, data_used = {}, None
+    if champion is not None:
+        ds = _load(data or Path(challenger.meta["data"]))
+        data_used = str(ds.folder)
+        with status("scoring champion and challenger on the latest held-out window"):
+            figures = held_out_metrics({"champion": champion, "challenger": challenger}, ds,
+                                       challenger.meta["horizon_days"])
+        verdicts = compare(figures["champion"], figures["challenger"])
     for model, v in verdicts.items():
         out.print(f"{model:<6} {v['metric']}: champion {v['champion']}, challenger {v['challenger']} -> "
                   f"{'not worse' if v['not_worse'] else 'WORSE'}", highlight=False)
-    ok = all(v["not_worse"] for v in verdicts.values())
+    ok = champion is not None and all(v["not_worse"] for v in verdicts.values())
     with mlflow.start_run(run_name=f"promote {chall_version} over {champ_version}"):
-        mlflow.log_dict({"verdicts": verdicts, "forced": force and not ok, "data": str(ds.folder)}, "promotion.json")
+        mlflow.log_dict({"verdicts": verdicts, "forced": force and not ok, "data": data_used,
+                         "champion_unloadable": unloadable}, "promotion.json")
         mlflow.log_params({"champion": champ_version, "challenger": chall_version, "forced": force and not ok,
                            "promoted": ok or force})
     if not ok and not force:
@@ -308,7 +305,8 @@ def promote(
                   f"{', '.join(m for m, v in verdicts.items() if not v['not_worse'])} (use --force to override)", highlight=False)
         raise typer.Exit(code=1)
     MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, chall_version)
-    out.print(f"promoted version {chall_version} to champion (was {champ_version}){' by --force' if not ok else ''}",
+    why = f" (version {champ_version} cannot be loaded)" if unloadable else ""
+    out.print(f"promoted version {chall_version} to champion (was {champ_version}){' by --force' if not ok else ''}{why}",
               highlight=False)
 
 

@@ -255,14 +255,12 @@ def _group_max(values: np.ndarray, row: np.ndarray, n: int) -> np.ndarray:
 def _usual_hours(usual: Columns | None, shipment_ids: np.ndarray) -> np.ndarray:
     if usual is None:
         return np.full(len(shipment_ids), np.nan)
-    code = Lookup(usual["shipment_id"]).codes(shipment_ids)
-    hours = np.asarray(usual["usual_hours"], dtype=float)
-    return np.where(code >= 0, hours[np.maximum(code, 0)] if len(hours) else np.nan, np.nan)
+    return _value_of(usual, "shipment_id", shipment_ids, "usual_hours", missing=np.nan)
 
 
 def parcels_of(ship_order: np.ndarray, order_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Expand each queried order into its parcels: (query row, shipment position) pairs."""
-    vocab = Lookup(dict.fromkeys(np.concatenate([ship_order, order_ids]).tolist()))
+    vocab = Lookup.of(ship_order, order_ids)
     code = vocab.codes(ship_order)
     by_code = np.argsort(code, kind="stable")
     counts = np.bincount(code, minlength=len(vocab))
@@ -287,7 +285,7 @@ def _order_feedback(feedback, order_ids: np.ndarray, at: np.ndarray) -> tuple[np
     """The order's latest rating and its contacts, from feedback submitted before the moment."""
     if feedback is None or not size(feedback):
         return np.full(len(order_ids), np.nan), np.full(len(order_ids), np.nan)
-    vocab = Lookup(dict.fromkeys(np.concatenate([feedback["order_id"], order_ids]).tolist()))
+    vocab = Lookup.of(feedback["order_id"], order_ids)
     fb_key, q_key = vocab.codes(feedback["order_id"]), vocab.codes(order_ids)
     submitted, ratings, contacts = feedback["submitted_at"], feedback["rating"], feedback["contacts"]
     rated = ~np.isnan(ratings)
@@ -302,7 +300,7 @@ def _order_feedback(feedback, order_ids: np.ndarray, at: np.ndarray) -> tuple[np
 def _history(history: CustomerHistory, cur: Columns, at: np.ndarray) -> Columns:
     """The customer's orders, spend, earlier deliveries and feedback before the moment."""
     orders, exp, customers = history.orders, history.experience, history.customers
-    vocab = Lookup(dict.fromkeys(np.concatenate([orders["customer_id"], exp["customer_id"]]).tolist()))
+    vocab = Lookup.of(orders["customer_id"], exp["customer_id"])
     q = vocab.codes(cur["customer_id"])
     o_at = orders["ordered_at"]
     placed = EventIndex(vocab.codes(orders["customer_id"]), o_at)
@@ -339,11 +337,11 @@ def _history(history: CustomerHistory, cur: Columns, at: np.ndarray) -> Columns:
     return {k: np.asarray(v).astype(np.float32) for k, v in out.items()}
 
 
-def _value_of(table: Columns, key: str, wanted: np.ndarray, column: str) -> np.ndarray:
-    """``column`` of the row whose ``key`` is each wanted value (NAT when there is none)."""
+def _value_of(table: Columns, key: str, wanted: np.ndarray, column: str, missing=NAT) -> np.ndarray:
+    """``column`` of the row whose ``key`` is each wanted value (``missing`` when there is none)."""
     code = Lookup(table[key]).codes(wanted)
     values = table[column]
-    return np.where(code >= 0, values[np.maximum(code, 0)] if len(values) else NAT, NAT)
+    return np.where(code >= 0, values[np.maximum(code, 0)] if len(values) else missing, missing)
 
 
 def _feedback_history(feedback, orders: Columns, vocab: Lookup, q, at, current_orders) -> Columns:
@@ -355,7 +353,7 @@ def _feedback_history(feedback, orders: Columns, vocab: Lookup, q, at, current_o
     fb = take(feedback, owner >= 0)
     everything = _feedback_sums(fb, vocab.codes(orders["customer_id"][owner[owner >= 0]]), q, at)
     # Feedback about the current order is the current delivery's, not history.
-    order_vocab = Lookup(dict.fromkeys(np.concatenate([fb["order_id"], current_orders]).tolist()))
+    order_vocab = Lookup.of(fb["order_id"], current_orders)
     own = _feedback_sums(fb, order_vocab.codes(fb["order_id"]), order_vocab.codes(current_orders), at)
     earlier = {k: everything[k] - own[k] for k in everything}
     return {

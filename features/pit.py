@@ -111,7 +111,7 @@ def groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each row's group code (groups numbered in order of first appearance) and each
     group's first row: a group-by over columns without pandas."""
     keys = np.asarray(keys, dtype=object)
-    codes = Lookup(dict.fromkeys(keys.tolist())).codes(keys)
+    codes = Lookup.of(keys).codes(keys)
     return codes, np.unique(codes, return_index=True)[1]
 
 
@@ -132,6 +132,11 @@ class Lookup:
     def __init__(self, keys: Iterable):
         self.keys = list(keys)
         self._code = {k: i for i, k in enumerate(self.keys)}
+
+    @classmethod
+    def of(cls, *arrays: np.ndarray) -> "Lookup":
+        """Every distinct value of these arrays, in order of first appearance."""
+        return cls(dict.fromkeys(v for a in arrays for v in np.asarray(a, dtype=object).tolist()))
 
     def __len__(self) -> int:
         return len(self.keys)

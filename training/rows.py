@@ -54,8 +54,7 @@ def shipment_labels(shipments: pd.DataFrame, rows: pd.DataFrame, end: pd.Timesta
 def churn_labels(history_orders, rows: pd.DataFrame, ref_us: np.ndarray, horizon_days: float,
                  end: pd.Timestamp) -> np.ndarray:
     """1 when the customer placed no order in (ref, ref + horizon]; NaN when not yet mature."""
-    vocab = Lookup(dict.fromkeys(np.concatenate([np.asarray(history_orders["customer_id"], dtype=object),
-                                                 np.asarray(rows["customer_id"], dtype=object)]).tolist()))
+    vocab = Lookup.of(history_orders["customer_id"], rows["customer_id"])
     idx = EventIndex(vocab.codes(history_orders["customer_id"]), micros(history_orders["ordered_at"]))
     q = vocab.codes(rows["customer_id"])
     horizon = int(horizon_days * US_PER_DAY)
