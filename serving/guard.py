@@ -13,13 +13,24 @@ An ASGI middleware, so it holds for every route whatever framework answers it:
 * **Security headers** on every answer (no sniffing, no framing, no referrer, a content
   security policy that allows nothing from elsewhere) and ``Cache-Control: no-store`` on
   the review pages, which show customers.
+* **Cancellation**: a prediction request's work runs as its own task, cancelled when the
+  client disconnects (or when BentoML's time limit cancels the request), so nobody's
+  abandoned 1,000-shipment batch keeps a core busy. The batch APIs work in chunks, so a
+  cancelled batch stops after the chunk in hand.
+* **Metrics** for every request, labelled by route (``serving.metrics``), never by the raw
+  path a client chose.
 * ``/`` leads to the offline API documentation at ``/docs``.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import os
+import time
+
+from serving.metrics import metrics, route_label
 
 #: the one top-level key each prediction API takes
 API_KEYS = {"/eta": "shipment", "/eta/batch": "shipments", "/churn": "request", "/churn/batch": "requests"}
@@ -70,21 +81,25 @@ def strict_json(body: bytes, key: str) -> None:
 
 
 class RequestGuard:
-    """The ASGI middleware; ``shed`` counts the requests answered 503 (for ``/status``)."""
+    """The ASGI middleware; ``shed`` and ``cancelled`` count the requests answered 503 and
+    the ones whose work was stopped (for ``/status``). ``routes`` are the routes with
+    review pages, for the metrics' route labels."""
 
-    def __init__(self, app, max_body: int | None = None, in_flight: int | None = None):
+    def __init__(self, app, max_body: int | None = None, in_flight: int | None = None, routes=()):
         self.app = app
         self.max_body = max_body or max_body_bytes()
         self.capacity = in_flight or max_in_flight()
+        self.routes = routes
         self.in_flight = 0
-        self.shed = 0
+        self.shed = self.cancelled = 0
         GUARDS.append(self)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        send = _with_headers(send, SECURITY_HEADERS + (NO_STORE if path.startswith("/review") else []))
+        label = route_label(path, self.routes)
+        send = _measured(_with_headers(send, SECURITY_HEADERS + (NO_STORE if path.startswith("/review") else [])), label)
         if path == "/" and scope["method"] in ("GET", "HEAD"):
             return await _answer(send, 307, b"", [(b"location", b"/docs")])
         key = API_KEYS.get(path)
@@ -95,14 +110,54 @@ class RequestGuard:
             strict_json(body, key)
             if self.in_flight >= self.capacity:
                 self.shed += 1
+                metrics().shed.labels(endpoint=label).inc()
                 raise Rejected(503, "the service is at capacity; retry shortly", [(b"retry-after", b"1")])
         except Rejected as exc:
             return await _answer(send, exc.status, json.dumps({"error": str(exc)}).encode(), exc.headers)
         self.in_flight += 1
         try:
-            await self.app(scope, _replay(body, receive), send)
+            await self._until_gone(scope, body, receive, send, label)
         finally:
             self.in_flight -= 1
+
+    async def _until_gone(self, scope, body: bytes, receive, send, label: str) -> None:
+        """Run the request as a task and cancel it if the client disconnects before its
+        answer is sent, or if this request itself is cancelled (BentoML's time limit)."""
+        gone, answered = asyncio.Event(), asyncio.Event()
+
+        async def sending(message):
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered.set()
+            await send(message)
+
+        async def watch():
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone.set()
+
+        task = asyncio.ensure_future(self.app(scope, _replay(body, gone), sending))
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done() or answered.is_set():
+                return await task
+            self._cancel(task, label)
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            # Nobody reads this; it ends the request for the layers outside (the time
+            # limit waits for a response) and the metrics, as nginx's "client closed".
+            await _answer(send, 499, b'{"error": "the client closed the request"}', [])
+        except asyncio.CancelledError:
+            if not task.done():
+                self._cancel(task, label)
+            raise
+        finally:
+            watcher.cancel()
+
+    def _cancel(self, task: asyncio.Future, label: str) -> None:
+        task.cancel()
+        self.cancelled += 1
+        metrics().cancelled.labels(endpoint=label).inc()
 
     async def _body(self, scope, receive) -> bytes:
         headers = dict(scope.get("headers") or [])
@@ -139,8 +194,9 @@ def _with_headers(send, extra: list[tuple[bytes, bytes]]):
     return wrapped
 
 
-def _replay(body: bytes, receive):
-    """The body already read, then whatever the client sends next (a disconnect)."""
+def _replay(body: bytes, gone: asyncio.Event):
+    """The body already read, then a disconnect once the guard's watcher has seen one (the
+    watcher alone reads the client's channel after the body)."""
     sent = False
 
     async def again():
@@ -148,8 +204,23 @@ def _replay(body: bytes, receive):
         if not sent:
             sent = True
             return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()
+        await gone.wait()
+        return {"type": "http.disconnect"}
     return again
+
+
+def _measured(send, label: str):
+    """``send`` that records the request's route, status and duration when the answer ends."""
+    started, status = time.perf_counter(), 500
+
+    async def wrapped(message):
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = message["status"]
+        await send(message)
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            metrics().observe(label, status, time.perf_counter() - started)
+    return wrapped
 
 
 async def _answer(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:

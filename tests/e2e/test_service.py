@@ -144,6 +144,56 @@ def test_models_readiness_and_metrics(served):
     assert metrics.status_code == 200 and "bentoml_service_request_duration_seconds" in metrics.text
 
 
+def endpoints_in(metrics_text: str) -> set[str]:
+    return {line.split('endpoint="')[1].split('"')[0] for line in metrics_text.splitlines() if 'endpoint="' in line}
+
+
+def test_metrics_are_labelled_by_route_so_random_paths_add_no_series(served):
+    """A scanner's 300 random URLs are one `other` series, not 300 histograms (BentoML's
+    own metrics grew by a series per path: 4.2 MB after 1,000)."""
+    server, _, ds = served
+    assert httpx.post(f"{server.url}/eta", json={"shipment": request_for(ds["shipments"].iloc[-1])},
+                      timeout=30).status_code == 200
+    for i in range(300):
+        assert httpx.get(f"{server.url}/probe-{i}/x{i}", timeout=10).status_code == 404
+    httpx.get(f"{server.url}/review/customer/abc{i}", timeout=10)
+    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    seen = endpoints_in(text)
+    assert {"/eta", "other"} <= seen and not any(e.startswith("/probe") for e in seen), seen
+    assert all(e == "other" or e.startswith("/") and "abc" not in e for e in seen), seen
+    other = [line for line in text.splitlines() if line.startswith("bentoml_service_request_total")
+             and 'endpoint="other"' in line and 'http_response_code="404"' in line]
+    assert len(other) == 1 and float(other[0].rsplit(" ", 1)[1]) >= 300, other
+
+
+def test_a_batch_whose_client_goes_away_is_cancelled(served):
+    """A client that hangs up mid-batch stops the work: the request is counted cancelled
+    (and answered 499 to nobody), and the service goes on answering."""
+    import socket
+    import time as _time
+
+    server, _, ds = served
+    rows = ds["shipments"].tail(1000)
+    scans = lambda r: [{"scanned_at": (r.ordered_at + pd.Timedelta(hours=h)).isoformat(), "event": "in_transit",  # noqa: E731
+                        "region": r.origin_region} for h in range(1, 40)]
+    batch = [{**request_for(r), "scans": scans(r), "as_of": (r.ordered_at + pd.Timedelta(hours=41)).isoformat()}
+             for _, r in rows.iterrows()]
+    body = json.dumps({"shipments": batch}).encode()
+    before = httpx.get(f"{server.url}/status", timeout=30).json()["cancelled"]
+    with socket.create_connection(("127.0.0.1", server.port)) as sock:
+        sock.sendall(b"POST /eta/batch HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        _time.sleep(0.3)
+    deadline = _time.time() + 30
+    while _time.time() < deadline and httpx.get(f"{server.url}/status", timeout=30).json()["cancelled"] == before:
+        _time.sleep(0.2)
+    assert httpx.get(f"{server.url}/status", timeout=30).json()["cancelled"] == before + 1
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert any(line.startswith("eddy_requests_cancelled_total") and 'endpoint="/eta/batch"' in line
+               for line in metrics.splitlines()), metrics[-2000:]
+    assert httpx.post(f"{server.url}/eta", json={"shipment": batch[0]}, timeout=30).status_code == 200
+
+
 def test_churn_for_a_known_and_an_unknown_customer(served):
     server, _, ds = served
     row = ds["shipments"].iloc[-1]
