@@ -7,7 +7,9 @@ rejected rows with their reasons, and a report whose counts add up
 (read = accepted + quarantined) for every table.
 
 Problems that make a whole table unusable (missing required table or column, an
-unreadable file, an empty folder) raise :class:`ContractError` with one clear line.
+unreadable file, an empty folder) raise :class:`ContractError` with one clear line. A
+CSV line with the wrong number of fields or a cell that is not UTF-8 is one bad row,
+quarantined with its line number like any other.
 
 Why hand-written masks rather than a validation library: most rules here are
 cross-table (a scan's shipment, a scan before its order, feedback for an unknown
@@ -19,6 +21,7 @@ in seconds.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from dataclasses import dataclass, field
@@ -94,34 +97,103 @@ def table_files(folder: Path) -> dict[str, Path]:
     return found
 
 
-def _read_raw(path: Path) -> pd.DataFrame:
+@dataclass
+class Raw:
+    """A table file as read: its cells, the file line of each row (CSV) and what could
+    not be read as a row: cells that are not UTF-8 (by column, a mask) and lines with
+    the wrong number of fields (line, text, fields expected, fields found)."""
+
+    frame: pd.DataFrame
+    lines: np.ndarray | None = None
+    undecodable: dict[str, np.ndarray] = field(default_factory=dict)
+    malformed: list[tuple[int, str, int, int]] = field(default_factory=list)
+
+
+def _read_raw(path: Path) -> Raw:
     """Read a table file as-is: every CSV cell a string (so "00123" stays "00123")."""
     try:
-        if path.suffix == ".csv":
-            if path.stat().st_size == 0:
-                raise ContractError(f"{path}: file is empty (expected a header row)")
-            # Read every column as text; parsing happens in one place below so a bad
-            # cell becomes a quarantined row, not a failed read.
-            types = {c: pa.string() for c in _csv_header(path)}
-            tbl = pacsv.read_csv(
-                path,
-                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
-            )
-        else:
-            tbl = pq.read_table(path)
+        if path.suffix != ".csv":
+            return Raw(pq.read_table(path).to_pandas(types_mapper=_arrow_types_for_pandas))
+        if path.stat().st_size == 0:
+            raise ContractError(f"{path}: file is empty (expected a header row)")
+        return _read_csv(path)
     except ContractError:
         raise
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ContractError(f"{path}: unreadable ({first_line})") from None
-    return tbl.to_pandas(types_mapper=_arrow_types_for_pandas)
+
+
+def _read_csv(path: Path) -> Raw:
+    """Every column as text; parsing happens in one place (``_normalise``) so a bad cell
+    becomes a quarantined row, not a failed read. A line with the wrong number of fields
+    or a cell that is not UTF-8 is one bad row too: the fast threaded read is tried
+    first, and only a file with such rows is read again line by line, as bytes."""
+    header = _csv_header(path)
+    malformed: list = []
+
+    def skip(row) -> str:
+        malformed.append((row.number, row.text, row.expected_columns, row.actual_columns))
+        return "skip"
+
+    try:
+        tbl = pacsv.read_csv(path, parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+                             convert_options=pacsv.ConvertOptions(column_types={c: pa.string() for c in header},
+                                                                  strings_can_be_null=True))
+        if not malformed:
+            frame = tbl.to_pandas(types_mapper=_arrow_types_for_pandas)
+            return Raw(frame, lines=np.arange(len(frame), dtype=np.int64) + 2)
+    except pa.ArrowInvalid as exc:
+        if "UTF8" not in str(exc):
+            raise
+    malformed.clear()
+    tbl = pacsv.read_csv(path, read_options=pacsv.ReadOptions(use_threads=False),
+                         parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
+                         convert_options=pacsv.ConvertOptions(column_types={c: pa.binary() for c in header},
+                                                              strings_can_be_null=True))
+    columns, undecodable = {}, {}
+    for name in tbl.column_names:
+        columns[name], bad = _decoded(tbl.column(name).to_pylist())
+        if bad.any():
+            undecodable[name] = bad
+    frame = pd.DataFrame({k: pd.array(v, dtype=pd.StringDtype(na_value=np.nan)) for k, v in columns.items()},
+                         columns=tbl.column_names)
+    return Raw(frame, lines=_kept_lines(len(frame), [m[0] for m in malformed]), undecodable=undecodable,
+               malformed=[(n, text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text), e, a)
+                          for n, text, e, a in malformed])
+
+
+def _decoded(cells: list) -> tuple[list, np.ndarray]:
+    """Cells as text and a mask of those that were not UTF-8 (kept with U+FFFD for the report)."""
+    out, bad = [], np.zeros(len(cells), dtype=bool)
+    for i, cell in enumerate(cells):
+        if cell is None:
+            out.append(None)
+            continue
+        try:
+            out.append(cell.decode("utf-8"))
+        except UnicodeDecodeError:
+            out.append(cell.decode("utf-8", "replace"))
+            bad[i] = True
+    return out, bad
+
+
+def _kept_lines(n: int, skipped: list[int]) -> np.ndarray:
+    """The file line of each of ``n`` rows read, around the ``skipped`` lines (header is line 1)."""
+    lines = np.arange(n, dtype=np.int64) + 2
+    skipped = np.sort(np.asarray(skipped, dtype=np.int64))
+    # A skipped line moves every later row down one: the k-th skipped line (sorted) sits
+    # before the rows whose unshifted line is at or after (line - k).
+    return lines + np.searchsorted(skipped - np.arange(len(skipped)), lines, side="right")
 
 
 def _csv_header(path: Path) -> list[str]:
     # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's
     # name; with it, that column would escape the text-only read and lose leading zeros.
-    with open(path, encoding="utf-8-sig", newline="") as fh:
-        return next(csv.reader(fh), [])
+    # Only the start is decoded: a bad byte further down is that row's problem.
+    with open(path, "rb") as fh:
+        start = fh.read(1 << 16)
+    return next(csv.reader(io.StringIO(start.decode("utf-8-sig", "replace"), newline="")), [])
 
 
 def _arrow_types_for_pandas(arrow_type: pa.DataType):
@@ -336,11 +408,11 @@ def load_data_set(folder: str | Path) -> DataSet:
     if "shipments" not in files:
         raise ContractError(f"{folder}: required table shipments is missing (shipments.parquet or shipments.csv)")
 
-    raws: dict[str, pd.DataFrame] = {}
+    raws: dict[str, Raw] = {}
     for name, path in files.items():
         spec = TABLES[name]
         raw = _read_raw(path)
-        missing = [c for c in spec.required_names if c not in raw.columns]
+        missing = [c for c in spec.required_names if c not in raw.frame.columns]
         if missing:
             raise ContractError(f"{path}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
         raws[name] = raw
@@ -349,7 +421,7 @@ def load_data_set(folder: str | Path) -> DataSet:
     # Order matters: scans and feedback are checked against the accepted parents.
     for name in ("shipments", "orders", "customers", "locations", "scans", "feedback"):
         if name in raws:
-            _accept(ds, name, files[name], raws[name], raw_shipment_ids=raws["shipments"]["shipment_id"])
+            _accept(ds, name, files[name], raws[name], raw_shipment_ids=raws["shipments"].frame["shipment_id"])
     if "orders" not in ds.tables:
         ds.warnings.append("orders table absent: churn risk will use the orders implied by shipments")
     ds.warnings.extend(unknown_files(folder))
@@ -372,9 +444,11 @@ def unknown_files(folder: Path) -> list[str]:
     return out
 
 
-def _accept(ds: DataSet, name: str, path: Path, raw: pd.DataFrame, raw_shipment_ids: pd.Series) -> None:
-    spec = TABLES[name]
+def _accept(ds: DataSet, name: str, path: Path, read: Raw, raw_shipment_ids: pd.Series) -> None:
+    spec, raw = TABLES[name], read.frame
     problems = _Problems(len(raw))
+    for column, mask in read.undecodable.items():
+        problems.add(mask, column, "not valid UTF-8")
     df = _normalise(raw, spec, problems)
     if name == "shipments":
         _check_shipments(df, problems)
@@ -394,20 +468,34 @@ def _accept(ds: DataSet, name: str, path: Path, raw: pd.DataFrame, raw_shipment_
     quarantined = raw.iloc[rows].copy()
     # Row numbers as a person finds them: the CSV line (header is line 1) or the
     # 0-based Parquet row.
-    quarantined.insert(0, "_row", rows + (2 if path.suffix == ".csv" else 0))
+    quarantined.insert(0, "_row", read.lines[rows] if read.lines is not None else rows)
     quarantined.insert(1, "_column", columns)
     quarantined.insert(2, "_rule", rules)
+    by_rule = problems.per_rule()
+    if read.malformed:
+        lines = _malformed_rows(read.malformed)
+        quarantined = pd.concat([quarantined, lines]).sort_values("_row", kind="stable")
+        for rule in lines["_rule"]:
+            by_rule[f"(row): {rule}"] = by_rule.get(f"(row): {rule}", 0) + 1
     ok = df.loc[~problems.bad].reset_index(drop=True)
     ds.tables[name] = ok
     ds.quarantine[name] = quarantined.reset_index(drop=True)
     ds.report[name] = TableReport(
         file=path.name,
-        read=len(raw),
+        read=len(raw) + len(read.malformed),
         accepted=len(ok),
         quarantined=len(quarantined),
-        by_rule=problems.per_rule(),
+        by_rule=by_rule,
         ignored_columns=[c for c in raw.columns if c not in spec.names],
     )
+
+
+def _malformed_rows(malformed: list[tuple[int, str, int, int]]) -> pd.DataFrame:
+    """Lines that were not a row of the table, for the quarantine: the line's text whole."""
+    return pd.DataFrame({"_row": [m[0] for m in malformed], "_column": "(row)",
+                         "_rule": [f"expected {m[2]} fields, found {m[3]}" for m in malformed],
+                         "_text": [m[1] for m in malformed]}, columns=["_row", "_column", "_rule", "_text"])
+
 
 def write_report(ds: DataSet, out_dir: Path | None = None) -> Path:
     """Write ``report.json`` and one ``<table>.csv`` of quarantined rows per table."""

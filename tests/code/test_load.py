@@ -241,3 +241,30 @@ def test_a_misspelt_table_file_is_named_in_a_warning(tmp_path):
     ds = load_data_set(tmp_path)
     assert "scan.csv is not a contract table and was not read (did you mean scans.csv?)" in ds.warnings
     assert "scans" not in ds.tables
+
+
+def test_a_bad_byte_or_a_short_line_costs_one_row_not_the_table(tmp_path):
+    """A cell that is not UTF-8 and a line with too few fields are each one quarantined
+    row with its line number; the rows around them, before and after, are accepted."""
+    rows = [GOOD_SHIP.replace("S1", f"S{i}", 1) for i in range(1, 7)]
+    lines = [SHIP_HEADER.encode(), *(r.encode() for r in rows)]
+    lines[3] = lines[3].replace(b",ups,", b",u\xffps,")  # line 4: S3's carrier
+    lines.insert(5, b"S9,O9,C9")  # line 6: three fields
+    (tmp_path / "shipments.csv").write_bytes(b"\n".join(lines) + b"\n")
+    ds = load_data_set(tmp_path)
+    assert_counts_add_up(ds)
+    assert ds["shipments"].shipment_id.tolist() == ["S1", "S2", "S4", "S5", "S6"]
+    q = ds.quarantine["shipments"]
+    assert q["_row"].tolist() == [4, 6]
+    assert q["_column"].tolist() == ["carrier", "(row)"]
+    assert q["_rule"].tolist() == ["not valid UTF-8", "expected 13 fields, found 3"]
+    assert q["_text"].iloc[1] == "S9,O9,C9" and q["carrier"].iloc[0] == "u\ufffdps"
+    assert only_rules(ds, "shipments") == {"carrier: not valid UTF-8": 1, "(row): expected 13 fields, found 3": 1}
+
+
+def test_rows_after_a_short_line_keep_their_own_line_numbers(tmp_path):
+    shipments(tmp_path, "S2,O2,C2", GOOD_SHIP.replace("S1", "S3", 1).replace("1.5", "heavy"))
+    ds = load_data_set(tmp_path)
+    assert_counts_add_up(ds)
+    q = ds.quarantine["shipments"]
+    assert q[["_row", "_rule"]].values.tolist() == [[3, "expected 13 fields, found 3"], [4, "unparseable number"]]
