@@ -34,7 +34,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from data.contract import EVENTS, LOCATION_KINDS, TABLES, Table
-from eddy.files import atomic_text, atomic_write
+from eddy.files import atomic_folder
 from eddy.settings import TIMESTAMP_DTYPE
 
 QUARANTINE_DIR = "_quarantine"
@@ -498,20 +498,20 @@ def _malformed_rows(malformed: list[tuple[int, str, int, int]]) -> pd.DataFrame:
 
 
 def write_report(ds: DataSet, out_dir: Path | None = None) -> Path:
-    """Write ``report.json`` and one ``<table>.csv`` of quarantined rows per table."""
+    """Write ``report.json`` and one ``<table>.csv`` of quarantined rows per table, all
+    switched in at once (a killed run leaves the previous report whole)."""
     out_dir = Path(out_dir) if out_dir else ds.folder / QUARANTINE_DIR
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, q in ds.quarantine.items():
-        target = out_dir / f"{name}.csv"
-        if len(q):
-            atomic_write(target, lambda p, q=q: q.to_csv(p, index=False))
-        elif target.exists():
-            target.unlink()
     payload = {
         "folder": str(ds.folder),
         "contract_version": 1,
         "tables": {name: vars(r) for name, r in ds.report.items()},
         "warnings": ds.warnings,
     }
-    atomic_text(out_dir / "report.json", json.dumps(payload, indent=2))
-    return out_dir
+
+    def fill(folder: Path) -> None:
+        for name, q in ds.quarantine.items():
+            if len(q):
+                q.to_csv(folder / f"{name}.csv", index=False)
+        (folder / "report.json").write_text(json.dumps(payload, indent=2))
+
+    return atomic_folder(out_dir, fill)

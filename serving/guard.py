@@ -106,12 +106,14 @@ class RequestGuard:
         if key is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         try:
-            body = await self._body(scope, receive)
-            strict_json(body, key)
+            # Capacity first: under overload a 503 must cost next to nothing, or answering
+            # the surplus takes the CPU the accepted requests need.
             if self.in_flight >= self.capacity:
                 self.shed += 1
                 metrics().shed.labels(endpoint=label).inc()
                 raise Rejected(503, "the service is at capacity; retry shortly", [(b"retry-after", b"1")])
+            body = await self._body(scope, receive)
+            strict_json(body, key)
         except Rejected as exc:
             return await _answer(send, exc.status, json.dumps({"error": str(exc)}).encode(), exc.headers)
         self.in_flight += 1

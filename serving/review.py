@@ -19,6 +19,7 @@ import hmac
 import json
 import math
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,13 +179,54 @@ def guarded(handler):
             if request.url.path.endswith(".csv"):
                 return PlainTextResponse("401: the review token is required (Authorization: Bearer ...)", status_code=401)
             return _login_page(request)
+        key = _answer_key(request)
+        cached = ANSWERS.get(key)
+        if cached is not None:
+            return cached
         try:
             # Filtering, sorting and CSV are pandas work: off the event loop, so /eta
             # answers while someone downloads the at-risk list.
-            return await run_in_threadpool(handler, request)
+            response = await run_in_threadpool(handler, request)
         except BadFilter as exc:
             return _page("message.html", 400, title="Bad filter", message=str(exc))
+        if response.status_code == 200 and key is not None:
+            ANSWERS.put(key, response)
+        return response
     return wrapper
+
+
+def _answer_key(request: Request) -> tuple | None:
+    """What a page's answer depends on: the scoring it shows and the request's path and
+    filters (the pages hold nothing per user)."""
+    run = latest_run(settings.scores_dir())
+    return None if run is None else (run.name, request.url.path, tuple(sorted(request.query_params.multi_items())))
+
+
+class Answers:
+    """The last pages and exports served, per scoring and query: a CX team reloading the
+    list or downloading the CSV again costs a lookup, not the pandas work again, so the
+    pages take little from /eta beside them. Bounded; a new scoring changes every key."""
+
+    def __init__(self, size: int = 64):
+        self.size, self._items = size, {}
+        self._lock = threading.Lock()
+
+    def get(self, key) -> Response | None:
+        with self._lock:
+            cached = self._items.pop(key, None)
+            if cached is None:
+                return None
+            self._items[key] = cached  # most recently used last
+        return Response(cached.body, status_code=cached.status_code, headers=dict(cached.headers))
+
+    def put(self, key, response: Response) -> None:
+        with self._lock:
+            self._items[key] = response
+            while len(self._items) > self.size:
+                self._items.pop(next(iter(self._items)))
+
+
+ANSWERS = Answers()
 
 
 async def login(request: Request) -> Response:

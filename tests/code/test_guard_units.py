@@ -50,3 +50,17 @@ def test_an_uncancelled_batch_answers_every_item_in_order():
     from serving.service import in_chunks
 
     assert asyncio.run(in_chunks(lambda items: [i * 2 for i in items], list(range(7)), size=3)) == [i * 2 for i in range(7)]
+
+
+def test_the_review_answer_cache_is_bounded_and_keyed_by_scoring():
+    from starlette.responses import Response
+
+    from serving.review import Answers
+
+    answers = Answers(size=2)
+    for i in range(3):
+        answers.put(("run-1", "/review", (("page", str(i)),)), Response(f"page {i}"))
+    assert answers.get(("run-1", "/review", (("page", "0"),))) is None  # the oldest went
+    assert answers.get(("run-1", "/review", (("page", "2"),))).body == b"page 2"
+    assert answers.get(("run-2", "/review", (("page", "2"),))) is None  # a new scoring: nothing cached
+    assert answers.get(None) is None
