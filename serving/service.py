@@ -369,4 +369,14 @@ async def in_chunks(work, items: list, size: int = CHUNK) -> list:
     return out
 
 
+def _strict_request_schemas(service) -> None:
+    """Each API's request model refuses unknown top-level keys, so the OpenAPI document
+    at /docs.json says what the guard enforces (``additionalProperties: false``) and a
+    client generated from it cannot send what the service refuses."""
+    for api in service.apis.values():
+        api.input_spec.model_config["extra"] = "forbid"
+        api.input_spec.model_rebuild(force=True)
+
+
+_strict_request_schemas(Eddy)
 Eddy.add_asgi_middleware(RequestGuard, routes=review.ROUTES)

@@ -297,6 +297,10 @@ def test_bodies_are_strict_json_with_the_apis_one_key(served):
     assert huge.status_code == 413 and "larger than 8 MB" in huge.json()["error"]
     ok = httpx.post(url, content=body, headers={"content-type": "application/json; charset=utf-8"}, timeout=30)
     assert ok.status_code == 200, ok.text
+    spec = httpx.get(f"{server.url}/docs.json", timeout=30).json()
+    bodies = [op["post"]["requestBody"]["content"]["application/json"]["schema"] for path, op in spec["paths"].items()
+              if path in ("/eta", "/eta/batch", "/churn", "/churn/batch")]
+    assert len(bodies) == 4 and all(b.get("additionalProperties") is False for b in bodies), bodies
 
 
 def test_every_answer_has_security_headers_and_the_docs_are_offline(served):
@@ -358,3 +362,30 @@ def test_impossible_timelines_are_refused_naming_the_field(served):
     backwards = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": "c", "delivery": {
         **delivery, "shipped_at": (row.ordered_at + pd.Timedelta(days=3)).isoformat()}}}, timeout=30)
     assert 400 <= backwards.status_code < 500 and "delivered_at is before shipped_at" in backwards.text
+
+
+def test_fuzzed_valid_bodies_with_an_extra_key_or_another_content_type_are_refused(served):
+    """Schemathesis' valid bodies for every API, each sent once with an unknown top-level
+    key (a 400 naming it) and once as text/plain (a 415): the strictness the README
+    promises holds for any body the schema allows, not only the hand-written ones."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+
+    server, _, _ = served
+    schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
+    posts = [op for op in (r.ok() for r in schema.get_all_operations()) if op.method.upper() == "POST"]
+    seen = set()
+    for op in posts:
+        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @given(case=op.as_strategy(generation_mode=schemathesis.GenerationMode("positive")))
+        def call(case):
+            if not isinstance(case.body, dict):
+                return
+            url = f"{server.url}{op.path}"
+            extra = httpx.post(url, json={**case.body, "explain_all": True}, timeout=60)
+            assert extra.status_code == 400 and "'explain_all'" in extra.json()["error"], (op.path, extra.text[:300])
+            text = httpx.post(url, content=json.dumps(case.body), headers={"content-type": "text/plain"}, timeout=60)
+            assert text.status_code == 415, (op.path, text.status_code)
+            seen.add(op.path)
+        call()
+    assert seen >= {"/eta", "/eta/batch", "/churn", "/churn/batch"}, seen
