@@ -29,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -177,9 +176,9 @@ def review_beside_eta(args, env: dict, bodies: list[dict]) -> None:
 # ------------------------------------------------------------------------ SIGKILL
 
 
-def run(env: dict, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def run(env: dict, *args: str) -> subprocess.CompletedProcess:
     r = subprocess.run([EDDY, *args], env=env, capture_output=True, text=True, timeout=1800)
-    if check and r.returncode != 0:
+    if r.returncode != 0:
         raise SystemExit(f"eddy {' '.join(args)} failed after a kill:\n{r.stderr[-2000:]}")
     return r
 
@@ -199,8 +198,9 @@ def quarantine_state(data: Path) -> tuple:
     return tuple(sorted((n, t["quarantined"]) for n, t in report["tables"].items()))
 
 
-def registry_state(env: dict) -> tuple[int, str]:
-    """(versions registered, champion's version); every version's bundle must load."""
+def registry_state(env: dict) -> tuple[int, str, int]:
+    """(versions registered, champion's version, runs still RUNNING); every version's
+    bundle must load."""
     code = """
 import shutil, tempfile
 import mlflow
@@ -278,7 +278,7 @@ def kills(args, env: dict) -> None:
     for name, argv in commands.items():  # every command works afterwards
         run(env, *argv)
     versions, champion, running = registry_state(env)
-    url, proc = start("serving.service:Eddy", {**env, "PYTHONPATH": str(ROOT)})
+    url, proc = start("serving.service:Eddy", env)
     try:
         pages = {p: httpx.get(f"{url}{p}", timeout=60).status_code for p in ("/review", "/review/export.csv",
                                                                                "/review/drivers", "/readyz")}

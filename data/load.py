@@ -151,31 +151,35 @@ def _read_csv(path: Path) -> Raw:
                          parse_options=pacsv.ParseOptions(invalid_row_handler=skip),
                          convert_options=pacsv.ConvertOptions(column_types={c: pa.binary() for c in header},
                                                               strings_can_be_null=True))
-    columns, undecodable = {}, {}
+    columns, undecodable = [], {}
     for name in tbl.column_names:
-        columns[name], bad = _decoded(tbl.column(name).to_pylist())
-        if bad.any():
+        column, bad = _decoded(tbl.column(name))
+        columns.append(column)
+        if bad is not None:
             undecodable[name] = bad
-    frame = pd.DataFrame({k: pd.array(v, dtype=pd.StringDtype(na_value=np.nan)) for k, v in columns.items()},
-                         columns=tbl.column_names)
+    frame = pa.table(columns, names=tbl.column_names).to_pandas(types_mapper=_arrow_types_for_pandas)
     return Raw(frame, lines=_kept_lines(len(frame), [m[0] for m in malformed]), undecodable=undecodable,
-               malformed=[(n, text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text), e, a)
-                          for n, text, e, a in malformed])
+               malformed=malformed)
 
 
-def _decoded(cells: list) -> tuple[list, np.ndarray]:
-    """Cells as text and a mask of those that were not UTF-8 (kept with U+FFFD for the report)."""
-    out, bad = [], np.zeros(len(cells), dtype=bool)
+def _decoded(column: pa.ChunkedArray) -> tuple[pa.Array, np.ndarray | None]:
+    """A column of bytes as text, and a mask of the cells that were not UTF-8 (kept with
+    U+FFFD for the report; None when every cell was). Cell by cell only for a column
+    that fails the one vectorised cast."""
+    try:
+        return column.cast(pa.string()), None
+    except pa.ArrowInvalid:
+        pass
+    cells = column.to_pylist()
+    bad = np.zeros(len(cells), dtype=bool)
+    out = []
     for i, cell in enumerate(cells):
-        if cell is None:
-            out.append(None)
-            continue
         try:
-            out.append(cell.decode("utf-8"))
+            out.append(None if cell is None else cell.decode("utf-8"))
         except UnicodeDecodeError:
             out.append(cell.decode("utf-8", "replace"))
             bad[i] = True
-    return out, bad
+    return pa.array(out, pa.string()), bad
 
 
 def _kept_lines(n: int, skipped: list[int]) -> np.ndarray:

@@ -20,7 +20,8 @@ from starlette.routing import Mount, Route
 #: every path the service answers by itself (besides the review routes, read from there)
 FIXED = frozenset({"/", "/eta", "/eta/batch", "/churn", "/churn/batch", "/status", "/models", "/docs",
                    "/docs.json", "/metrics", "/healthz", "/livez", "/readyz"})
-STATIC = ("/static_content/",)
+#: the Swagger UI files BentoML ships, which /docs loads
+STATIC = "/static_content"
 NAMESPACE = "bentoml_service"
 
 
@@ -32,8 +33,8 @@ def route_label(path: str, routes=()) -> str:
     for route in routes:
         if isinstance(route, (Route, Mount)) and route.path_regex.match(path):
             return route.path or "/"
-    if path.startswith(STATIC):
-        return STATIC[0].rstrip("/")
+    if path.startswith(STATIC + "/"):
+        return STATIC
     return "other"
 
 

@@ -127,7 +127,7 @@ def _status(_: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "reason": STATE.reason, "version": STATE.version,
                          "uptime_s": round(time.time() - STATE.started_at, 1), "eta_batches": batches,
                          "shed": sum(g.shed for g in GUARDS), "in_flight": sum(g.in_flight for g in GUARDS),
-                          "cancelled": sum(g.cancelled for g in GUARDS)},
+                         "cancelled": sum(g.cancelled for g in GUARDS)},
                         status_code=200 if ready else 503)
 
 
