@@ -116,3 +116,33 @@ def compare(champion_metrics: dict, challenger_metrics: dict) -> dict[str, dict]
             ok = b >= a - tolerance if higher_better else b <= a + tolerance
         verdicts[model] = {"metric": metric, "champion": a, "challenger": b, "not_worse": bool(ok)}
     return verdicts
+
+
+def log_backtest(results, long, report_dir: Path | None, options: dict, tags: dict) -> None:
+    """Into the active (parent) run: the options, each cutoff as a nested child run with its
+    figures, the mean of each figure over cutoffs, the long table and the report."""
+    import mlflow
+
+    mlflow.set_tag("eddy.kind", "backtest")
+    mlflow.log_params({k: str(v) for k, v in options.items()})
+    for r in results:
+        with mlflow.start_run(run_name=f"cutoff {r.cutoff:%Y-%m-%d}", nested=True, tags={**tags, "eddy.kind": "backtest"}):
+            mlflow.log_params({"cutoff": r.info["cutoff"], "train_shipments": r.info["train_shipments"],
+                               "window_shipments": r.info["window_shipments"],
+                               **{f"split_{k}": v for k, v in r.info["split"].items()},
+                               **{f"skipped_{k}": v[:250] for k, v in r.info["skipped"].items()}})
+            mlflow.log_metrics(_figure_metrics(r.figures))
+    if len(long):
+        means = long.groupby(["moment", "model", "metric"], as_index=False).value.mean()
+        mlflow.log_metrics({f"mean.{k}": v for k, v in _figure_metrics(means).items()})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "backtest.parquet"
+        long.to_parquet(path, index=False)
+        mlflow.log_artifact(str(path))
+    if report_dir is not None and report_dir.exists():
+        mlflow.log_artifacts(str(report_dir), artifact_path="report")
+
+
+def _figure_metrics(figures) -> dict[str, float]:
+    """``moment.model.metric`` -> value for the finite figures of a long table."""
+    return {f"{f.moment}.{f.model}.{f.metric}": float(f.value) for f in figures.itertuples() if np.isfinite(f.value)}

@@ -48,7 +48,7 @@ def write_report(result, folder: Path) -> Path:
     lines.append("")
     for name, table in result.tables.items():
         if not name.startswith("_"):
-            lines += [f"## {name.replace('_', ' ')}", "", table.head(25).to_markdown(index=False) if hasattr(table, "to_markdown") and _has_tabulate() else table.head(25).to_string(index=False), ""]
+            lines += [f"## {name.replace('_', ' ')}", "", table.head(25).to_markdown(index=False), ""]
     for png in _plots(result, folder):
         lines += [f"![{png.stem}]({png.name})", ""]
     (folder / "report.md").write_text("\n".join(lines))
@@ -61,14 +61,6 @@ def _baseline_name(key: str) -> str:
     for suffix in ("_mae_days", "_within_1d", "_roc_auc", "_pr_auc", "_brier", "_ece"):
         name = name.removesuffix(suffix)
     return name
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False
 
 
 def _plots(result, folder: Path) -> list[Path]:
@@ -136,3 +128,78 @@ def _save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------ backtest report
+
+#: (metric, title, moment) shown in the backtest report, in reading order
+BACKTEST_TABLES = [
+    ("edd_mae_days", "EDD MAE (days)", "at_order"),
+    ("edd_within_1d", "EDD within ±1 day", "at_order"),
+    ("coverage_80", "10-90% interval coverage", "at_order"),
+    ("promise90_on_time", "promise at 90%: share on time", "at_order"),
+    ("promise90_days", "promise at 90%: mean days", "at_order"),
+    ("promise95_on_time", "promise at 95%: share on time", "at_order"),
+    ("promise95_days", "promise at 95%: mean days", "at_order"),
+    ("delay_auc", "delay ROC-AUC", "at_order"),
+    ("delay_brier", "delay Brier", "at_order"),
+    ("delay_ece", "delay ECE", "at_order"),
+    ("edd_mae_days", "EDD MAE (days), in transit", "in_transit"),
+    ("coverage_80", "10-90% interval coverage, in transit", "in_transit"),
+    ("delay_auc", "delay ROC-AUC, in transit", "in_transit"),
+    ("churn_auc", "churn ROC-AUC (right after delivery)", "after_delivery"),
+    ("churn_lift10", "churn top-decile lift", "after_delivery"),
+]
+
+
+def write_backtest_report(long: pd.DataFrame, infos: list[dict], command: str, folder: Path) -> Path:
+    """``backtest.md``: what ran, one table per metric (a row per cutoff, mean and spread
+    below) and the plots (metric by cutoff; model against baselines)."""
+    from training.backtest import by_cutoff
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["# Eddy backtest", "", f"`{command}`", "",
+             "| cutoff | trained on shipments | window shipments | train s | skipped |", "|---|---:|---:|---:|---|"]
+    for i in infos:
+        skipped = "; ".join(f"{k}: {v}" for k, v in i["skipped"].items())
+        lines.append(f"| {i['cutoff'][:10]} | {i['train_shipments']:,} | {i['window_shipments']:,} | "
+                     f"{i['train_seconds']} | {skipped} |")
+    lines.append("")
+    for metric, title, moment in BACKTEST_TABLES:
+        table = by_cutoff(long, metric, moment)
+        if not table.empty:
+            lines += [f"## {title}", "", table.round(3).reset_index(names="cutoff").to_markdown(index=False), ""]
+    for png in _backtest_plots(long, folder):
+        lines += [f"![{png.stem}]({png.name})", ""]
+    (folder / "backtest.md").write_text("\n".join(lines))
+    return folder
+
+
+def _backtest_plots(long: pd.DataFrame, folder: Path) -> list[Path]:
+    from training.backtest import by_cutoff
+
+    shown = [(m, t, mo) for m, t, mo in BACKTEST_TABLES if not by_cutoff(long, m, mo).empty][:9]
+    if not shown:
+        return []
+    cols = 3
+    fig, axes = plt.subplots((len(shown) + cols - 1) // cols, cols, figsize=(13, 3.3 * ((len(shown) + cols - 1) // cols)),
+                             squeeze=False)
+    for ax, (metric, title, moment) in zip(axes.flat, shown):
+        t = by_cutoff(long, metric, moment).drop(index=["mean", "spread"])
+        for model in t.columns:
+            ax.plot(t.index, t[model], marker="o", lw=2.5 if model == "eddy" else 1.2, label=model)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", rotation=45, labelsize=8)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    paths = [_save(fig, folder / "metric_by_cutoff.png")]
+
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.2 * len(shown), 3.4), squeeze=False)
+    for ax, (metric, title, moment) in zip(axes.flat, shown):
+        t = by_cutoff(long, metric, moment)
+        ax.bar(t.columns, t.loc["mean"], yerr=t.loc["spread"], color=["C0" if c == "eddy" else "C7" for c in t.columns])
+        ax.set_title(title, fontsize=8)
+        ax.tick_params(axis="x", rotation=60, labelsize=7)
+    paths.append(_save(fig, folder / "model_vs_baselines.png"))
+    return paths

@@ -40,6 +40,7 @@ class TrainResult:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # for the report
     evaluation: dict[str, dict] = field(default_factory=dict)  # raw test predictions per model
     params: dict[str, dict] = field(default_factory=dict)
+    baselines: dict[str, object] = field(default_factory=dict)  # fitted churn baselines, for backtests
 
 
 def feature_columns(rows: pd.DataFrame, model: str) -> list[str]:
@@ -68,12 +69,14 @@ def validation_tail(mask: np.ndarray, moments: pd.Series, share: float = 0.1) ->
 
 
 def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | None = None,
-          progress: Progress | None = None, seed: int = 0) -> TrainResult:
+          progress: Progress | None = None, seed: int = 0, end: pd.Timestamp | None = None) -> TrainResult:
+    """Train the three models on ``ds``; ``end`` is the moment the data was known at
+    (default: its latest fact), which a backtest sets to its cutoff."""
     report = progress or (lambda stage, frac: None)
     params = params or {}
     started = time.time()
     report("features", 0.05)
-    snapshot = FeatureSnapshot.fit(ds)
+    snapshot = FeatureSnapshot.fit(ds, end=end)
     shipments = ds["shipments"]
     split = shipment_split(snapshot, shipments)
     rows, labels = edd_training_rows(ds, snapshot, seed=seed)
@@ -84,7 +87,8 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
     skipped: dict[str, str] = {}
     evaluation: dict[str, dict] = {}
     tables: dict[str, pd.DataFrame] = {}
-    truth = _truth(ds)
+    fitted: dict[str, object] = {}
+    truth = truth_tables(ds)
 
     tables["_sample_shipment_rows"] = rows.head(50)  # for MLflow signatures
     report("EDD model", 0.2)
@@ -93,7 +97,7 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
     delay = _train_delay(rows, labels, part, at_order, params.get("delay"), metrics, skipped, evaluation, tables, truth)
     report("churn model", 0.7)
     churn = _train_churn(ds, snapshot, rows[at_order], horizon_days, params.get("churn"), metrics, skipped, evaluation,
-                         tables, truth, seed)
+                         tables, truth, seed, fitted)
 
     meta = {
         "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
@@ -107,10 +111,10 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
         "train_seconds": round(time.time() - started, 1),
     }
     report("done", 1.0)
-    return TrainResult(ModelBundle(snapshot, edd, delay, churn, meta), metrics, tables, evaluation, params)
+    return TrainResult(ModelBundle(snapshot, edd, delay, churn, meta), metrics, tables, evaluation, params, fitted)
 
 
-def _truth(ds: DataSet) -> dict[str, pd.DataFrame]:
+def truth_tables(ds: DataSet) -> dict[str, pd.DataFrame]:
     folder = Path(ds.folder) / "truth"
     return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("shipments", "orders")
             if (folder / f"{name}.parquet").exists()}
@@ -146,11 +150,11 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
         metrics.update({f"edd_in_transit_{k}": v for k, v in edd_metrics(qt[:, 1], y[tt]).items()})
         metrics["edd_in_transit_interval_coverage"] = interval_metrics(qt[:, 0], qt[:, 2], y[tt])["coverage"]
     p95 = model.promise_hours(r, r.carrier, 0.95)
-    metrics["edd_promise95_on_time"] = float(np.mean(actual <= _hours_to_end_of_day(r, p95)))
-    metrics["edd_promise95_days"] = float(np.mean(_hours_to_end_of_day(r, p95)) / 24.0)
+    metrics["edd_promise95_on_time"] = float(np.mean(actual <= hours_to_end_of_day(r, p95)))
+    metrics["edd_promise95_days"] = float(np.mean(hours_to_end_of_day(r, p95)) / 24.0)
     p90 = model.promise_hours(r, r.carrier, 0.90)
-    metrics["edd_promise90_on_time"] = float(np.mean(actual <= _hours_to_end_of_day(r, p90)))
-    metrics["edd_promise90_days"] = float(np.mean(_hours_to_end_of_day(r, p90)) / 24.0)
+    metrics["edd_promise90_on_time"] = float(np.mean(actual <= hours_to_end_of_day(r, p90)))
+    metrics["edd_promise90_days"] = float(np.mean(hours_to_end_of_day(r, p90)) / 24.0)
     promised = r.promise_hours.notna().to_numpy()
     metrics["retailer_promise_on_time"] = float(np.mean(actual[promised] <= r.promise_hours.to_numpy()[promised]))
     metrics["retailer_promise_days"] = float(np.nanmean(r.promise_hours.to_numpy()) / 24.0)
@@ -171,7 +175,7 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
     return model
 
 
-def _hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
+def hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
     """A promise is a date: the end of the day the hours fall on, as hours from the moment."""
     at = micros(rows.as_of)
     return (end_of_day(at + (np.asarray(hours) * US_PER_HOUR).astype(np.int64)) - at) / US_PER_HOUR
@@ -207,7 +211,8 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
     return model
 
 
-def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, skipped, evaluation, tables, truth, seed):
+def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, skipped, evaluation, tables, truth, seed,
+                 fitted):
     rows, y, ref = churn_training_rows(ds, snapshot, at_order_rows, horizon_days, seed)
     known = ~np.isnan(y)
     if known.sum() < MIN_TRAIN_ROWS * 2:
@@ -232,10 +237,10 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
     p = model.predict_proba(rows[t])
     metrics.update({f"churn_{k}": v for k, v in probability_metrics(p, y[t]).items()})
     metrics["churn_top_decile_lift"] = top_decile_lift(p, y[t])
-    rfm = baselines.RfmBaseline().fit(rows[train_mask], y[train_mask])
+    rfm = fitted["rfm"] = baselines.RfmBaseline().fit(rows[train_mask], y[train_mask])
     metrics.update({f"churn_baseline_rfm_{k}": v for k, v in probability_metrics(rfm.predict_proba(rows[t]), y[t]).items()})
     try:
-        bg = baselines.BgNbdBaseline().fit(snapshot.customers.frame("orders"), split.calibrate_from)
+        bg = fitted["bgnbd"] = baselines.BgNbdBaseline().fit(snapshot.customers.frame("orders"), split.calibrate_from)
         pb = bg.predict_no_order(rows[t], horizon_days)
         metrics.update({f"churn_baseline_bgnbd_{k}": v for k, v in probability_metrics(pb, y[t]).items()})
     except Exception as exc:  # a baseline failing must not sink the model; the report says so

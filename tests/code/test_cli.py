@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 EDDY = [str(Path(sys.executable).parent / "eddy")]
-COMMANDS = ["simulate", "validate", "import-olist", "features", "train", "promote", "predict", "score-customers", "serve",
+COMMANDS = ["simulate", "validate", "import-olist", "features", "train", "backtest", "promote", "predict", "score-customers", "serve",
             "bento"]
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from data.known import known_at
 from data.load import DataSet, load_data_set
 from data.simulate import SimConfig, simulate
 from data.write import write_data_set
@@ -150,25 +151,6 @@ def test_event_index_is_strict():
 # ------------------------------------------------------------------- truncation
 
 
-def truncate(ds: DataSet, cut: pd.Timestamp) -> DataSet:
-    """The data set as it looked at ``cut``: later rows gone, later outcomes unknown."""
-    s = ds["shipments"]
-    s = s[s.ordered_at < cut].copy()
-    for col in ("shipped_at", "delivered_at"):
-        s[col] = s[col].where(s[col] < cut)
-    t = {"shipments": s.reset_index(drop=True)}
-    for name, col in (("scans", "scanned_at"), ("orders", "ordered_at"), ("feedback", "submitted_at")):
-        if ds.get(name) is not None:
-            frame = ds[name]
-            t[name] = frame[frame[col] < cut].reset_index(drop=True)
-    if ds.get("scans") is not None:
-        t["scans"] = t["scans"][t["scans"].shipment_id.isin(s.shipment_id)].reset_index(drop=True)
-    for name in ("customers", "locations"):
-        if ds.get(name) is not None:
-            t[name] = ds[name]
-    return DataSet(ds.folder, t, {}, {})
-
-
 def assert_same_rows(full: pd.DataFrame, cut: pd.DataFrame, keys: list[str]) -> None:
     a = full.sort_values(keys).reset_index(drop=True)
     b = cut.set_index(keys).loc[pd.MultiIndex.from_frame(a[keys]) if len(keys) > 1 else a[keys[0]]].reset_index()
@@ -176,7 +158,7 @@ def assert_same_rows(full: pd.DataFrame, cut: pd.DataFrame, keys: list[str]) -> 
 
 
 def check_truncation(ds: DataSet, cut: pd.Timestamp, country: str) -> None:
-    small = truncate(ds, cut)
+    small = known_at(ds, cut)  # data.known: later rows gone, later outcomes unknown
     full_snap = FeatureSnapshot.fit(ds, country=country)
     cut_snap = FeatureSnapshot.fit(small, country=country, end=cut)
 

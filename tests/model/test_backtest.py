@@ -1,0 +1,159 @@
+"""Rolling-origin backtest: only what was known at each cutoff trains, every figure is on record."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data.known import known_at
+from data.load import DataSet, load_data_set
+from training.backtest import COLUMNS, METRICS, MODELS, MOMENTS, Outcomes, by_cutoff, run_cutoff
+
+EDDY = str(Path(sys.executable).parent / "eddy")
+HORIZON = pd.Timedelta(days=45)
+CUT = pd.Timestamp("2025-09-01T00:00:00Z")
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def ds(sim_dir) -> DataSet:
+    return load_data_set(sim_dir)
+
+
+@pytest.fixture(scope="module")
+def at_cut(ds):
+    return run_cutoff(ds, Outcomes.of(ds), CUT, HORIZON, seed=3)
+
+
+def plant(ds: DataSet, ordered_at: pd.Timestamp) -> DataSet:
+    """The data set plus a new customer whose 40 parcels on the busiest carrier lane took
+    30 days (the lane's usual is a few), all ordered at ``ordered_at`` or just after."""
+    s = ds["shipments"]
+    busiest = s.groupby(["carrier", "service_level", "origin_region", "destination_region"], observed=True).size().idxmax()
+    like = s[(s.carrier == busiest[0]) & (s.service_level == busiest[1]) & (s.origin_region == busiest[2])
+             & (s.destination_region == busiest[3])].head(1)
+    n = 40
+    new = pd.concat([like] * n, ignore_index=True)
+    start = pd.Series([ordered_at + pd.Timedelta(hours=k) for k in range(n)]).astype(s.ordered_at.dtype)
+    new = new.assign(shipment_id=[f"planted-{k}" for k in range(n)], order_id=[f"planted-order-{k}" for k in range(n)],
+                     customer_id="planted-customer", ordered_at=start.to_numpy(),
+                     shipped_at=(start + pd.Timedelta(hours=12)).to_numpy(),
+                     promised_at=(start + pd.Timedelta(days=4)).to_numpy(),
+                     delivered_at=(start + pd.Timedelta(days=30)).to_numpy())
+    tables = dict(ds.tables)
+    tables["shipments"] = pd.concat([s, new], ignore_index=True)
+    orders = ds.get("orders")
+    if orders is not None:
+        tables["orders"] = pd.concat([orders, pd.DataFrame({
+            "order_id": new.order_id, "customer_id": new.customer_id, "ordered_at": new.ordered_at,
+            "value": 50.0})], ignore_index=True).astype(orders.dtypes.to_dict())
+    return DataSet(ds.folder, tables, {}, {})
+
+
+def test_known_at_keeps_only_what_had_happened(ds):
+    cut = pd.Timestamp("2025-03-01T00:00:00Z")
+    k = known_at(ds, cut)
+    s = k["shipments"]
+    assert len(s) == int((ds["shipments"].ordered_at < cut).sum()) > 0
+    assert (s.ordered_at < cut).all()
+    assert (s.delivered_at.dropna() < cut).all() and (s.shipped_at.dropna() < cut).all()
+    # an outcome after the cut is unknown, not dropped with its shipment
+    full = ds["shipments"].set_index("shipment_id")
+    later = full.loc[s.shipment_id[s.delivered_at.isna()]].delivered_at
+    assert (later.dropna() >= cut).any()
+    assert (k["scans"].scanned_at < cut).all() and k["scans"].shipment_id.isin(s.shipment_id).all()
+    assert (k["orders"].ordered_at < cut).all()
+    assert s.promised_at.notna().sum() == full.loc[s.shipment_id].promised_at.notna().sum()  # known at order
+
+
+def test_a_cutoff_has_every_model_and_baseline_with_sane_values(ds, at_cut):
+    f = at_cut.figures
+    assert list(f.columns) == COLUMNS
+    assert set(f.model) <= set(MODELS) and set(f.metric) <= set(METRICS) and set(f.moment) <= set(MOMENTS)
+    assert (f.cutoff == CUT).all()
+    have = set(zip(f.moment, f.model, f.metric))
+    for want in [("at_order", "eddy", "edd_mae_days"), ("at_order", "lane_median", "edd_mae_days"),
+                 ("at_order", "promise", "promise95_on_time"), ("at_order", "oracle", "edd_mae_days"),
+                 ("at_order", "eddy", "coverage_80"), ("in_transit", "eddy", "edd_mae_days"),
+                 ("at_order", "late_rate", "delay_auc"), ("after_delivery", "rfm", "churn_auc"),
+                 ("after_delivery", "bgnbd", "churn_auc"), ("after_delivery", "oracle", "churn_auc"),
+                 ("after_delivery", "eddy", "churn_lift10")]:
+        assert want in have, want
+    v = f.set_index(["moment", "model", "metric"]).value
+    assert 0.3 < v["at_order", "eddy", "edd_mae_days"] < v["at_order", "promise", "edd_mae_days"]
+    assert v["in_transit", "eddy", "edd_mae_days"] < v["at_order", "eddy", "edd_mae_days"]  # scans tell more
+    assert 0.6 < v["at_order", "eddy", "coverage_80"] < 0.95
+    assert v["at_order", "eddy", "promise95_days"] > v["at_order", "eddy", "promise90_days"]
+    share = f[f.metric.str.endswith(("_on_time", "_within_1d", "coverage_80", "_auc", "_brier", "_ece"))].value
+    assert share.between(0, 1).all()
+    assert at_cut.info["train_shipments"] == int((ds["shipments"].ordered_at < CUT).sum())
+
+
+def test_a_planted_future_row_changes_nothing_and_a_past_one_does(ds, at_cut):
+    outcomes_future = plant(ds, CUT + HORIZON + pd.Timedelta(days=1))
+    future = run_cutoff(outcomes_future, Outcomes.of(outcomes_future), CUT, HORIZON, seed=3)
+    pd.testing.assert_frame_equal(future.figures, at_cut.figures)
+    assert future.info["train_shipments"] == at_cut.info["train_shipments"]
+
+    # The control: the same rows before the cutoff reach the trained models.
+    past_ds = plant(ds, CUT - pd.Timedelta(days=75))
+    past = run_cutoff(past_ds, Outcomes.of(past_ds), CUT, HORIZON, seed=3)
+    assert past.info["train_shipments"] == at_cut.info["train_shipments"] + 40
+    a, b = (r.figures.set_index(["moment", "model", "metric"]).value for r in (at_cut, past))
+    assert a["at_order", "eddy", "edd_mae_days"] != b["at_order", "eddy", "edd_mae_days"]
+
+
+def test_backtest_command_logs_nested_runs_writes_report_and_long_table(sim_dir, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env["EDDY_MLRUNS_DIR"] = str(tmp_path / "mlruns")
+    out, report = tmp_path / "figures.csv", tmp_path / "report"
+    r = subprocess.run([EDDY, "backtest", str(sim_dir), "--cutoffs", "2025-08-01,2025-09-15", "--horizon", "45d",
+                        "--out", str(out), "--report-dir", str(report)], capture_output=True, text=True, env=env,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "cutoff 2025-08-01: trained on" in r.stderr and "cutoff 2025-09-15: trained on" in r.stderr
+    assert f"report in {report}/backtest.md" in r.stdout
+
+    long = pd.read_csv(out)
+    assert list(long.columns) == COLUMNS
+    assert sorted(long.cutoff.unique()) == ["2025-08-01T00:00:00Z", "2025-09-15T00:00:00Z"]
+    assert set(long.moment) == set(MOMENTS) and set(long.model) == set(MODELS)
+
+    text = (report / "backtest.md").read_text()
+    assert "## EDD MAE (days)" in text and "| mean" in text and "| spread" in text and "lane_median" in text
+    assert (report / "metric_by_cutoff.png").stat().st_size > 10_000
+    assert (report / "model_vs_baselines.png").stat().st_size > 10_000
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    parents = [x for x in runs if "mlflow.parentRunId" not in x.data.tags]
+    assert len(parents) == 1 and parents[0].data.tags["eddy.kind"] == "backtest"
+    parent = parents[0]
+    children = [x for x in runs if x.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sorted(c.data.params["cutoff"][:10] for c in children) == ["2025-08-01", "2025-09-15"]
+    assert all(x.info.status == "FINISHED" for x in runs)
+    first = next(c for c in children if c.data.params["cutoff"].startswith("2025-08-01"))
+    mine = long[long.cutoff == "2025-08-01T00:00:00Z"].set_index(["moment", "model", "metric"]).value
+    assert first.data.metrics["at_order.eddy.edd_mae_days"] == pytest.approx(mine["at_order", "eddy", "edd_mae_days"])
+    mean = by_cutoff(long.assign(cutoff=pd.to_datetime(long.cutoff)), "edd_mae_days", "at_order").loc["mean", "eddy"]
+    assert parent.data.metrics["mean.at_order.eddy.edd_mae_days"] == pytest.approx(mean)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"backtest.parquet", "report"} <= artifacts
+
+
+def test_backtest_rejects_a_bad_out_file_and_cutoffs_before_the_data(sim_dir, tmp_path):
+    r = subprocess.run([EDDY, "backtest", str(sim_dir), "--out", str(tmp_path / "x.txt")], capture_output=True, text=True)
+    assert r.returncode == 2 and "must end in .csv or .parquet" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([EDDY, "backtest", str(sim_dir), "--cutoffs", "2019-01-01"], capture_output=True, text=True)
+    assert r.returncode == 2 and "every cutoff must fall after the first order (2024-01-01)" in r.stderr
+    r = subprocess.run([EDDY, "backtest", str(sim_dir), "--every", "soon"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--every 'soon' is not a duration" in r.stderr
