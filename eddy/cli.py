@@ -213,6 +213,7 @@ def train(
     tune: Annotated[int, typer.Option(min=0, help="Optuna trials per model before the final fit (0: defaults).")] = 0,
     horizon_days: Annotated[float, typer.Option(min=7, help="Churn: no new order within this many days.")] = 90.0,
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the report (default reports/<time>).")] = None,
+    recency_half_life: Annotated[float | None, typer.Option(min=1, help="Recent training rows weigh more: half-life in days (default: the chosen one).")] = None,
 ) -> None:
     """Build features, train, calibrate, evaluate; log to MLflow and register a new version."""
     import mlflow
@@ -238,7 +239,8 @@ def train(
                 tuning = study(ds, tune, horizon_days)
             params = {name: t["best_params"] for name, t in tuning.items()}
         with progress_bar("training") as update:
-            result = run(ds, horizon_days=horizon_days, params=params, progress=update)
+            result = run(ds, horizon_days=horizon_days, params=params, progress=update,
+                         **_half_life(recency_half_life))
             update("report", 1.0)
             write_report(result, report_dir)
             update("logging to MLflow", 1.0)
@@ -266,6 +268,11 @@ def _duration(value: str, option: str):
     return d
 
 
+def _half_life(days: float | None) -> dict:
+    """The training option for ``--recency-half-life``: only when given, else the chosen default."""
+    return {} if days is None else {"recency_half_life_days": days}
+
+
 def _cutoffs(value: str, ds, every, horizon, churn_horizon_days: float) -> list:
     """``--cutoffs``: a count (the latest ones whose labels are complete) or dates."""
     from training.backtest import default_cutoffs
@@ -286,6 +293,7 @@ def backtest(
     horizon: Annotated[str, typer.Option(help="Window judged after each cutoff (60d).")] = "60d",
     horizon_days: Annotated[float, typer.Option(min=7, help="Churn: no new order within this many days.")] = 90.0,
     jobs: Annotated[int, typer.Option(min=1, help="Cutoffs trained at once, each in its own process (memory grows with it).")] = 1,
+    recency_half_life: Annotated[float | None, typer.Option(min=1, help="Recent training rows weigh more: half-life in days (default: the chosen one).")] = None,
     out_file: Annotated[Path | None, typer.Option("--out", help="Every figure as one long table (.csv or .parquet).")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the report (default reports/backtest-<time>).")] = None,
 ) -> None:
@@ -328,13 +336,14 @@ def backtest(
 
     command = "eddy backtest " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else f"eddy backtest {folder}"
     with mlflow.start_run(run_name=f"backtest {folder.name}", tags={**run_tags(), "eddy.kind": "backtest"}) as active:
-        results = run(ds, cuts, horizon_d, horizon_days, jobs=jobs, done=done)
+        results = run(ds, cuts, horizon_d, horizon_days, jobs=jobs, done=done, **_half_life(recency_half_life))
         long = long_table(results)
         write_backtest_report(long, [r.info for r in results], command, report_dir)
         if out_file is not None:
             write_long(long, out_file)
         log_backtest(results, long, report_dir, {"data": str(folder), "cutoffs": ",".join(f"{c:%Y-%m-%d}" for c in cuts),
-                                                 "horizon": horizon, "churn_horizon_days": horizon_days, "jobs": jobs},
+                                                 "horizon": horizon, "churn_horizon_days": horizon_days, "jobs": jobs,
+                                                 "recency_half_life_days": recency_half_life},
                      run_tags())
     out.print(f"backtest of {folder} at {len(results)} cutoffs: {len(long):,} figures; report in "
               f"{report_dir}/backtest.md{f', table in {out_file}' if out_file else ''}, run {active.info.run_id} "

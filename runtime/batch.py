@@ -11,6 +11,7 @@ from features.history import data_end
 from features.pit import NAT, US_PER_DAY, micros, size, take
 from features.rows import order_moments
 from runtime.bundle import ModelBundle
+from runtime.reasons import actionable_share
 from runtime.store import Scoring
 
 
@@ -70,7 +71,7 @@ def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500,
     numbers shap's TreeExplainer gives, without loading shap in the scoring run."""
     names = bundle.churn.features
     if not len(np.asarray(rows["customer_id"])):
-        return {"importance": [], "dependence": {}, "base_rate": None}
+        return {"importance": [], "dependence": {}, "base_rate": None, "actionable_share": None}
     contrib = bundle.churn.contributions(rows, bundle.churn.booster_)
     importance = np.abs(contrib).mean(axis=0) if len(rows) else np.zeros(len(names))
     order = np.argsort(-importance)[:top]
@@ -85,7 +86,8 @@ def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500,
                 keep &= x <= np.quantile(x[keep], 0.99)
             dependence[f] = {"x": np.round(x[keep], 3).tolist(), "y": np.round(y[keep], 4).tolist()}
     return {"importance": [{"feature": names[j], "mean_abs_shap": round(float(importance[j]), 4)} for j in order],
-            "dependence": dependence, "base_rate": float(np.mean(bundle.churn.predict_proba(rows))) if len(rows) else None}
+            "dependence": dependence, "base_rate": float(np.mean(bundle.churn.predict_proba(rows))) if len(rows) else None,
+            "actionable_share": round(float(actionable_share(contrib, names).mean()), 3)}
 
 
 def customer_orders(history, customer_ids: pd.Series, before_us: int) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from features.pit import US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of,
 from features.rows import shipment_rows
 from features.shipment import shipment_features
 from runtime.models import EddModel, ProbabilityModel
-from runtime.reasons import REASON_CONTEXT, plain_reasons
+from runtime.reasons import REASON_CONTEXT, actionable_share, plain_reasons
 
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
@@ -152,19 +152,22 @@ class ModelBundle:
         return self.score_churn_rows(self.churn_rows(shipments, scans, moments, history), explain)
 
     def score_churn(self, rows, explain: bool = True) -> Columns:
-        """Churn risk, the delivery facts a CX agent reads, and (``explain``) the reasons."""
+        """Churn risk and its percentile, the delivery facts a CX agent reads, and
+        (``explain``) the reasons and the share of the risk the actionable ones explain."""
         if self.churn is None:
             raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
         n = len(np.asarray(rows["customer_id"]))
-        out = {"customer_id": np.asarray(rows["customer_id"], dtype=object),
-               "churn_risk": self.churn.predict_proba(rows) if n else np.array([]),
-               **{c: np.asarray(rows[c]) for c in CHURN_OUTPUT}}
+        risk, percentile = self.churn.predict_with_percentile(rows) if n else (np.array([]), np.array([]))
+        out = {"customer_id": np.asarray(rows["customer_id"], dtype=object), "churn_risk": risk,
+               "risk_percentile": percentile, **{c: np.asarray(rows[c]) for c in CHURN_OUTPUT}}
         out["new_customer"] = np.asarray(rows["orders_so_far"]) <= 1
         if explain and n:
             contrib = self.churn.contributions(rows, self.churn.booster_)
             out["reasons"] = _objects(_top_contributions(contrib, rows, self.churn.features))
+            out["actionable_share"] = actionable_share(contrib, self.churn.features)
         elif explain:
             out["reasons"] = np.array([], dtype=object)
+            out["actionable_share"] = np.array([])
         return out
 
     def score_churn_rows(self, rows, explain: bool = True) -> pd.DataFrame:

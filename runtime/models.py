@@ -3,7 +3,8 @@
 The EDD model holds LightGBM quantile boosters for the 10/50/90% points of
 log(1 + hours left), sorted per row so they never cross, plus the conformal
 corrections learned on a later window per carrier. A probability model (delay,
-churn) holds a LightGBM binary booster and the isotonic map that calibrates it.
+churn) holds a LightGBM binary booster and the monotone map that calibrates it
+(isotonic regression made strictly increasing, so customers stay apart; see ``ScoreMap``).
 Fitting and calibrating are training's job (``training.models`` subclasses these);
 here the learned state (attributes ending in ``_``) is only read.
 
@@ -21,7 +22,6 @@ from pathlib import Path
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
 
 from features.pit import Lookup
 
@@ -182,6 +182,56 @@ class EddModel(_Model):
         return m
 
 
+def logit(p) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+class ScoreMap:
+    """A booster's probability to a calibrated one, and to a percentile.
+
+    The knots are isotonic regression's blocks, each at the median score of its
+    calibration rows (in log-odds) with the block's observed rate: linear between knots
+    and, past the outer ones, logit-linear with the end slope (at most 1), so the map is
+    strictly increasing. Isotonic's own step function gives hundreds of customers one
+    identical risk; here two customers the booster tells apart stay apart, and the
+    calibration is the same within each block. ``percentile``: the share (0-100) of the
+    calibration window's rows that scored lower, one definition for a request and a batch.
+    """
+
+    def __init__(self, x: np.ndarray, y: np.ndarray, quantiles: np.ndarray):
+        self.x_, self.y_, self.quantiles_ = (np.asarray(a, dtype=float) for a in (x, y, quantiles))
+        lo, hi = logit(self.y_[[0, -1]])
+        if len(self.x_) > 1:
+            slopes = np.diff(logit(self.y_[[0, 1, -2, -1]]))[[0, 2]] / np.diff(self.x_[[0, 1, -2, -1]])[[0, 2]]
+        else:
+            slopes = np.zeros(2)
+        self._tails = (lo, hi, *np.clip(slopes, 0.0, 1.0))
+
+    def probability(self, p: np.ndarray) -> np.ndarray:
+        z = logit(p)
+        lo, hi, s_lo, s_hi = self._tails
+        out = np.interp(z, self.x_, self.y_)
+        below, above = z < self.x_[0], z > self.x_[-1]
+        out[below] = _expit(lo + s_lo * (z[below] - self.x_[0]))
+        out[above] = _expit(hi + s_hi * (z[above] - self.x_[-1]))
+        return out
+
+    def percentile(self, p: np.ndarray) -> np.ndarray:
+        return np.interp(logit(p), self.quantiles_, np.linspace(0, 100, len(self.quantiles_)))
+
+    def to_dict(self) -> dict:
+        return {"x": self.x_.tolist(), "y": self.y_.tolist(), "quantiles": self.quantiles_.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScoreMap":
+        return cls(d["x"], d["y"], d["quantiles"])
+
+
+def _expit(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
 class ProbabilityModel(_Model):
     """A calibrated probability of a yes/no outcome (late delivery, churn)."""
 
@@ -193,13 +243,17 @@ class ProbabilityModel(_Model):
         return booster_predict(self.booster_, self._matrix(rows) if X is None else X)
 
     def predict_proba(self, rows, X: np.ndarray | None = None) -> np.ndarray:
-        return np.clip(self.isotonic_.predict(self.raw_score(rows, X)), 0.0, 1.0)
+        return self.calibration_.probability(self.raw_score(rows, X))
+
+    def predict_with_percentile(self, rows, X: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The calibrated probability and its percentile among the calibration window's rows."""
+        raw = self.raw_score(rows, X)
+        return self.calibration_.probability(raw), self.calibration_.percentile(raw)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(str(folder / f"{self.kind}.txt"))
-        meta = {**self._meta(), "isotonic_x": self.isotonic_.X_thresholds_.tolist(),
-                "isotonic_y": self.isotonic_.y_thresholds_.tolist()}
+        meta = {**self._meta(), "calibration": self.calibration_.to_dict()}
         (folder / f"{self.kind}.json").write_text(json.dumps(meta))
 
     @classmethod
@@ -208,9 +262,7 @@ class ProbabilityModel(_Model):
         m = cls(kind, meta["features"], tuple(meta["categorical"]), meta["params"])
         m._restore(meta)
         m.booster_ = lgb.Booster(model_file=str(folder / f"{kind}.txt"))
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0)
-        iso.fit(np.array(meta["isotonic_x"]), np.array(meta["isotonic_y"]))
-        m.isotonic_ = iso
+        m.calibration_ = ScoreMap.from_dict(meta["calibration"])
         return m
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from features.spec import CHURN, EDD, feature
 
 #: the row fields a sentence may mention
@@ -72,6 +74,16 @@ def churn_words(name: str) -> str:
 def churn_actionable(name: str) -> bool:
     """Whether the retailer or carrier can act on a churn feature (the spec says)."""
     return feature(CHURN, name).actionable
+
+
+def actionable_share(contrib: np.ndarray, names: list[str]) -> np.ndarray:
+    """Per row, the share of the risk pushed above average (the positive contributions,
+    log-odds) that comes from factors the retailer or carrier can act on; 0 when nothing
+    pushes it up."""
+    act = np.array([churn_actionable(n) for n in names])
+    up = np.clip(contrib, 0.0, None)
+    total = up.sum(axis=1)
+    return np.divide(up[:, act].sum(axis=1), total, out=np.zeros(len(up)), where=total > 0)
 
 
 def actionable_first(reasons: list[dict]) -> list[dict]:

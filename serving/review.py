@@ -45,7 +45,7 @@ COOKIE = "eddy_review"
 CSRF_COOKIE = "eddy_login_csrf"
 SORTS = {"risk": ("churn_risk", False), "days_late": ("days_late", False), "judged": ("delivery_judged_at", False)}
 #: columns of the CSV export, in order
-EXPORT = ["customer_id", "churn_risk", "order_id", "delivery_judged_at", "carrier", "service_level", "origin_region",
+EXPORT = ["customer_id", "churn_risk", "risk_percentile", "actionable_share", "order_id", "delivery_judged_at", "carrier", "service_level", "origin_region",
           "destination_region", "days_late", "exceptions", "failed_attempts", "returned", "parcels_missing", "rating",
           "contacts", "orders_so_far", "new_customer", "top_reasons", "scored_at", "model_version"]
 ACT = " (you can act on this)"  # marks a delivery factor the retailer or carrier controls
@@ -87,8 +87,12 @@ TEMPLATES = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=
 TEMPLATES.filters["words"] = words
 TEMPLATES.filters["actionable"] = churn_actionable
 TEMPLATES.filters["actionable_first"] = actionable_first
-TEMPLATES.filters["pct"] = lambda v: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.0f}%"
-TEMPLATES.filters["num"] = lambda v, d=1: "" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:,.{d}f}"
+def _is_number(v) -> bool:  # a scoring stored by an older version lacks newer columns (undefined here)
+    return isinstance(v, (int, float, np.number)) and not (isinstance(v, float) and math.isnan(v))
+
+
+TEMPLATES.filters["pct"] = lambda v: f"{100 * v:.0f}%" if _is_number(v) else ""
+TEMPLATES.filters["num"] = lambda v, d=1: f"{v:,.{d}f}" if _is_number(v) else ""
 
 
 # ------------------------------------------------------------------------ access

@@ -156,6 +156,10 @@ class ChurnReason(BaseModel):
 class ChurnOut(BaseModel):
     customer_id: str
     churn_risk: float
+    risk_percentile: float = Field(description="0-100: the share of customers on the model's calibration window "
+                                               "with a lower risk (ranks customers where risks are close)")
+    actionable_share: float | None = Field(description="of what pushes the risk above average, the share from "
+                                                       "factors the retailer or carrier can act on (with explain)")
     known_customer: bool
     orders_so_far: int
     days_late: float | None

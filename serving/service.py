@@ -336,6 +336,8 @@ class Eddy:
                                  explain=any(r.explain for r in requests))
         known = bundle.snapshot.customers.index()["orders"]
         return [ChurnOut(customer_id=r.customer_id, churn_risk=float(out["churn_risk"][i]),
+                         risk_percentile=round(float(out["risk_percentile"][i]), 1),
+                         actionable_share=round(float(out["actionable_share"][i]), 3) if r.explain else None,
                          known_customer=r.customer_id in known, orders_so_far=int(out["orders_so_far"][i]),
                          days_late=_num(out["days_late"][i]),
                          reasons=[{"feature": x["feature"], "text": churn_words(x["feature"]), "value": x["value"],

@@ -31,7 +31,8 @@ from runtime.bundle import ModelBundle
 from training import baselines
 from training.evaluate import edd_metrics, interval_metrics, probability_metrics, top_decile_lift
 from training.rows import censor_days, churn_labels, shipment_labels
-from training.train import MIN_EVAL_ROWS, TrainResult, hours_to_end_of_day, train, truth_tables
+from training.train import (MIN_EVAL_ROWS, RECENCY_HALF_LIFE_DAYS, TrainResult, hours_to_end_of_day, train,
+                            truth_tables)
 
 COLUMNS = ["cutoff", "moment", "model", "metric", "value"]
 MODELS = ("eddy", "promise", "lane_median", "late_rate", "rfm", "bgnbd", "oracle")
@@ -221,11 +222,13 @@ class CutoffResult:
 
 
 def run_cutoff(ds: DataSet, outcomes: Outcomes, cut: pd.Timestamp, horizon: pd.Timedelta,
-               churn_horizon_days: float = 90.0, params: dict | None = None, seed: int = 0) -> CutoffResult:
+               churn_horizon_days: float = 90.0, params: dict | None = None, seed: int = 0,
+               recency_half_life_days: float | None = RECENCY_HALF_LIFE_DAYS) -> CutoffResult:
     """Train on the data as known at ``cut``; judge the window ``[cut, cut + horizon)``."""
     started = time.time()
     known = known_at(ds, cut)
-    result = train(known, horizon_days=churn_horizon_days, params=params, seed=seed, end=cut)
+    result = train(known, horizon_days=churn_horizon_days, params=params, seed=seed, end=cut,
+                   recency_half_life_days=recency_half_life_days)
     trained = time.time() - started
     until = cut + horizon
     figures = shipment_figures(result.bundle, outcomes, cut, until, seed) + \
@@ -243,7 +246,8 @@ def run_cutoff(ds: DataSet, outcomes: Outcomes, cut: pd.Timestamp, horizon: pd.T
 
 
 def backtest(ds: DataSet, cutoffs: Iterable[pd.Timestamp], horizon: pd.Timedelta, churn_horizon_days: float = 90.0,
-             jobs: int = 1, seed: int = 0, done: Callable[[CutoffResult], None] | None = None) -> list[CutoffResult]:
+             jobs: int = 1, seed: int = 0, done: Callable[[CutoffResult], None] | None = None,
+             recency_half_life_days: float | None = RECENCY_HALF_LIFE_DAYS) -> list[CutoffResult]:
     """Every cutoff's result, in cutoff order; ``done`` is called as each one finishes.
 
     With ``jobs`` > 1 cutoffs train in separate processes (joblib's loky), each with
@@ -257,14 +261,15 @@ def backtest(ds: DataSet, cutoffs: Iterable[pd.Timestamp], horizon: pd.Timedelta
     results = []
     if jobs <= 1:
         for cut in cutoffs:
-            results.append(run_cutoff(ds, outcomes, cut, horizon, churn_horizon_days, params, seed))
+            results.append(run_cutoff(ds, outcomes, cut, horizon, churn_horizon_days, params, seed, recency_half_life_days))
             if done:
                 done(results[-1])
     else:
         from joblib import Parallel, delayed
 
         work = Parallel(n_jobs=jobs, backend="loky", return_as="generator_unordered")(
-            delayed(run_cutoff)(ds, outcomes, cut, horizon, churn_horizon_days, params, seed) for cut in cutoffs)
+            delayed(run_cutoff)(ds, outcomes, cut, horizon, churn_horizon_days, params, seed, recency_half_life_days)
+            for cut in cutoffs)
         for r in work:
             results.append(r)
             if done:

@@ -9,7 +9,8 @@ carrier, so the 10-90% interval holds 80% of outcomes per carrier. A promise at
 confidence c adds to the 90% point the c-quantile of its one-sided errors on the
 calibration window, so "promise at 95%" is on time for 95% of calibration parcels of
 that carrier. Probabilities (delay, churn): a LightGBM binary booster whose scores are
-mapped through isotonic regression fitted on the calibration window.
+mapped through isotonic regression fitted on the calibration window, made strictly
+increasing (``score_map``) so calibration does not merge customers into one value.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from runtime.models import QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel
+from runtime.models import QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel, ScoreMap, logit
 
 INTERVAL_COVERAGE = 0.8
 MIN_GROUP_ROWS = 200  # smaller carriers use the overall conformal correction
@@ -48,8 +49,8 @@ EXPLAINED_PARAMS = {"num_leaves": 15, "max_depth": 6, "learning_rate": 0.15}
 
 
 def train_booster(params: dict, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame, y_val: np.ndarray,
-                  callbacks: list | None = None) -> lgb.Booster:
-    train = lgb.Dataset(X, y, free_raw_data=False)
+                  callbacks: list | None = None, weight: np.ndarray | None = None) -> lgb.Booster:
+    train = lgb.Dataset(X, y, weight=weight, free_raw_data=False)
     valid = lgb.Dataset(X_val, y_val, reference=train)
     return lgb.train({**BASE_PARAMS, **params}, train, num_boost_round=params.get("rounds", ROUNDS),
                      valid_sets=[valid], callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False), *(callbacks or [])])
@@ -59,12 +60,12 @@ class EddEstimator(EddModel):
     """Learns the EDD quantile boosters and their conformal corrections."""
 
     def fit(self, rows: pd.DataFrame, hours: np.ndarray, val_rows: pd.DataFrame, val_hours: np.ndarray,
-            callbacks: list | None = None) -> "EddEstimator":
+            callbacks: list | None = None, weight: np.ndarray | None = None) -> "EddEstimator":
         self.encoder_ = CategoricalEncoder(self.categorical).fit(rows)
         X, Xv = self._X(rows), self._X(val_rows)
         y, yv = np.log1p(np.maximum(hours, 0)), np.log1p(np.maximum(val_hours, 0))
         self.boosters_ = [train_booster({**(EXPLAINED_PARAMS if q == 0.5 else {}), **self.params,
-                                         "objective": "quantile", "alpha": q}, X, y, Xv, yv, callbacks)
+                                         "objective": "quantile", "alpha": q}, X, y, Xv, yv, callbacks, weight)
                           for q in QUANTILES]
         return self
 
@@ -88,15 +89,25 @@ class ProbabilityEstimator(ProbabilityModel):
     """Learns a binary booster and the isotonic map that calibrates its scores."""
 
     def fit(self, rows: pd.DataFrame, y: np.ndarray, val_rows: pd.DataFrame, val_y: np.ndarray,
-            callbacks: list | None = None) -> "ProbabilityEstimator":
+            callbacks: list | None = None, weight: np.ndarray | None = None) -> "ProbabilityEstimator":
         self.encoder_ = CategoricalEncoder(self.categorical).fit(rows)
         self.booster_ = train_booster({**self.params, "objective": "binary"}, self._X(rows), y,
-                                      self._X(val_rows), val_y, callbacks)
+                                      self._X(val_rows), val_y, callbacks, weight)
         return self
 
     def calibrate(self, rows: pd.DataFrame, y: np.ndarray) -> "ProbabilityEstimator":
-        self.isotonic_ = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(self.raw_score(rows), y)
+        self.calibration_ = score_map(self.raw_score(rows), y)
         return self
+
+
+def score_map(raw: np.ndarray, y: np.ndarray) -> ScoreMap:
+    """Isotonic regression of outcomes on scores, as a strictly increasing ``ScoreMap``:
+    one knot per isotonic block (its rows' median log-odds score, its observed rate)."""
+    z = logit(raw)
+    level = IsotonicRegression(y_min=0.0, y_max=1.0).fit(z, y).predict(z)
+    values, block = np.unique(level, return_inverse=True)
+    x = np.array([np.median(z[block == k]) for k in range(len(values))])
+    return ScoreMap(x, values, np.quantile(z, np.linspace(0, 1, 201)))
 
 
 def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:

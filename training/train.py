@@ -52,6 +52,18 @@ def feature_columns(rows: pd.DataFrame, model: str) -> list[str]:
     return names
 
 
+#: Training rows weigh 0.5 ** (age / half-life), age counted back from the newest one;
+#: None weighs all alike. Chosen by backtest (README, "Backtests").
+RECENCY_HALF_LIFE_DAYS: float | None = None
+
+
+def recency_weights(moments: pd.Series, half_life_days: float | None) -> np.ndarray | None:
+    if not half_life_days:
+        return None
+    t = micros(moments).astype(float)
+    return 0.5 ** ((t.max() - t) / US_PER_DAY / half_life_days)
+
+
 MAX_TRAIN_ROWS = 600_000  # most recent labelled rows per model; older history reaches it through the features
 
 
@@ -69,9 +81,11 @@ def validation_tail(mask: np.ndarray, moments: pd.Series, share: float = 0.1) ->
 
 
 def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | None = None,
-          progress: Progress | None = None, seed: int = 0, end: pd.Timestamp | None = None) -> TrainResult:
+          progress: Progress | None = None, seed: int = 0, end: pd.Timestamp | None = None,
+          recency_half_life_days: float | None = RECENCY_HALF_LIFE_DAYS) -> TrainResult:
     """Train the three models on ``ds``; ``end`` is the moment the data was known at
-    (default: its latest fact), which a backtest sets to its cutoff."""
+    (default: its latest fact), which a backtest sets to its cutoff; recent training rows
+    weigh more with ``recency_half_life_days``."""
     report = progress or (lambda stage, frac: None)
     params = params or {}
     started = time.time()
@@ -92,12 +106,13 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
 
     tables["_sample_shipment_rows"] = rows.head(50)  # for MLflow signatures
     report("EDD model", 0.2)
-    edd = _train_edd(rows, labels, part, at_order, params.get("edd"), metrics, skipped, evaluation, tables, truth)
+    hl = recency_half_life_days
+    edd = _train_edd(rows, labels, part, at_order, params.get("edd"), metrics, skipped, evaluation, tables, truth, hl)
     report("delay model", 0.5)
-    delay = _train_delay(rows, labels, part, at_order, params.get("delay"), metrics, skipped, evaluation, tables, truth)
+    delay = _train_delay(rows, labels, part, at_order, params.get("delay"), metrics, skipped, evaluation, tables, truth, hl)
     report("churn model", 0.7)
     churn = _train_churn(ds, snapshot, rows[at_order], horizon_days, params.get("churn"), metrics, skipped, evaluation,
-                         tables, truth, seed, fitted)
+                         tables, truth, seed, fitted, hl)
 
     meta = {
         "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
@@ -106,6 +121,7 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
         "shipments": int(len(shipments)),
         "split": split.as_dict(),
         "horizon_days": horizon_days,
+        "recency_half_life_days": hl,
         "skipped": skipped,
         "metrics": metrics,
         "train_seconds": round(time.time() - started, 1),
@@ -120,7 +136,8 @@ def truth_tables(ds: DataSet) -> dict[str, pd.DataFrame]:
             if (folder / f"{name}.parquet").exists()}
 
 
-def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth) -> EddEstimator | None:
+def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth,
+               half_life) -> EddEstimator | None:
     y = labels.hours_left.to_numpy()
     known = ~np.isnan(y)
     train_mask = known & (part == "train")
@@ -132,7 +149,8 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
                           f"shipments (need {MIN_TRAIN_ROWS}, {MIN_EVAL_ROWS}, {MIN_EVAL_ROWS})")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
-    model = EddEstimator(feature_columns(rows, spec.EDD), spec.categorical(spec.EDD), params).fit(rows[fit], y[fit], rows[val], y[val])
+    model = EddEstimator(feature_columns(rows, spec.EDD), spec.categorical(spec.EDD), params).fit(
+        rows[fit], y[fit], rows[val], y[val], weight=recency_weights(rows.as_of[fit], half_life))
     model.calibrate(rows[cal], y[cal], rows.carrier[cal])
 
     t = test & at_order
@@ -172,6 +190,9 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
     for _, c in tables["coverage_by_carrier"].iterrows():
         metrics[f"edd_coverage_{c.segment}"] = float(c.coverage)
     evaluation["edd"] = {"q": q, "actual": actual, "carrier": r.carrier.to_numpy()}
+    # Judged, the version ships calibrated on the freshest complete outcomes: the test
+    # window's errors, nearer to the requests it will answer (issue 12: intervals under drift).
+    model.calibrate(rows[test], y[test], rows.carrier[test])
     return model
 
 
@@ -181,7 +202,7 @@ def hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
     return (end_of_day(at + (np.asarray(hours) * US_PER_HOUR).astype(np.int64)) - at) / US_PER_HOUR
 
 
-def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth):
+def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth, half_life):
     y = labels.late.to_numpy()
     known = ~np.isnan(y)
     train_mask, cal, test = known & (part == "train"), known & (part == "calibrate"), known & (part == "test")
@@ -192,7 +213,8 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
                             f"late (need {MIN_TRAIN_ROWS} and 10)")
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
-    model = ProbabilityEstimator("delay", feature_columns(rows, spec.DELAY), spec.categorical(spec.DELAY), params).fit(rows[fit], y[fit], rows[val], y[val])
+    model = ProbabilityEstimator("delay", feature_columns(rows, spec.DELAY), spec.categorical(spec.DELAY), params).fit(
+        rows[fit], y[fit], rows[val], y[val], weight=recency_weights(rows.as_of[fit], half_life))
     model.calibrate(rows[cal], y[cal])
     t = test & at_order
     p = model.predict_proba(rows[t])
@@ -208,11 +230,12 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
         ok = ~np.isnan(oracle)
         metrics.update({f"delay_oracle_{k}": v for k, v in probability_metrics(oracle[ok], y[t][ok]).items()})
     evaluation["delay"] = {"p": p, "y": y[t]}
+    model.calibrate(rows[test], y[test])  # as the EDD model: shipped calibrated on the freshest outcomes
     return model
 
 
 def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, skipped, evaluation, tables, truth, seed,
-                 fitted):
+                 fitted, half_life):
     rows, y, ref = churn_training_rows(ds, snapshot, at_order_rows, horizon_days, seed)
     known = ~np.isnan(y)
     if known.sum() < MIN_TRAIN_ROWS * 2:
@@ -230,7 +253,7 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
     features = feature_columns(rows, spec.CHURN)
     fit, val = validation_tail(train_mask, ref_ts)
     model = ProbabilityEstimator("churn", features, spec.categorical(spec.CHURN), {**CHURN_DEFAULTS, **(params or {})})
-    model.fit(rows[fit], y[fit], rows[val], y[val])
+    model.fit(rows[fit], y[fit], rows[val], y[val], weight=recency_weights(ref_ts[fit], half_life))
     model.calibrate(rows[cal], y[cal])
     # Judged on the moment right after each delivery, as the truth file speaks of it.
     t = test & (rows.days_since_delivery.to_numpy() < 1e-3)

@@ -112,7 +112,7 @@ def test_the_review_pages_in_a_real_browser(review, browser, tmp_path):
     shown = page.locator("#at-risk tbody tr")
     assert shown.count() == min(50, len(expected))
     if len(expected):
-        carriers = page.locator("#at-risk tbody tr td:nth-child(4)").all_inner_texts()
+        carriers = page.locator("#at-risk tbody tr td:nth-child(6)").all_inner_texts()
         assert all(c.startswith(carrier) for c in carriers)
 
     # The CSV export of the filtered list equals the scored table under the same filter.
@@ -123,6 +123,7 @@ def test_the_review_pages_in_a_real_browser(review, browser, tmp_path):
         ["churn_risk", "customer_id"], ascending=[False, True]).customer_id.astype(str).tolist()
     assert csv.churn_risk.to_numpy() == pytest.approx(
         expected.sort_values(["churn_risk", "customer_id"], ascending=[False, True]).churn_risk.to_numpy())
+    assert csv.risk_percentile.between(0, 100).all() and csv.actionable_share.between(0, 1).all()
 
     # A customer: risk, one bar per reason, and the order history.
     page.goto(f"{server.url}/review")
@@ -133,6 +134,8 @@ def test_the_review_pages_in_a_real_browser(review, browser, tmp_path):
     row = table[table.customer_id == customer_id].iloc[0]
     assert page.inner_text("#customer-id") == customer_id
     assert page.inner_text("#risk") == f"{100 * row.churn_risk:.0f}%"
+    assert page.inner_text("#percentile") == f"{row.risk_percentile:,.0f}"
+    assert f"{100 * row.actionable_share:.0f}%" in page.inner_text("#actionable-share")
     assert page.locator("#reasons-chart g.bar").count() == len(row.reasons)
     orders = scoring.history[scoring.history.customer_id == customer_id]
     assert page.locator("#history tbody tr").count() == max(len(orders), 1)
@@ -145,6 +148,7 @@ def test_the_review_pages_in_a_real_browser(review, browser, tmp_path):
     assert page.locator("#importance-chart g.bar").count() == len(scoring.drivers["importance"])
     assert page.locator("#dependence-days_late circle").count() == len(scoring.drivers["dependence"]["days_late"]["x"])
     assert "version 7" in page.inner_text("#drivers-meta")
+    assert f"{100 * scoring.drivers['actionable_share']:.0f}%" in page.inner_text("#actionable-share")
     page.screenshot(path=str(SHOTS / "review-drivers.png"), full_page=True)
     page.close()
 

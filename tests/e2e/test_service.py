@@ -202,6 +202,7 @@ def test_churn_for_a_known_and_an_unknown_customer(served):
     known = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": row.customer_id, "delivery": delivery}}, timeout=30)
     assert known.status_code == 200, known.text
     assert known.json()["known_customer"] is True and 0 <= known.json()["churn_risk"] <= 1
+    assert 0 <= known.json()["risk_percentile"] <= 100 and 0 <= known.json()["actionable_share"] <= 1
     new = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": "someone-new", "delivery": delivery}}, timeout=30).json()
     assert new["known_customer"] is False and new["orders_so_far"] == 1
     on_time = {**delivery, "delivered_at": (row.promised_at - pd.Timedelta(days=1)).isoformat(), "scans": []}

@@ -170,12 +170,12 @@ def test_several_deliveries_of_one_customer_score_in_one_pass_each_on_its_own(bu
     moments = pd.concat([p[2].assign(order_id=f"O{k}") for k, p in enumerate(parts)], ignore_index=True)
     assert df.customer_id.nunique() == 1
     calls = []
-    original = bundle.churn.predict_proba
-    bundle.churn.predict_proba = lambda rows, *a: calls.append(len(rows["order_id"])) or original(rows, *a)
+    original = bundle.churn.raw_score
+    bundle.churn.raw_score = lambda rows, *a: calls.append(len(rows["order_id"])) or original(rows, *a)
     try:
         together = bundle.score_orders(df, scans, moments)
     finally:
-        del bundle.churn.predict_proba
+        del bundle.churn.raw_score
     assert calls == [5]
     np.testing.assert_allclose(together.churn_risk.to_numpy(), alone, rtol=1e-6)
     assert together.orders_so_far.nunique() == 1  # none counts the others' orders

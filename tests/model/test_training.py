@@ -111,3 +111,54 @@ def test_scoring_for_the_review_pages_history_and_drivers(trained):
     ours = churn.contributions(rows, churn.booster_)
     theirs = shap.TreeExplainer(churn.booster_).shap_values(churn._X(rows))
     assert np.allclose(ours, theirs, atol=1e-6)
+
+
+def test_recency_weights_halve_every_half_life_and_default_to_equal():
+    from training.train import recency_weights
+
+    moments = pd.Series(pd.to_datetime(["2025-01-01", "2025-04-11", "2025-07-20", "2025-07-20"], utc=True))
+    w = recency_weights(moments, 100.0)
+    np.testing.assert_allclose(w, [0.25, 0.5, 1.0, 1.0])
+    assert recency_weights(moments, None) is None
+
+
+def test_score_map_is_strictly_increasing_and_keeps_isotonic_rates():
+    """Calibration without plateaus: distinct scores stay distinct, and each isotonic
+    block's rows keep (on average) the block's observed rate."""
+    from sklearn.isotonic import IsotonicRegression
+
+    from runtime.models import logit
+    from training.models import score_map
+
+    rng = np.random.default_rng(3)
+    raw = rng.uniform(0.01, 0.99, 20_000)
+    y = (rng.uniform(size=raw.size) < raw ** 2).astype(float)  # a miscalibrated score
+    m = score_map(raw, y)
+    grid = np.linspace(0.001, 0.999, 5_000)
+    p = m.probability(grid)
+    assert (np.diff(p) > 0).all() and (p > 0).all() and (p < 1).all()
+    iso = IsotonicRegression().fit(logit(raw), y).predict(logit(raw))
+    ours = m.probability(raw)
+    for level in np.unique(iso)[::5]:
+        block = iso == level
+        if block.sum() >= 200:
+            assert abs(ours[block].mean() - level) < 0.03
+    assert abs(ours.mean() - y.mean()) < 0.01
+    pct = m.percentile(raw)
+    assert pct.min() >= 0 and pct.max() <= 100 and abs(np.median(pct) - 50) < 1
+
+
+def test_churn_risks_rank_customers_without_plateaus_and_say_what_is_actionable(trained):
+    """The review list's risks: no value shared by a crowd, a percentile that orders like
+    the risk, and an actionable share between 0 and 1 that is higher after a bad delivery."""
+    from runtime.batch import score_data_set
+
+    result, ds = trained
+    table = score_data_set(result.bundle, ds, as_of=pd.Timestamp("2025-10-01T00:00:00Z"), window_days=120).table
+    assert len(table) > 200
+    assert table.churn_risk.value_counts().max() <= max(5, len(table) // 100)
+    order = np.argsort(table.churn_risk.to_numpy(), kind="stable")
+    assert (np.diff(table.risk_percentile.to_numpy()[order]) >= -1e-9).all()
+    assert table.actionable_share.between(0, 1).all()
+    late = table.days_late.fillna(0) >= 2
+    assert table.actionable_share[late].mean() > table.actionable_share[~late].mean() + 0.1
