@@ -136,9 +136,15 @@ class EddModel(_Model):
         q = np.column_stack([booster_predict(b, X) for b in self.boosters_])
         return np.sort(q, axis=1)  # quantile boosters can cross; sorting never hurts coverage
 
+    def level_shifted(self, q: np.ndarray, groups) -> np.ndarray:
+        """The sorted quantiles moved by the group's median error on the latest calibration
+        window (log hours): a lane network that slowed since the boosters' data shows there."""
+        level = getattr(self, "level_shift_", None)
+        return q if not level else q + per_group(level, groups)[:, None]
+
     def predict_hours(self, rows, groups, raw: np.ndarray | None = None) -> np.ndarray:
         """Calibrated (p10, p50, p90) hours from the moment, one row each."""
-        q = self.raw_log_quantiles(rows) if raw is None else raw
+        q = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups)
         shift = per_group(self.interval_shift_, groups)
         low = np.expm1(q[:, 0] - shift)
         high = np.expm1(q[:, 2] + shift)
@@ -152,7 +158,7 @@ class EddModel(_Model):
         c = np.asarray(confidence, dtype=float)
         if ((c < 0.5) | (c > 0.995)).any():
             raise ValueError(f"confidence must be between 0.5 and 0.995, not {confidence}")
-        q90 = (self.raw_log_quantiles(rows) if raw is None else raw)[:, 2]
+        q90 = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups)[:, 2]
         grid = np.linspace(0, 1, 201)
         names = list(self.promise_scores_)
         pos = _group_positions(names, groups)
@@ -167,7 +173,7 @@ class EddModel(_Model):
         folder.mkdir(parents=True, exist_ok=True)
         for q, b in zip(QUANTILES, self.boosters_):
             b.save_model(str(folder / f"edd_q{int(q * 100)}.txt"))
-        meta = {**self._meta(), "interval_shift": self.interval_shift_,
+        meta = {**self._meta(), "interval_shift": self.interval_shift_, "level_shift": getattr(self, "level_shift_", {}),
                 "promise_scores": {k: list(map(float, v)) for k, v in self.promise_scores_.items()}}
         (folder / "edd.json").write_text(json.dumps(meta))
 
@@ -178,6 +184,7 @@ class EddModel(_Model):
         m._restore(meta)
         m.boosters_ = [lgb.Booster(model_file=str(folder / f"edd_q{int(q * 100)}.txt")) for q in QUANTILES]
         m.interval_shift_ = meta["interval_shift"]
+        m.level_shift_ = meta.get("level_shift", {})
         m.promise_scores_ = {k: np.array(v) for k, v in meta["promise_scores"].items()}
         return m
 

@@ -23,6 +23,7 @@ from sklearn.isotonic import IsotonicRegression
 from runtime.models import QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel, ScoreMap, logit
 
 INTERVAL_COVERAGE = 0.8
+LEVEL_SHIFT = True  # move the quantiles by the calibration window's median error (chosen by backtest)
 MIN_GROUP_ROWS = 200  # smaller carriers use the overall conformal correction
 #: Depth is capped: per-request reasons run TreeSHAP (pred_contrib), whose cost grows
 #: with trees x leaves x depth squared; unbalanced 20-deep trees made it 8 ms a row.
@@ -72,6 +73,8 @@ class EddEstimator(EddModel):
     def calibrate(self, rows: pd.DataFrame, hours: np.ndarray, groups: pd.Series) -> "EddEstimator":
         q = self.raw_log_quantiles(rows)
         y = np.log1p(np.maximum(hours, 0))
+        self.level_shift_ = _per_group(y - q[:, 1], groups, np.median) if LEVEL_SHIFT else {}
+        q = self.level_shifted(q, groups)
         interval_scores = np.maximum(q[:, 0] - y, y - q[:, 2])
         promise_scores = y - q[:, 2]
         self.interval_shift_ = {"*": _conformal_quantile(interval_scores, INTERVAL_COVERAGE)}
@@ -108,6 +111,16 @@ def score_map(raw: np.ndarray, y: np.ndarray) -> ScoreMap:
     values, block = np.unique(level, return_inverse=True)
     x = np.array([np.median(z[block == k]) for k in range(len(values))])
     return ScoreMap(x, values, np.quantile(z, np.linspace(0, 1, 201)))
+
+
+def _per_group(values: np.ndarray, groups: pd.Series, stat) -> dict[str, float]:
+    """``stat`` of the values overall ('*') and per group with enough rows."""
+    g = groups.astype("str").to_numpy()
+    out = {"*": float(stat(values))}
+    for name in pd.unique(g):
+        if (g == name).sum() >= MIN_GROUP_ROWS:
+            out[name] = float(stat(values[g == name]))
+    return out
 
 
 def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:

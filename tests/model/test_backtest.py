@@ -157,3 +157,85 @@ def test_backtest_rejects_a_bad_out_file_and_cutoffs_before_the_data(sim_dir, tm
     assert r.returncode == 2 and "every cutoff must fall after the first order (2024-01-01)" in r.stderr
     r = subprocess.run([EDDY, "backtest", str(sim_dir), "--every", "soon"], capture_output=True, text=True)
     assert r.returncode == 2 and "--every 'soon' is not a duration" in r.stderr
+
+
+def slow_parcels(ds: DataSet, like: pd.DataFrame, ordered: list[pd.Timestamp], lead_days: list[float],
+                 tag: str) -> DataSet:
+    """The data set plus copies of ``like``'s shipments in turn (carrier, lane, postals),
+    ordered at ``ordered`` and delivered ``lead_days`` later, for new customers."""
+    s = ds["shipments"]
+    n = len(ordered)
+    start = pd.Series(ordered).astype(s.ordered_at.dtype)
+    lead = pd.to_timedelta(pd.Series(lead_days), unit="D")
+    new = like.iloc[np.arange(n) % len(like)].reset_index(drop=True).assign(
+        shipment_id=[f"{tag}-{k}" for k in range(n)], order_id=[f"{tag}-order-{k}" for k in range(n)],
+        customer_id=[f"{tag}-customer-{k}" for k in range(n)], ordered_at=start.to_numpy(),
+        shipped_at=(start + pd.Timedelta(hours=10)).to_numpy(), promised_at=(start + pd.Timedelta(days=4)).to_numpy(),
+        delivered_at=(start + lead).astype(s.ordered_at.dtype).to_numpy())
+    tables = dict(ds.tables)
+    tables["shipments"] = pd.concat([s, new], ignore_index=True)
+    orders = ds.get("orders")
+    if orders is not None:
+        tables["orders"] = pd.concat([orders, pd.DataFrame({
+            "order_id": new.order_id, "customer_id": new.customer_id, "ordered_at": new.ordered_at,
+            "value": 50.0})], ignore_index=True).astype(orders.dtypes.to_dict())
+    return DataSet(ds.folder, tables, {}, {})
+
+
+@pytest.fixture(scope="module")
+def drift(ds):
+    """One world trained at the cutoff twice: as it was, and with a storm in one region in
+    the last days before the cutoff plus a slow-down on one carrier lane in the weeks before.
+    Returns both bundles and the next week's orders (into neither region) three ways: as
+    placed, moved onto the slowed lane, and moved into the storm region, so the carriers
+    and days are alike in all three."""
+    from training.train import train
+
+    s = ds["shipments"]
+    before = s[(s.ordered_at < CUT - pd.Timedelta(days=60))]
+    storm_region = before.destination_region.value_counts().index[0]
+    lanes = before[before.destination_region != storm_region].groupby(
+        ["carrier", "service_level", "origin_region", "destination_region"], observed=True).size()
+    lane = before[before.set_index(list(lanes.index.names)).index == lanes.idxmax()].head(1)
+    into_storm = before[before.destination_region == storm_region].sample(60, random_state=5)  # every carrier
+    rng = np.random.default_rng(5)
+    # storm: 60 parcels into the region, ordered 8 to 3 days before the cutoff, each 6-8 days on the way
+    storm_at = [CUT - pd.Timedelta(days=8) + pd.Timedelta(hours=2 * k) for k in range(60)]
+    planted = slow_parcels(ds, into_storm, storm_at, list(rng.uniform(6, 8, 60)), "storm")
+    # slow-down: 60 parcels on the lane, ordered 25 to 12 days before, 4-11 days on the way
+    slow_at = [CUT - pd.Timedelta(days=25) + pd.Timedelta(hours=5 * k) for k in range(60)]
+    planted = slow_parcels(planted, lane, slow_at, list(rng.uniform(4, 11, 60)), "slow")
+    calm = train(known_at(ds, CUT), end=CUT, seed=3).bundle
+    drifted = train(known_at(planted, CUT), end=CUT, seed=3).bundle
+
+    # orders of the next week: as placed, on the slowed lane, and into the storm region
+    after = s[(s.ordered_at >= CUT) & (s.ordered_at < CUT + pd.Timedelta(days=7))]
+    others = after[~after.destination_region.isin([storm_region, lane.destination_region.iloc[0]])].head(60)
+    keys = ("carrier", "service_level", "origin_region", "destination_region", "origin_postal", "destination_postal")
+    on_lane = others.assign(**{k: lane[k].iloc[0] for k in keys})
+    storm = others.assign(destination_region=storm_region, destination_postal=into_storm.destination_postal.iloc[0])
+    return calm, drifted, {"others": others, "lane": on_lane, "storm": storm}
+
+
+def _hours(bundle, shipments) -> pd.DataFrame:
+    from features.rows import order_moments
+
+    p = bundle.predict_rows(bundle.shipment_rows(shipments, None, order_moments(shipments)), explain=False)
+    h = lambda c: ((p[c] - p.as_of) / pd.Timedelta(hours=1)).to_numpy()
+    return pd.DataFrame({"p10": h("eta_p10"), "p50": h("eta_p50"), "p90": h("eta_p90")})
+
+
+def test_a_storm_before_the_cutoff_moves_that_regions_etas_later(drift):
+    calm, drifted, orders = drift
+    later = {k: (_hours(drifted, v).p50 - _hours(calm, v).p50).mean() for k, v in orders.items() if k != "lane"}
+    assert len(orders["others"]) >= 10
+    assert later["storm"] > 6  # hours later into the storm region
+    assert later["storm"] > later["others"] + 3  # the same orders elsewhere move less
+
+
+def test_a_sudden_lane_slow_down_widens_that_lanes_intervals_at_the_next_cutoff(drift):
+    calm, drifted, orders = drift
+    width = lambda b, k: (_hours(b, orders[k]).p90 - _hours(b, orders[k]).p10).mean()
+    grow = {k: width(drifted, k) / width(calm, k) for k in ("lane", "others")}
+    assert grow["lane"] > 1.15 and grow["lane"] > grow["others"] + 0.1, grow
+    assert _hours(drifted, orders["lane"]).p50.mean() > _hours(calm, orders["lane"]).p50.mean()

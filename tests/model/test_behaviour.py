@@ -179,3 +179,27 @@ def test_several_deliveries_of_one_customer_score_in_one_pass_each_on_its_own(bu
     assert calls == [5]
     np.testing.assert_allclose(together.churn_risk.to_numpy(), alone, rtol=1e-6)
     assert together.orders_so_far.nunique() == 1  # none counts the others' orders
+
+
+def test_a_customer_with_a_steady_rhythm_gets_a_lower_churn_risk_than_a_one_off_buyer(bundle):
+    """The same on-time delivery, for a new customer who has ordered every month for a
+    year and for one who has never ordered before."""
+    def order(customer: str, k: int, ordered: pd.Timestamp) -> pd.DataFrame:
+        return shipment(customer_id=customer, order_id=f"{customer}-O{k}", shipment_id=f"{customer}-S{k}",
+                        ordered_at=str(ordered), shipped_at=str(ordered + pd.Timedelta(hours=20)),
+                        promised_at=str(ordered + pd.Timedelta(days=5)),
+                        delivered_at=str(ordered + pd.Timedelta(days=3)))
+
+    judged_at = pd.Timestamp("2026-02-10T10:00:00Z")
+    steady = pd.concat([order("STEADY", k, judged_at - pd.Timedelta(days=30 * (12 - k))) for k in range(13)],
+                       ignore_index=True)
+    one_off = order("ONEOFF", 12, judged_at)
+    ship = pd.concat([steady, one_off], ignore_index=True)
+    moments = pd.DataFrame({"order_id": ["STEADY-O12", "ONEOFF-O12"],
+                            "as_of": pd.Series([judged_at + pd.Timedelta(days=3, hours=1)] * 2,
+                                               dtype="datetime64[us, UTC]")})
+    history = bundle.snapshot.customers.with_orders(ship)  # as score-customers builds it from a data set
+    scored = bundle.score_orders(ship, None, moments, history=history).set_index("customer_id")
+    assert scored.loc["STEADY", "orders_so_far"] == 13 and scored.loc["ONEOFF", "orders_so_far"] == 1
+    assert scored.loc["STEADY", "churn_risk"] < scored.loc["ONEOFF", "churn_risk"] - 0.1
+    assert scored.loc["STEADY", "risk_percentile"] < scored.loc["ONEOFF", "risk_percentile"]
