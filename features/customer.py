@@ -312,6 +312,7 @@ def _history(history: CustomerHistory, cur: Columns, at: np.ndarray) -> Columns:
         seen = _value_of(customers, "customer_id", cur["customer_id"], "first_seen_at")
         first = np.where((seen != NAT) & ((first == NAT) | (seen < first)) & (seen < at), seen, first)
     previous = placed.last_before(q, cur_ordered)
+    latest = placed.last_before(q, at)
     previous_at = np.where(previous >= 0, o_at[np.maximum(previous, 0)] if len(o_at) else NAT, NAT)
 
     judged = exp["ref"] != NAT
@@ -326,6 +327,8 @@ def _history(history: CustomerHistory, cur: Columns, at: np.ndarray) -> Columns:
         "tenure_days": np.where(first == NAT, np.nan, (at - first) / US_PER_DAY),
         "days_since_previous_order": np.where((previous_at == NAT) | (cur_ordered == NAT), np.nan,
                                               (cur_ordered - previous_at) / US_PER_DAY),
+        "days_since_last_order": np.where(latest >= 0, (at - (o_at[np.maximum(latest, 0)] if len(o_at) else at))
+                                          / US_PER_DAY, np.nan),
         "spend_so_far": placed.sum_before(orders["value"], q, at),
         # The customer's own buying rate: what RFM and BG/NBD live on, given to the trees directly.
         "orders_per_year": np.where(first == NAT, np.nan, orders_so_far / np.maximum((at - first) / US_PER_DAY, 30.0) * 365.0),

@@ -156,6 +156,7 @@ class ModelBundle:
         (``explain``) the reasons and the share of the risk the actionable ones explain."""
         if self.churn is None:
             raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
+        rows = self.churn._derived(rows)  # the rhythm columns, so reasons show their values
         n = len(np.asarray(rows["customer_id"]))
         risk, percentile = self.churn.predict_with_percentile(rows) if n else (np.array([]), np.array([]))
         out = {"customer_id": np.asarray(rows["customer_id"], dtype=object), "churn_risk": risk,

@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from features.pit import Lookup
+from features.rhythm import RHYTHM_FEATURES, rhythm_features
 
 QUANTILES = (0.1, 0.5, 0.9)
 #: up to this many rows a booster predicts on one thread
@@ -90,8 +91,13 @@ class _Model:
         self.categorical = tuple(c for c in categorical if c in features)
         self.params = dict(params or {})
 
+    def _derived(self, rows):
+        """``rows`` plus the columns the model derives from them with its learned state."""
+        return rows
+
     def _X(self, rows) -> pd.DataFrame:
         """Training-shaped frame (pandas categoricals): for fitting, SHAP and signatures."""
+        rows = self._derived(rows)
         if not isinstance(rows, pd.DataFrame):
             rows = pd.DataFrame({c: rows[c] for c in self.features if c in rows})
         return self.encoder_.transform(rows.reindex(columns=self.features))
@@ -100,6 +106,7 @@ class _Model:
         """The features as a float64 matrix with categorical codes, for predicting.
 
         ``rows`` is a mapping of column name to array (a DataFrame is one too)."""
+        rows = self._derived(rows)
         n = len(next(iter(rows.values()))) if isinstance(rows, dict) else len(rows)
         out = np.full((n, len(self.features)), np.nan, dtype=np.float64)
         categorical = self.encoder_.levels_
@@ -245,6 +252,13 @@ class ProbabilityModel(_Model):
     def __init__(self, kind: str, features: list[str], categorical: tuple[str, ...], params: dict | None = None):
         super().__init__(features, categorical, params)
         self.kind = kind
+        self.rhythm_: dict | None = None  # churn: BG/NBD parameters and horizon (features.rhythm)
+
+    def _derived(self, rows):
+        if not self.rhythm_ or RHYTHM_FEATURES[0] in rows:
+            return rows
+        extra = rhythm_features(rows, self.rhythm_["params"], self.rhythm_["horizon_days"])
+        return rows.assign(**extra) if isinstance(rows, pd.DataFrame) else {**rows, **extra}
 
     def raw_score(self, rows, X: np.ndarray | None = None) -> np.ndarray:
         return booster_predict(self.booster_, self._matrix(rows) if X is None else X)
@@ -260,7 +274,7 @@ class ProbabilityModel(_Model):
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(str(folder / f"{self.kind}.txt"))
-        meta = {**self._meta(), "calibration": self.calibration_.to_dict()}
+        meta = {**self._meta(), "calibration": self.calibration_.to_dict(), "rhythm": self.rhythm_}
         (folder / f"{self.kind}.json").write_text(json.dumps(meta))
 
     @classmethod
@@ -270,6 +284,7 @@ class ProbabilityModel(_Model):
         m._restore(meta)
         m.booster_ = lgb.Booster(model_file=str(folder / f"{kind}.txt"))
         m.calibration_ = ScoreMap.from_dict(meta["calibration"])
+        m.rhythm_ = meta.get("rhythm")
         return m
 
 

@@ -67,6 +67,11 @@ class BgNbdBaseline:
             self.model_.fit(method="map", progressbar=False)
         return self
 
+    def params(self) -> dict[str, float]:
+        """The fitted population parameters (r, alpha, a, b), for ``features.rhythm``."""
+        post = self.model_.fit_result  # the posterior (one draw for a MAP fit)
+        return {k: float(post[k].mean()) for k in ("r", "alpha", "a", "b")}
+
     @staticmethod
     def _summary(orders: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
         g = orders.groupby(orders.customer_id.astype("str")).ordered_at

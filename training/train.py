@@ -20,6 +20,7 @@ from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
 from features import spec
+from features.rhythm import rhythm_features
 from runtime.bundle import ModelBundle, end_of_day
 from training import baselines
 from training.evaluate import coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift
@@ -196,6 +197,17 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
     return model
 
 
+def rhythm_params(snapshot, until: pd.Timestamp, fitted: dict, skipped: dict) -> dict | None:
+    """BG/NBD fitted on the orders of the training window (the baseline, and the churn
+    model's rhythm features); None, and a sentence in the report, when it cannot be."""
+    try:
+        fitted["bgnbd"] = baselines.BgNbdBaseline().fit(snapshot.customers.frame("orders"), until)
+        return fitted["bgnbd"].params()
+    except Exception as exc:  # a baseline failing must not sink the model; the report says so
+        skipped["churn_baseline_bgnbd"] = f"BG/NBD could not be fitted: {type(exc).__name__}: {exc}"
+        return None
+
+
 def hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
     """A promise is a date: the end of the day the hours fall on, as hours from the moment."""
     at = micros(rows.as_of)
@@ -250,9 +262,12 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
         skipped["churn"] = (f"too few mature churn labels in the training window: {int(train_mask.sum())} rows, "
                             f"{int(positives)} without a new order (need {MIN_TRAIN_ROWS} and 10 of each)")
         return None
+    rhythm = rhythm_params(snapshot, split.calibrate_from, fitted, skipped)
+    rows = rows.assign(**rhythm_features(rows, rhythm, horizon_days))
     features = feature_columns(rows, spec.CHURN)
     fit, val = validation_tail(train_mask, ref_ts)
     model = ProbabilityEstimator("churn", features, spec.categorical(spec.CHURN), {**CHURN_DEFAULTS, **(params or {})})
+    model.rhythm_ = {"params": rhythm, "horizon_days": horizon_days} if rhythm else None
     model.fit(rows[fit], y[fit], rows[val], y[val], weight=recency_weights(ref_ts[fit], half_life))
     model.calibrate(rows[cal], y[cal])
     # Judged on the moment right after each delivery, as the truth file speaks of it.
@@ -262,12 +277,9 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
     metrics["churn_top_decile_lift"] = top_decile_lift(p, y[t])
     rfm = fitted["rfm"] = baselines.RfmBaseline().fit(rows[train_mask], y[train_mask])
     metrics.update({f"churn_baseline_rfm_{k}": v for k, v in probability_metrics(rfm.predict_proba(rows[t]), y[t]).items()})
-    try:
-        bg = fitted["bgnbd"] = baselines.BgNbdBaseline().fit(snapshot.customers.frame("orders"), split.calibrate_from)
-        pb = bg.predict_no_order(rows[t], horizon_days)
+    if "bgnbd" in fitted:
+        pb = fitted["bgnbd"].predict_no_order(rows[t], horizon_days)
         metrics.update({f"churn_baseline_bgnbd_{k}": v for k, v in probability_metrics(pb, y[t]).items()})
-    except Exception as exc:  # a baseline failing must not sink the model; the report says so
-        skipped["churn_baseline_bgnbd"] = f"BG/NBD could not be fitted: {type(exc).__name__}: {exc}"
     if "orders" in truth:
         oracle = truth["orders"].set_index("order_id").p_no_order_90d.reindex(rows.order_id[t]).to_numpy()
         ok = ~np.isnan(oracle)

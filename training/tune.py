@@ -17,8 +17,9 @@ from features.build import FeatureSnapshot
 from runtime.models import CategoricalEncoder
 from training.models import train_booster
 from features import spec
+from features.rhythm import rhythm_features
 from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
-from training.train import feature_columns, validation_tail
+from training.train import feature_columns, rhythm_params, validation_tail
 
 
 def search_space(trial: optuna.Trial) -> dict:
@@ -83,6 +84,8 @@ def tune(ds: DataSet, n_trials: int, horizon_days: float = 90.0, seed: int = 0) 
     if known.sum() > 600:
         c_split, ref_ts = churn_split(snapshot, ref, horizon_days)
         c_train = (c_split.assign(ref_ts) == "train") & known
+        rhythm = rhythm_params(snapshot, c_split.calibrate_from, {}, {})
+        churn_rows = churn_rows.assign(**rhythm_features(churn_rows, rhythm, horizon_days))
         cfeat = feature_columns(churn_rows, spec.CHURN)
         cX = CategoricalEncoder(spec.categorical(spec.CHURN)).fit(churn_rows[c_train]).transform(churn_rows.reindex(columns=cfeat))
         fit, val = validation_tail(c_train, ref_ts)

@@ -131,6 +131,8 @@ def test_customer_features_match_a_loop_over_orders_and_feedback(tiny):
         row = got.iloc[k]
         assert row.orders_so_far == len(mine)
         assert row.orders_since_delivery == (mine.ordered_at > ref).sum()
+        latest = (m.as_of - mine.ordered_at.max()) / pd.Timedelta(days=1) if len(mine) else np.nan
+        np.testing.assert_allclose(row.days_since_last_order, latest, rtol=1e-4, equal_nan=True)
         np.testing.assert_allclose(row.spend_so_far, mine.value.sum(), rtol=1e-4)
         assert row.exceptions == (my_scans.event == "exception").sum()
         assert row.failed_attempts == (my_scans.event == "delivery_attempted").sum()
