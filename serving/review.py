@@ -91,7 +91,8 @@ def _is_number(v) -> bool:  # a scoring stored by an older version lacks newer c
     return isinstance(v, (int, float, np.number)) and not (isinstance(v, float) and math.isnan(v))
 
 
-TEMPLATES.filters["pct"] = lambda v: f"{100 * v:.0f}%" if _is_number(v) else ""
+# risks show a decimal: calibrated risks near the top differ by tenths of a point
+TEMPLATES.filters["pct"] = lambda v, d=0: f"{100 * v:.{d}f}%" if _is_number(v) else ""
 TEMPLATES.filters["num"] = lambda v, d=1: f"{v:,.{d}f}" if _is_number(v) else ""
 
 

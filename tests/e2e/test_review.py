@@ -133,7 +133,7 @@ def test_the_review_pages_in_a_real_browser(review, browser, tmp_path):
     page.wait_for_selector("#reasons-chart[data-drawn=true]")
     row = table[table.customer_id == customer_id].iloc[0]
     assert page.inner_text("#customer-id") == customer_id
-    assert page.inner_text("#risk") == f"{100 * row.churn_risk:.0f}%"
+    assert page.inner_text("#risk") == f"{100 * row.churn_risk:.1f}%"
     assert page.inner_text("#percentile") == f"{row.risk_percentile:,.0f}"
     assert f"{100 * row.actionable_share:.0f}%" in page.inner_text("#actionable-share")
     assert page.locator("#reasons-chart g.bar").count() == len(row.reasons)
