@@ -20,9 +20,12 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
+from features.pit import US_PER_DAY, micros
 from runtime.models import QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel, ScoreMap, logit
 
 INTERVAL_COVERAGE = 0.8
+#: half-life (days) of the weights of calibration errors; None weighs them alike
+CONFORMAL_HALF_LIFE_DAYS: float | None = 14.0
 LEVEL_SHIFT = True  # move the quantiles by the calibration window's median error (chosen by backtest)
 MIN_GROUP_ROWS = 200  # smaller carriers use the overall conformal correction
 #: Depth is capped: per-request reasons run TreeSHAP (pred_contrib), whose cost grows
@@ -77,14 +80,17 @@ class EddEstimator(EddModel):
         q = self.level_shifted(q, groups)
         interval_scores = np.maximum(q[:, 0] - y, y - q[:, 2])
         promise_scores = y - q[:, 2]
-        self.interval_shift_ = {"*": _conformal_quantile(interval_scores, INTERVAL_COVERAGE)}
-        self.promise_scores_ = {"*": _quantile_grid(promise_scores)}
+        # recent errors count more: intervals follow a drifting network (issue 12)
+        w = recency_weights(rows.as_of, CONFORMAL_HALF_LIFE_DAYS) if "as_of" in rows else None
+        self.interval_shift_ = {"*": _conformal_quantile(interval_scores, INTERVAL_COVERAGE, w)}
+        self.promise_scores_ = {"*": _quantile_grid(promise_scores, w)}
         g = groups.astype("str").to_numpy()
         for name in pd.unique(g):
             mask = g == name
             if mask.sum() >= MIN_GROUP_ROWS:
-                self.interval_shift_[name] = _conformal_quantile(interval_scores[mask], INTERVAL_COVERAGE)
-                self.promise_scores_[name] = _quantile_grid(promise_scores[mask])
+                wk = None if w is None else w[mask]
+                self.interval_shift_[name] = _conformal_quantile(interval_scores[mask], INTERVAL_COVERAGE, wk)
+                self.promise_scores_[name] = _quantile_grid(promise_scores[mask], wk)
         return self
 
 
@@ -113,6 +119,23 @@ def score_map(raw: np.ndarray, y: np.ndarray) -> ScoreMap:
     return ScoreMap(x, values, np.quantile(z, np.linspace(0, 1, 201)))
 
 
+def recency_weights(moments: pd.Series, half_life_days: float | None) -> np.ndarray | None:
+    """0.5 ** (age / half-life), age counted back from the newest moment; None: all alike."""
+    if not half_life_days:
+        return None
+    t = micros(moments).astype(float)
+    return 0.5 ** ((t.max() - t) / US_PER_DAY / half_life_days)
+
+
+def _weighted_quantile(scores: np.ndarray, weights: np.ndarray | None, levels) -> np.ndarray:
+    """The smallest score whose share of the weight at or below it reaches each level (the
+    k-th smallest, k = ceil(level * n), when rows weigh alike or ``weights`` is None)."""
+    weights = np.ones(len(scores)) if weights is None else weights
+    order = np.argsort(scores, kind="stable")
+    cum = np.cumsum(weights[order]) / weights.sum()
+    return scores[order][np.minimum(np.searchsorted(cum, np.asarray(levels) - 1e-12), len(scores) - 1)]
+
+
 def _per_group(values: np.ndarray, groups: pd.Series, stat) -> dict[str, float]:
     """``stat`` of the values overall ('*') and per group with enough rows."""
     g = groups.astype("str").to_numpy()
@@ -123,12 +146,13 @@ def _per_group(values: np.ndarray, groups: pd.Series, stat) -> dict[str, float]:
     return out
 
 
-def _conformal_quantile(scores: np.ndarray, coverage: float) -> float:
-    """The finite-sample conformal quantile: ceil((n + 1) * coverage) / n."""
-    n = len(scores)
+def _conformal_quantile(scores: np.ndarray, coverage: float, weights: np.ndarray | None = None) -> float:
+    """The finite-sample conformal quantile, ceil((n + 1) * coverage) / n, with n the
+    effective number of rows when recent ones weigh more (Kish: sum(w)^2 / sum(w^2))."""
+    n = len(scores) if weights is None else weights.sum() ** 2 / (weights ** 2).sum()
     level = min(np.ceil((n + 1) * coverage) / n, 1.0)
-    return float(np.quantile(scores, level, method="higher"))
+    return float(_weighted_quantile(scores, weights, level))
 
 
-def _quantile_grid(scores: np.ndarray) -> np.ndarray:
-    return np.quantile(scores, np.linspace(0, 1, 201))
+def _quantile_grid(scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    return _weighted_quantile(scores, weights, np.linspace(0, 1, 201))

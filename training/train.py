@@ -24,7 +24,7 @@ from features.rhythm import rhythm_features
 from runtime.bundle import ModelBundle, end_of_day
 from training import baselines
 from training.evaluate import coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift
-from training.models import EddEstimator, ProbabilityEstimator
+from training.models import EddEstimator, ProbabilityEstimator, recency_weights
 from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
 
 MIN_TRAIN_ROWS = 300
@@ -56,13 +56,6 @@ def feature_columns(rows: pd.DataFrame, model: str) -> list[str]:
 #: Training rows weigh 0.5 ** (age / half-life), age counted back from the newest one;
 #: None weighs all alike. Chosen by backtest (README, "Backtests").
 RECENCY_HALF_LIFE_DAYS: float | None = None
-
-
-def recency_weights(moments: pd.Series, half_life_days: float | None) -> np.ndarray | None:
-    if not half_life_days:
-        return None
-    t = micros(moments).astype(float)
-    return 0.5 ** ((t.max() - t) / US_PER_DAY / half_life_days)
 
 
 MAX_TRAIN_ROWS = 600_000  # most recent labelled rows per model; older history reaches it through the features

@@ -114,7 +114,7 @@ def test_scoring_for_the_review_pages_history_and_drivers(trained):
 
 
 def test_recency_weights_halve_every_half_life_and_default_to_equal():
-    from training.train import recency_weights
+    from training.models import recency_weights
 
     moments = pd.Series(pd.to_datetime(["2025-01-01", "2025-04-11", "2025-07-20", "2025-07-20"], utc=True))
     w = recency_weights(moments, 100.0)
@@ -162,3 +162,24 @@ def test_churn_risks_rank_customers_without_plateaus_and_say_what_is_actionable(
     assert table.actionable_share.between(0, 1).all()
     late = table.days_late.fillna(0) >= 2
     assert table.actionable_share[late].mean() > table.actionable_share[~late].mean() + 0.1
+
+
+def test_recency_weighted_conformal_follows_the_latest_errors():
+    """Equal weights give the plain finite-sample conformal quantile; with recent errors
+    weighing more, a network that got worse in the last weeks widens the correction."""
+    from training.models import _conformal_quantile, _weighted_quantile, recency_weights
+
+    rng = np.random.default_rng(8)
+    scores = rng.normal(size=4000)
+    levels = np.linspace(0, 1, 21)
+    kth = np.sort(scores)[np.maximum(np.ceil(levels * 4000 - 1e-6).astype(int) - 1, 0)]  # the textbook order statistic
+    np.testing.assert_allclose(_weighted_quantile(scores, np.ones(4000), levels), kth)
+    np.testing.assert_allclose(_weighted_quantile(scores, np.full(4000, 3.0), levels), kth)
+    assert _conformal_quantile(scores, 0.8, np.ones(4000)) == _conformal_quantile(scores, 0.8)
+
+    moments = pd.Series(pd.date_range("2025-01-01", periods=60, freq="D", tz="UTC").repeat(50))
+    worse_lately = rng.normal(size=3000) + np.where(moments >= pd.Timestamp("2025-02-15", tz="UTC"), 1.0, 0.0)
+    plain = _conformal_quantile(worse_lately, 0.8)
+    recent = _conformal_quantile(worse_lately, 0.8, recency_weights(moments, 14.0))
+    latest_only = np.quantile(worse_lately[(moments >= pd.Timestamp("2025-02-15", tz="UTC")).to_numpy()], 0.8)
+    assert plain < recent <= latest_only + 0.1
