@@ -115,10 +115,10 @@ def test_a_failed_training_leaves_the_registry_as_it_was(store, tmp_path):
 
 def test_tuning_runs_trials_as_nested_runs(store):
     root, data, env = store
-    eddy(env, "train", str(data), "--tune", "3", "--report-dir", str(root / "report3"))
+    eddy(env, "train", str(data), "--tune", "2", "--report-dir", str(root / "report3"))
     with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
         nested = db.execute("select count(*) from tags where key = 'mlflow.parentRunId'").fetchone()[0]
-    assert nested >= 6  # 3 trials for at least two models
+    assert nested >= 4  # 2 trials for at least two models (fewer trials: the suite stays under 15 minutes)
 
 
 def test_compare_rules():
