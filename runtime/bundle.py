@@ -158,12 +158,13 @@ class ModelBundle:
             raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
         rows = self.churn._derived(rows)  # the rhythm columns, so reasons show their values
         n = len(np.asarray(rows["customer_id"]))
-        risk, percentile = self.churn.predict_with_percentile(rows) if n else (np.array([]), np.array([]))
+        X = self.churn._matrix(rows) if n else None  # once: the risk and the reasons read it
+        risk, percentile = self.churn.predict_with_percentile(rows, X) if n else (np.array([]), np.array([]))
         out = {"customer_id": np.asarray(rows["customer_id"], dtype=object), "churn_risk": risk,
                "risk_percentile": percentile, **{c: np.asarray(rows[c]) for c in CHURN_OUTPUT}}
         out["new_customer"] = np.asarray(rows["orders_so_far"]) <= 1
         if explain and n:
-            contrib = self.churn.contributions(rows, self.churn.booster_)
+            contrib = self.churn.contributions(rows, self.churn.booster_, X)
             out["reasons"] = _objects(_top_contributions(contrib, rows, self.churn.features))
             out["actionable_share"] = actionable_share(contrib, self.churn.features)
         elif explain:

@@ -76,21 +76,17 @@ class EddEstimator(EddModel):
     def calibrate(self, rows: pd.DataFrame, hours: np.ndarray, groups: pd.Series) -> "EddEstimator":
         q = self.raw_log_quantiles(rows)
         y = np.log1p(np.maximum(hours, 0))
-        self.level_shift_ = _per_group(y - q[:, 1], groups, np.median) if LEVEL_SHIFT else {}
+        error = y - q[:, 1]
+        self.level_shift_ = _per_group(groups, lambda m: float(np.median(error[m]))) if LEVEL_SHIFT else {}
         q = self.level_shifted(q, groups)
         interval_scores = np.maximum(q[:, 0] - y, y - q[:, 2])
         promise_scores = y - q[:, 2]
         # recent errors count more: intervals follow a drifting network (issue 12)
         w = recency_weights(rows.as_of, CONFORMAL_HALF_LIFE_DAYS) if "as_of" in rows else None
-        self.interval_shift_ = {"*": _conformal_quantile(interval_scores, INTERVAL_COVERAGE, w)}
-        self.promise_scores_ = {"*": _quantile_grid(promise_scores, w)}
-        g = groups.astype("str").to_numpy()
-        for name in pd.unique(g):
-            mask = g == name
-            if mask.sum() >= MIN_GROUP_ROWS:
-                wk = None if w is None else w[mask]
-                self.interval_shift_[name] = _conformal_quantile(interval_scores[mask], INTERVAL_COVERAGE, wk)
-                self.promise_scores_[name] = _quantile_grid(promise_scores[mask], wk)
+        of = (lambda m: None) if w is None else (lambda m: w[m])
+        self.interval_shift_ = _per_group(
+            groups, lambda m: _conformal_quantile(interval_scores[m], INTERVAL_COVERAGE, of(m)))
+        self.promise_scores_ = _per_group(groups, lambda m: _quantile_grid(promise_scores[m], of(m)))
         return self
 
 
@@ -136,13 +132,15 @@ def _weighted_quantile(scores: np.ndarray, weights: np.ndarray | None, levels) -
     return scores[order][np.minimum(np.searchsorted(cum, np.asarray(levels) - 1e-12), len(scores) - 1)]
 
 
-def _per_group(values: np.ndarray, groups: pd.Series, stat) -> dict[str, float]:
-    """``stat`` of the values overall ('*') and per group with enough rows."""
+def _per_group(groups: pd.Series, stat) -> dict:
+    """``stat(mask)`` over every row ('*') and per group with enough rows (smaller groups
+    use the overall value when predicting)."""
     g = groups.astype("str").to_numpy()
-    out = {"*": float(stat(values))}
+    out = {"*": stat(np.ones(len(g), dtype=bool))}
     for name in pd.unique(g):
-        if (g == name).sum() >= MIN_GROUP_ROWS:
-            out[name] = float(stat(values[g == name]))
+        mask = g == name
+        if mask.sum() >= MIN_GROUP_ROWS:
+            out[name] = stat(mask)
     return out
 
 

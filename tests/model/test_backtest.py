@@ -32,6 +32,18 @@ def at_cut(ds):
     return run_cutoff(ds, Outcomes.of(ds), CUT, HORIZON, seed=3)
 
 
+def with_shipments(ds: DataSet, new: pd.DataFrame) -> DataSet:
+    """The data set plus ``new`` shipments and, when it has an orders table, their orders."""
+    tables = dict(ds.tables)
+    tables["shipments"] = pd.concat([ds["shipments"], new], ignore_index=True)
+    orders = ds.get("orders")
+    if orders is not None:
+        tables["orders"] = pd.concat([orders, pd.DataFrame({
+            "order_id": new.order_id, "customer_id": new.customer_id, "ordered_at": new.ordered_at,
+            "value": 50.0})], ignore_index=True).astype(orders.dtypes.to_dict())
+    return DataSet(ds.folder, tables, {}, {})
+
+
 def plant(ds: DataSet, ordered_at: pd.Timestamp) -> DataSet:
     """The data set plus a new customer whose 40 parcels on the busiest carrier lane took
     30 days (the lane's usual is a few), all ordered at ``ordered_at`` or just after."""
@@ -47,14 +59,7 @@ def plant(ds: DataSet, ordered_at: pd.Timestamp) -> DataSet:
                      shipped_at=(start + pd.Timedelta(hours=12)).to_numpy(),
                      promised_at=(start + pd.Timedelta(days=4)).to_numpy(),
                      delivered_at=(start + pd.Timedelta(days=30)).to_numpy())
-    tables = dict(ds.tables)
-    tables["shipments"] = pd.concat([s, new], ignore_index=True)
-    orders = ds.get("orders")
-    if orders is not None:
-        tables["orders"] = pd.concat([orders, pd.DataFrame({
-            "order_id": new.order_id, "customer_id": new.customer_id, "ordered_at": new.ordered_at,
-            "value": 50.0})], ignore_index=True).astype(orders.dtypes.to_dict())
-    return DataSet(ds.folder, tables, {}, {})
+    return with_shipments(ds, new)
 
 
 def test_known_at_keeps_only_what_had_happened(ds):
@@ -172,14 +177,7 @@ def slow_parcels(ds: DataSet, like: pd.DataFrame, ordered: list[pd.Timestamp], l
         customer_id=[f"{tag}-customer-{k}" for k in range(n)], ordered_at=start.to_numpy(),
         shipped_at=(start + pd.Timedelta(hours=10)).to_numpy(), promised_at=(start + pd.Timedelta(days=4)).to_numpy(),
         delivered_at=(start + lead).astype(s.ordered_at.dtype).to_numpy())
-    tables = dict(ds.tables)
-    tables["shipments"] = pd.concat([s, new], ignore_index=True)
-    orders = ds.get("orders")
-    if orders is not None:
-        tables["orders"] = pd.concat([orders, pd.DataFrame({
-            "order_id": new.order_id, "customer_id": new.customer_id, "ordered_at": new.ordered_at,
-            "value": 50.0})], ignore_index=True).astype(orders.dtypes.to_dict())
-    return DataSet(ds.folder, tables, {}, {})
+    return with_shipments(ds, new)
 
 
 @pytest.fixture(scope="module")
