@@ -415,7 +415,7 @@ def predict(
     reasons: Annotated[bool, typer.Option(help="Add the top three reasons (TreeSHAP: about 2 ms a shipment).")] = True,
 ) -> None:
     """Predict ETA quantiles, a promise date, late probability and reasons with the champion."""
-    from runtime.batch import predict_data_set
+    from runtime.batch import eta_log_entries, predict_data_set
     from runtime.store import write_table
 
     ds = _load(folder)
@@ -427,6 +427,7 @@ def predict(
         except RuntimeError as exc:
             fail(str(exc))
     write_table(table, out_file)
+    _log_answers(lambda: eta_log_entries(table, ds["shipments"], str(version), confidence), bundle, version)
     out.print(f"predicted {len(table):,} shipments with model version {version} to {out_file}", highlight=False)
 
 
@@ -438,7 +439,7 @@ def score_customers(
     window_days: Annotated[float, typer.Option(min=1, help="Customers whose latest delivery (or unmet promise) is this recent.")] = 60.0,
 ) -> None:
     """Churn risk for every customer whose latest delivery falls in the window before the moment."""
-    from runtime.batch import score_data_set
+    from runtime.batch import churn_log_entries, score_data_set
     from runtime.store import write_scoring, write_table
 
     ds = _load(folder)
@@ -449,7 +450,98 @@ def score_customers(
         except RuntimeError as exc:
             fail(str(exc))
     target = write_table(scoring.table, out_file) if out_file else write_scoring(scoring, settings.scores_dir())
+    _log_answers(lambda: churn_log_entries(scoring.table, ds["shipments"], str(version)), bundle, version)
     out.print(f"scored {len(scoring.table):,} customers with model version {version} to {target}", highlight=False)
+
+
+def _log_answers(entries, bundle, version) -> None:
+    """Record a batch command's answers in the prediction log; a database that cannot take
+    them is reported, and the command's own output stands."""
+    from runtime.predlog import open_log
+
+    predlog = open_log()
+    if not settings.prediction_log_enabled():
+        return
+    predlog.note_model(str(version), bundle.meta)
+    rows = entries()
+    predlog.put(rows)
+    if not predlog.close(timeout=120) or predlog.dropped:
+        console.print(f"[yellow]warning:[/] the prediction log kept {predlog.written:,} of {len(rows):,} answers "
+                      f"({predlog.status()['last_error'] or 'queue full'})", highlight=False)
+
+
+@app.command()
+def monitor(
+    folder: Annotated[Path, typer.Argument(help="The retailer's latest export, in the contract's format.")],
+    since: Annotated[str | None, typer.Option(help="Judge answers given from this UTC moment on (default: all logged).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the long table (CSV or Parquet).")] = None,
+    drift: Annotated[bool, typer.Option(help="Rebuild a sample of each week's features and measure drift.")] = True,
+) -> None:
+    """Live figures: logged answers joined to what happened, by week, carrier and lane; drift; retrain advice."""
+    import time
+
+    import mlflow
+
+    from monitoring.monitor import run_monitor
+    from runtime.monitor_store import write_run
+    from runtime.predlog import engine_for, masked
+    from runtime.registry import configure, load_version
+    from runtime.store import write_table
+
+    ds = _load(folder)
+    when = _timestamp(since, "--since")
+    since_us = None if when is None else int(when.value // 1000)
+    started = time.perf_counter()
+    try:
+        engine = engine_for()
+    except Exception as exc:  # noqa: BLE001 - a database that cannot be reached is said plainly
+        fail(f"cannot open the prediction log at {masked(settings.database_url())}: {type(exc).__name__}: {exc}")
+    configure()
+    with status("joining logged answers to outcomes"):
+        result = run_monitor(ds, engine, since_us, load=_cached(load_version) if drift else None)
+    write_run(engine, result.run_id, result.table, result.advice, str(folder), since_us, result.predictions)
+    if out_file:
+        write_table(result.table, out_file)
+    with mlflow.start_run(run_name=f"monitor {result.run_id[:15]}"):
+        mlflow.set_tags({"eddy.kind": "monitor", "eddy.data": str(folder)})
+        mlflow.log_params({"since": since or "all", "predictions": result.predictions})
+        mlflow.log_metrics(_monitor_headline(result.table))
+        mlflow.log_dict({"advice": result.advice, "notes": result.notes}, "advice.json")
+        mlflow.log_text(result.table.to_csv(index=False), "monitor.csv")
+    _print_monitor(result, time.perf_counter() - started, out_file)
+
+
+def _cached(load):
+    seen = {}
+
+    def get(version):
+        if version not in seen:
+            seen[version] = load(version)
+        return seen[version]
+    return get
+
+
+def _monitor_headline(table) -> dict[str, float]:
+    from runtime.monitor_store import headline
+
+    return {f"{alias}_{k}": v for alias, figs in headline(table).items() for k, v in figs.items()}
+
+
+def _print_monitor(result, seconds: float, out_file) -> None:
+    t = result.table
+    totals = t[(t.carrier == "") & (t.lane == "") & t.metric.isin(
+        ["edd_mae_days", "coverage_80", "promise95_on_time", "delay_auc", "churn_auc"])]
+    if len(totals):
+        wide = totals.pivot_table(index=["week", "model", "alias"], columns="metric", values="value", aggfunc="first")
+        out.print(wide.round(3).tail(12).to_string(), highlight=False)
+    for a in result.advice:
+        out.print(a["text"], highlight=False)
+    if not result.advice:
+        out.print("no retrain advice: every rule holds", highlight=False)
+    for note in result.notes:
+        console.print(f"note: {note}", highlight=False)
+    out.print(f"judged {result.predictions:,} logged answers in {seconds:.1f} s (run {result.run_id})"
+              + (f"; table in {out_file}" if out_file else ""), highlight=False)
 
 
 @app.command()

@@ -85,3 +85,42 @@ def link_key() -> bytes:
         finally:
             temp.unlink()
     return path.read_text().strip().encode()
+
+
+def database_url() -> str:
+    """Where the prediction log and the monitoring figures live: ``EDDY_DATABASE_URL``
+    (any SQLAlchemy URL, e.g. ``postgresql+psycopg://eddy@db/eddy``), else an embedded
+    SQLite file beside the MLflow store."""
+    return os.environ.get("EDDY_DATABASE_URL") or f"sqlite:///{mlruns_dir() / 'eddy.db'}"
+
+
+def prediction_log_enabled() -> bool:
+    """Record every answer (``EDDY_PREDICTION_LOG=0`` turns it off)."""
+    return os.environ.get("EDDY_PREDICTION_LOG", "1") not in ("0", "false", "no", "off")
+
+
+def prediction_log_capacity() -> int:
+    """Answers held in memory while the database is slow or away; beyond it the oldest are dropped."""
+    return int(os.environ.get("EDDY_PREDICTION_LOG_QUEUE", "100000"))
+
+
+def prediction_log_retention_days() -> float:
+    """Logged answers older than this are deleted (``EDDY_PREDICTION_LOG_RETENTION_DAYS``, default 180)."""
+    return float(os.environ.get("EDDY_PREDICTION_LOG_RETENTION_DAYS", "180"))
+
+
+def database_max_mb() -> float | None:
+    """A cap on an embedded SQLite log's size (``EDDY_DATABASE_MAX_MB``); at the cap writes
+    fail as "database or disk is full" and answers go on. None: no cap."""
+    value = os.environ.get("EDDY_DATABASE_MAX_MB")
+    return float(value) if value else None
+
+
+def shadow_alias() -> str | None:
+    """``EDDY_SHADOW=challenger``: also score a share of requests with that alias, off the answer's path."""
+    return os.environ.get("EDDY_SHADOW") or None
+
+
+def shadow_rate() -> float:
+    """Share of requests the shadow model scores (``EDDY_SHADOW_RATE``, default 0.1)."""
+    return min(1.0, max(0.0, float(os.environ.get("EDDY_SHADOW_RATE", "0.1"))))

@@ -29,6 +29,10 @@ class Feature:
     words: tuple[str, str]  # (pushes up, pushes down)
     actionable: bool = False
     in_transit: bool = False  # known only once the carrier has the parcel
+    #: moves with the calendar by construction (season, holidays, window statistics frozen
+    #: at the snapshot's end): live requests always differ from the training window, so
+    #: drift is shown for it but never advised on
+    clock: bool = False
 
 
 def _same(text: str) -> tuple[str, str]:
@@ -46,14 +50,15 @@ def _history_features() -> list[Feature]:
         "destination": ("deliveries into {destination} are delayed lately", "deliveries into {destination} are quick lately"),
     }
     stats = ("n", "median_h", "p90_h", "spread_h", "late_rate", "exception_rate")
-    out = [Feature(f"{level}_{w}d_{stat}", "numeric", SHIPMENT_MODELS, about[level])
+    out = [Feature(f"{level}_{w}d_{stat}", "numeric", SHIPMENT_MODELS, about[level], clock=True)
            for level in LEVELS for w in WINDOWS[level] for stat in stats]
     # in the order History shrinks them: parents first
-    out += [Feature(f"{level}_{stat}", "numeric", SHIPMENT_MODELS, about[level])
+    out += [Feature(f"{level}_{stat}", "numeric", SHIPMENT_MODELS, about[level], clock=True)
             for level in SHRINK_ORDER for stat in ("median_h", "p90_h", "late_rate", "exception_rate")]
-    out += [Feature("carrier_trend_7_91", "numeric", SHIPMENT_MODELS, about["carrier"]),
-            Feature("carrier_volume_7d", "numeric", SHIPMENT_MODELS, ("{carrier} is busy", "{carrier} is quiet")),
-            Feature("carrier_volume_ratio_7_91", "numeric", SHIPMENT_MODELS, ("{carrier} is busy", "{carrier} is quiet"))]
+    out += [Feature("carrier_trend_7_91", "numeric", SHIPMENT_MODELS, about["carrier"], clock=True),
+            Feature("carrier_volume_7d", "numeric", SHIPMENT_MODELS, ("{carrier} is busy", "{carrier} is quiet"), clock=True),
+            Feature("carrier_volume_ratio_7_91", "numeric", SHIPMENT_MODELS, ("{carrier} is busy", "{carrier} is quiet"),
+                    clock=True)]
     return out
 
 
@@ -91,15 +96,15 @@ SHIPMENT_FEATURES = [
     Feature("promise_hours", "numeric", SHIPMENT_MODELS, PROMISE),
     Feature("order_dow", "numeric", SHIPMENT_MODELS, _same("ordered on {day}")),
     Feature("order_hour", "numeric", SHIPMENT_MODELS, ("ordered late in the day", "ordered early in the day")),
-    Feature("order_week", "numeric", SHIPMENT_MODELS, PEAK),
-    Feature("order_month", "numeric", SHIPMENT_MODELS, PEAK),
-    Feature("days_to_black_friday", "numeric", SHIPMENT_MODELS, PEAK),
-    Feature("days_to_christmas", "numeric", SHIPMENT_MODELS, PEAK),
-    Feature("in_peak", "numeric", SHIPMENT_MODELS, PEAK),
-    Feature("holiday_today", "numeric", SHIPMENT_MODELS, HOLIDAYS),
-    Feature("holidays_next_7d", "numeric", SHIPMENT_MODELS, HOLIDAYS),
+    Feature("order_week", "numeric", SHIPMENT_MODELS, PEAK, clock=True),
+    Feature("order_month", "numeric", SHIPMENT_MODELS, PEAK, clock=True),
+    Feature("days_to_black_friday", "numeric", SHIPMENT_MODELS, PEAK, clock=True),
+    Feature("days_to_christmas", "numeric", SHIPMENT_MODELS, PEAK, clock=True),
+    Feature("in_peak", "numeric", SHIPMENT_MODELS, PEAK, clock=True),
+    Feature("holiday_today", "numeric", SHIPMENT_MODELS, HOLIDAYS, clock=True),
+    Feature("holidays_next_7d", "numeric", SHIPMENT_MODELS, HOLIDAYS, clock=True),
     Feature("business_days_to_promise", "numeric", SHIPMENT_MODELS, PROMISE),
-    Feature("holidays_to_promise", "numeric", SHIPMENT_MODELS, HOLIDAYS),
+    Feature("holidays_to_promise", "numeric", SHIPMENT_MODELS, HOLIDAYS, clock=True),
     *_history_features(),
     Feature("hours_to_promise", "numeric", SHIPMENT_MODELS, PROMISE),
 ]

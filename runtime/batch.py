@@ -11,6 +11,7 @@ from features.history import data_end
 from features.pit import NAT, US_PER_DAY, micros, size, take
 from features.rows import order_moments
 from runtime.bundle import ModelBundle
+from runtime.predlog import churn_records, eta_records
 from runtime.reasons import actionable_share
 from runtime.store import Scoring
 
@@ -98,3 +99,33 @@ def customer_orders(history, customer_ids: pd.Series, before_us: int) -> pd.Data
     exp = history.frame("experience").drop(columns="customer_id").rename(columns={"ref": "judged_at"})
     out = orders.merge(exp, on="order_id", how="left")
     return out.sort_values(["customer_id", "ordered_at"]).reset_index(drop=True)
+
+
+def eta_log_entries(table: pd.DataFrame, shipments: pd.DataFrame, version: str, confidence: float,
+                    source: str = "predict") -> list[dict]:
+    """``predict_data_set``'s table as prediction-log entries (carrier and lane from the shipments)."""
+    ship = shipments.drop_duplicates("shipment_id").set_index(shipments.shipment_id.drop_duplicates().astype("str"))
+    ship = ship.reindex(table.shipment_id.astype("str"))
+    promise = next(c for c in table.columns if c.startswith("promise_at"))
+    out = {"as_of": micros(table.as_of), "late_probability": table.late_probability.to_numpy(dtype=float),
+           **{k: micros(table[k]) for k in ("eta_p10", "eta_p50", "eta_p90")}, "promise_at": micros(table[promise])}
+    if "reasons" in table:
+        out["reasons"] = table.reasons.tolist()
+    cols = {c: ship[c].astype("str").to_numpy(dtype=object) for c in ("carrier", "service_level", "origin_region",
+                                                                      "destination_region", "customer_id")}
+    cols["shipment_id"] = table.shipment_id.astype("str").to_numpy(dtype=object)
+    return eta_records(out, cols, source, "champion", version, confidence)
+
+
+def churn_log_entries(table: pd.DataFrame, shipments: pd.DataFrame, version: str,
+                      source: str = "score-customers") -> list[dict]:
+    """A scoring's table as prediction-log entries (the delivery named by its order's shipment)."""
+    first = shipments.drop_duplicates("order_id")
+    shipment_of = pd.Series(first.shipment_id.astype("str").to_numpy(), index=first.order_id.astype("str").to_numpy())
+    out = {c: table[c].to_numpy() for c in ("customer_id", "carrier", "service_level", "origin_region",
+                                            "destination_region", "churn_risk")}
+    out["as_of"] = micros(table.as_of)
+    if "reasons" in table:
+        out["reasons"] = table.reasons.tolist()
+    return churn_records(out, shipment_of.reindex(table.order_id.astype("str")).to_numpy(dtype=object), source,
+                         "champion", version)

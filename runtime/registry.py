@@ -138,6 +138,29 @@ def download_bundle(alias: str = CHAMPION, dest: Path | None = None) -> tuple[Pa
     return Path(path), mv.version
 
 
+def load_version(version: str):
+    """The bundle of a registered version by number (``eddy monitor`` rebuilding a past
+    version's features); the downloaded copy is removed once read."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from runtime.bundle import ModelBundle
+
+    configure()
+    try:
+        mv = MlflowClient().get_model_version(MODEL_NAME, str(version))
+    except Exception:
+        raise RegistryError(f"model version {version} is not in the registry") from None
+    dest = Path(tempfile.mkdtemp(prefix=f"eddy-v{version}-"))
+    try:
+        path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="bundle", dst_path=str(dest))
+        bundle = ModelBundle.load(Path(path))
+        bundle.meta["version"] = str(version)
+        return bundle
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+
+
 def load_bundle(alias: str = CHAMPION):
     """The bundle behind ``alias`` loaded into memory, and its version; the downloaded
     copy is removed once read (a serve, predict or score leaves nothing in the temp folder)."""

@@ -8,7 +8,9 @@ keep working), labelled by *route*: an API path, a review page's template
 (``/review/customer/{key}``), a static folder, or ``other``.
 
 Also here: the requests the guard shed (503) and the requests whose work was cancelled
-because the client went away or the time limit passed.
+because the client went away or the time limit passed; the prediction log's writes,
+drops and failed writes; and gauges of the latest live figures ``eddy monitor`` stored
+(coverage, MAE, delay AUC, the largest feature drift), so an existing Grafana can alert.
 """
 
 from __future__ import annotations
@@ -57,6 +59,23 @@ class Metrics:
         self.cancelled = client.Counter(namespace="eddy", name="requests_cancelled",
                                         documentation="Prediction requests whose work stopped because the client "
                                                       "went away or the time limit passed", labelnames=["endpoint"])
+
+        self.log_written = client.Counter(namespace="eddy", name="prediction_log_written",
+                                          documentation="Answers written to the prediction log")
+        self.log_dropped = client.Counter(namespace="eddy", name="prediction_log_dropped",
+                                          documentation="Answers dropped from the prediction log's queue "
+                                                        "(the database slow, away or full)")
+        self.log_failures = client.Counter(namespace="eddy", name="prediction_log_write_failures",
+                                           documentation="Failed attempts to write the prediction log")
+        # The same figures in every worker (read from the database): any sample will do.
+        self.live = client.Gauge(namespace="eddy", name="live_figure", labelnames=["alias", "metric"],
+                                 documentation="Latest live figure from eddy monitor over its last two weeks "
+                                               "(coverage_80, edd_mae_days, delay_auc, churn_auc)",
+                                 multiprocess_mode="mostrecent")
+        self.drift = client.Gauge(namespace="eddy", name="drift_psi_max", labelnames=["alias", "model"],
+                                  documentation="Largest population stability index of a feature, live "
+                                                "requests against the training data, from eddy monitor",
+                                  multiprocess_mode="mostrecent")
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
         from bentoml._internal.context import server_context

@@ -203,6 +203,8 @@ def guarded(handler):
 def _answer_key(request: Request) -> tuple | None:
     """What a page's answer depends on: the scoring it shows and the request's path and
     filters (the pages hold nothing per user)."""
+    if request.url.path == "/review/monitor":  # reads the monitoring run, not the scoring
+        return None
     run = latest_run(settings.scores_dir())
     return None if run is None else (run.name, request.url.path, tuple(sorted(request.query_params.multi_items())))
 
@@ -405,8 +407,21 @@ def _show(v) -> str:
     return f"{v:,.1f}" if isinstance(v, (int, float)) else str(v)
 
 
+@guarded
+def monitor(request: Request) -> Response:
+    from serving.monitor_page import LATEST, page_context
+
+    context = page_context()
+    if context is None:
+        why = f"The prediction log's database cannot be read: {LATEST.error}." if LATEST.error else \
+            "No monitoring run yet: run 'eddy monitor DIR' on the latest export."
+        return _page("message.html", 200, title="No live figures yet", message=why)
+    return _page("monitor.html", **context)
+
+
 ROUTES = [
     Route("/review", at_risk),
+    Route("/review/monitor", monitor),
     Route("/review/export.csv", export_csv),
     Route("/review/drivers", drivers),
     Route("/review/customer/{key}", customer),

@@ -16,12 +16,12 @@ BentoML API must not call another API of the same service.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import json
 import logging
 import os
 import time
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated
 
@@ -36,10 +36,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from features.pit import NAT
+from eddy import settings
+from runtime.predlog import NoLog, churn_records, eta_records, open_log
 from serving import review
 from serving.guard import GUARDS, RequestGuard
 from runtime.reasons import churn_actionable, churn_words
+from serving.columns import columns_of, datetime_of, deliveries_of
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
 
 log = logging.getLogger("eddy.serving")
@@ -57,6 +59,9 @@ class _State:
     reason = "starting"
     started_at = time.time()
     batcher = None
+    predlog = NoLog()
+    shadow = None
+    shadow_reason = ""
 
 
 STATE = _State()
@@ -80,6 +85,7 @@ def load_champion() -> None:
         if bundle.edd is None:
             raise RuntimeError("the champion has no EDD model: " + bundle.meta.get("skipped", {}).get("edd", ""))
         STATE.bundle, STATE.version, STATE.reason = bundle, str(version), ""
+        STATE.predlog.note_model(STATE.version, bundle.meta)
         # The loaded models and snapshot live as long as the process: keep the cyclic
         # garbage collector from walking them on every full collection (tail latency).
         gc.collect()
@@ -87,6 +93,26 @@ def load_champion() -> None:
     except Exception as exc:  # any failure means "not ready", said plainly
         STATE.bundle, STATE.reason = None, f"no champion model loaded: {type(exc).__name__}: {exc}"
         log.error(STATE.reason)
+
+
+def load_shadow() -> None:
+    """With ``EDDY_SHADOW`` set, the version behind that alias scores a share of requests
+    in the background (``serving.shadow``); if it cannot be loaded the service still
+    answers, and ``/status`` says why the shadow is off."""
+    alias = settings.shadow_alias()
+    if not alias or STATE.bundle is None:
+        return
+    from runtime.registry import load_bundle
+    from serving.shadow import Shadow
+
+    try:
+        bundle, version = load_bundle(alias)
+        STATE.predlog.note_model(str(version), bundle.meta)
+        STATE.shadow = Shadow(bundle, str(version), alias, settings.shadow_rate(), STATE.predlog)
+        STATE.shadow_reason = ""
+    except Exception as exc:  # noqa: BLE001 - the shadow is optional; the champion answers regardless
+        STATE.shadow, STATE.shadow_reason = None, f"shadow {alias!r} off: {type(exc).__name__}: {exc}"
+        log.error(STATE.shadow_reason)
 
 
 def _models(_: Request) -> JSONResponse:
@@ -115,7 +141,11 @@ async def _metrics(_: Request) -> Response:
     """Prometheus text for every worker (BentoML's own route is off with its raw-path labels)."""
     from bentoml._internal.configuration.containers import BentoMLContainer
 
+    from serving.metrics import metrics
+    from serving.monitor_page import refresh_gauges
+
     client = BentoMLContainer.metrics_client.get()
+    await run_in_threadpool(refresh_gauges, metrics())
     return Response(await run_in_threadpool(client.generate_latest), media_type=client.CONTENT_TYPE_LATEST)
 
 
@@ -127,7 +157,10 @@ def _status(_: Request) -> JSONResponse:
     return JSONResponse({"ready": ready, "reason": STATE.reason, "version": STATE.version,
                          "uptime_s": round(time.time() - STATE.started_at, 1), "eta_batches": batches,
                          "shed": sum(g.shed for g in GUARDS), "in_flight": sum(g.in_flight for g in GUARDS),
-                         "cancelled": sum(g.cancelled for g in GUARDS)},
+                         "cancelled": sum(g.cancelled for g in GUARDS),
+                         "prediction_log": STATE.predlog.status(),
+                         "shadow": STATE.shadow.status() if STATE.shadow else (
+                             {"off": STATE.shadow_reason} if STATE.shadow_reason else None)},
                         status_code=200 if ready else 503)
 
 
@@ -216,60 +249,6 @@ class MicroBatcher:
 #: shipments or customers per model call in a batch request: big enough that the fixed
 #: cost per call stays small, small enough that a cancelled batch stops within ~0.2 s
 CHUNK = 250
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-ONE_US = timedelta(microseconds=1)
-SHIPMENT_TEXT = ("carrier", "service_level", "origin_region", "destination_region", "origin_postal", "destination_postal")
-SHIPMENT_TIMES = ("ordered_at", "shipped_at", "promised_at")
-
-
-def _us(t: datetime | None) -> int:
-    return NAT if t is None else (t - EPOCH) // ONE_US
-
-
-def _datetime(us: int) -> datetime:
-    return EPOCH + timedelta(microseconds=int(us))
-
-
-def _columns(shipments: list[ShipmentIn]) -> tuple[dict, dict, dict]:
-    """Contract columns of shipments, their scans and their moments, straight from the requests.
-
-    Request ``i`` is shipment position ``i``, so scans and moments carry ``pos`` and no id
-    is looked up (ids need not be unique across a batch)."""
-    ship = {
-        "shipment_id": np.array([s.shipment_id for s in shipments], dtype=object),
-        **{c: np.array([getattr(s, c) for s in shipments], dtype=object) for c in SHIPMENT_TEXT},
-        **{c: np.array([_us(getattr(s, c)) for s in shipments], dtype=np.int64) for c in SHIPMENT_TIMES},
-        "delivered_at": np.full(len(shipments), NAT, dtype=np.int64),
-        "weight_kg": np.array([np.nan if s.weight_kg is None else s.weight_kg for s in shipments], dtype=float),
-        "value": np.array([np.nan if s.value is None else s.value for s in shipments], dtype=float),
-    }
-    scanned = [(i, sc) for i, s in enumerate(shipments) for sc in s.scans]
-    scans = {
-        "pos": np.array([i for i, _ in scanned], dtype=np.int64),
-        "scanned_at": np.array([_us(sc.scanned_at) for _, sc in scanned], dtype=np.int64),
-        "event": np.array([sc.event for _, sc in scanned], dtype=object),
-        "region": np.array([sc.region for _, sc in scanned], dtype=object),
-    }
-    # Without as_of: at the order time, or just after the latest scan sent; never "now",
-    # so an answer is reproducible and equals `eddy predict` for the same shipment.
-    as_of = [_us(s.as_of) if s.as_of is not None else max([_us(s.ordered_at)] + [_us(sc.scanned_at) + 1_000_000 for sc in s.scans])
-             for s in shipments]
-    moments = {"shipment_id": ship["shipment_id"], "pos": np.arange(len(shipments)), "as_of": np.array(as_of, dtype=np.int64)}
-    return ship, scans, moments
-
-
-def _deliveries(requests: list[ChurnIn]) -> tuple[dict, dict, dict]:
-    """Each /churn request's delivery as contract columns: an order of its own, its scans
-    and its moment (without as_of: just after the delivery, or the promise if none came)."""
-    ship, scans, _ = _columns([r.delivery for r in requests])
-    ids = np.array([f"request-order-{i}" for i in range(len(requests))], dtype=object)
-    delivered = np.array([_us(r.delivery.delivered_at) for r in requests], dtype=np.int64)
-    ship.update(shipment_id=ids, order_id=ids, delivered_at=delivered,
-                customer_id=np.array([r.customer_id for r in requests], dtype=object))
-    scans["shipment_id"] = ids[scans.pop("pos")]
-    judged = np.where(delivered != NAT, delivered, ship["promised_at"])
-    as_of = np.array([_us(r.as_of) if r.as_of is not None else j + 1_000_000 for r, j in zip(requests, judged)], dtype=np.int64)
-    return ship, scans, {"order_id": ids, "as_of": as_of}
 
 
 def _num(v) -> float | None:
@@ -283,8 +262,11 @@ def _num(v) -> float | None:
 class Eddy:
     def __init__(self) -> None:
         quiet_client_errors()
+        STATE.predlog = open_log()
+        _count_log_events(STATE.predlog)
         load_champion()
-        self.batcher = STATE.batcher = MicroBatcher(self._predict)
+        load_shadow()
+        self.batcher = STATE.batcher = MicroBatcher(functools.partial(self._predict, source="/eta"))
 
     def __is_ready__(self) -> bool:
         if STATE.bundle is None:
@@ -292,26 +274,30 @@ class Eddy:
             raise HTTPException(status_code=503, detail=f"not ready: {STATE.reason}")
         return True
 
-    def _predict(self, shipments: list[ShipmentIn]) -> list[EtaOut]:
+    def _predict(self, shipments: list[ShipmentIn], source: str) -> list[EtaOut]:
         bundle = STATE.bundle
         if bundle is None:
             raise ServiceUnavailable(STATE.reason)
-        ship, scans, moments = _columns(shipments)
+        ship, scans, moments = columns_of(shipments)
         rows = bundle.shipment_rows(ship, scans, moments)
         # One model call for the whole batch: confidence and explain are per row, and
         # only the rows that asked for reasons pay for TreeSHAP.
         out = bundle.predict_columns(rows, np.array([s.confidence for s in shipments]),
                                      np.array([s.explain for s in shipments]))
-        return [self._answer(s, out, i, STATE.version) for i, s in enumerate(shipments)]
+        answers = [self._answer(s, out, i, STATE.version) for i, s in enumerate(shipments)]
+        _record(lambda: eta_records(out, ship, source, "champion", STATE.version, [s.confidence for s in shipments]))
+        if STATE.shadow is not None:
+            STATE.shadow.offer("eta", shipments, source)
+        return answers
 
     @staticmethod
     def _answer(req: ShipmentIn, out: dict, i: int, version: str) -> EtaOut:
         late = float(out["late_probability"][i])
-        eta = {k: _datetime(out[k][i]) for k in ("eta_p10", "eta_p50", "eta_p90")}
+        eta = {k: datetime_of(out[k][i]) for k in ("eta_p10", "eta_p50", "eta_p90")}
         return EtaOut(
-            shipment_id=req.shipment_id, as_of=_datetime(out["as_of"][i]), **eta,
+            shipment_id=req.shipment_id, as_of=datetime_of(out["as_of"][i]), **eta,
             **{f"{k}_date": v.date().isoformat() for k, v in eta.items()},
-            promise_at=_datetime(out["promise_at"][i]), promise_confidence=req.confidence,
+            promise_at=datetime_of(out["promise_at"][i]), promise_confidence=req.confidence,
             late_probability=None if np.isnan(late) else late,
             confidence=out["confidence"][i], reasons=out["reasons"][i], model_version=version,
         )
@@ -323,7 +309,7 @@ class Eddy:
             raise ServiceUnavailable(STATE.reason)
         return await self.batcher.submit(shipment)
 
-    def _churn(self, requests: list[ChurnIn]) -> list[ChurnOut]:
+    def _churn(self, requests: list[ChurnIn], source: str) -> list[ChurnOut]:
         """Every request in one pass, each scored on its own: a customer named twice gets
         two copies of its history, so one request's delivery never enters another's."""
         bundle = STATE.bundle
@@ -331,10 +317,13 @@ class Eddy:
             raise ServiceUnavailable(STATE.reason)
         if bundle.churn is None:
             raise ServiceUnavailable("the champion has no churn model: " + bundle.meta.get("skipped", {}).get("churn", ""))
-        ship, scans, moments = _deliveries(requests)
+        ship, scans, moments = deliveries_of(requests)
         out = bundle.score_churn(bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments),
                                  explain=any(r.explain for r in requests))
         known = bundle.snapshot.customers.index()["orders"]
+        _record(lambda: churn_records(out, [r.delivery.shipment_id for r in requests], source, "champion", STATE.version))
+        if STATE.shadow is not None:
+            STATE.shadow.offer("churn", requests, source)
         return [ChurnOut(customer_id=r.customer_id, churn_risk=float(out["churn_risk"][i]),
                          risk_percentile=round(float(out["risk_percentile"][i]), 1),
                          actionable_share=round(float(out["actionable_share"][i]), 3) if r.explain else None,
@@ -349,17 +338,37 @@ class Eddy:
     @bentoml.api(route="/churn")
     def churn(self, request: ChurnIn) -> ChurnOut:
         """Churn risk after the delivery just completed; history comes from the feature snapshot."""
-        return self._churn([request])[0]
+        return self._churn([request], "/churn")[0]
 
     @bentoml.api(route="/churn/batch")
     async def churn_batch(self, requests: Annotated[list[ChurnIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[ChurnOut]:
         """Up to 1,000 customers, each with the delivery just completed, answered in order."""
-        return await in_chunks(self._churn, requests)
+        return await in_chunks(functools.partial(self._churn, source="/churn/batch"), requests)
 
     @bentoml.api(route="/eta/batch")
     async def eta_batch(self, shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[EtaOut]:
         """Up to 1,000 shipments in one call, answered in order."""
-        return await in_chunks(self._predict, shipments)
+        return await in_chunks(functools.partial(self._predict, source="/eta/batch"), shipments)
+
+
+def _record(entries) -> None:
+    """Hand the answers to the prediction log; whatever goes wrong, the answer goes out."""
+    try:
+        STATE.predlog.put(entries())
+    except Exception as exc:  # noqa: BLE001 - logging must never fail an answer
+        log.warning("prediction log: answers not recorded: %s", type(exc).__name__)
+
+
+def _count_log_events(predlog) -> None:
+    """Mirror the log's drops, writes and failures into Prometheus counters."""
+    from serving.metrics import metrics
+
+    if isinstance(predlog, NoLog):
+        return
+    m = metrics()
+    predlog.on_dropped = m.log_dropped.inc
+    predlog.on_written = m.log_written.inc
+    predlog.on_failure = m.log_failures.inc
 
 
 async def in_chunks(work, items: list, size: int = CHUNK) -> list:

@@ -21,6 +21,7 @@ from features.build import FeatureSnapshot
 from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
 from features import spec
 from features.rhythm import rhythm_features
+from runtime import drift
 from runtime.bundle import ModelBundle, end_of_day
 from training import baselines
 from training.evaluate import coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift
@@ -118,10 +119,25 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
         "recency_half_life_days": hl,
         "skipped": skipped,
         "metrics": metrics,
+        "profile": drift_references(edd, delay, churn, rows[part == "test"], evaluation),
         "train_seconds": round(time.time() - started, 1),
     }
     report("done", 1.0)
     return TrainResult(ModelBundle(snapshot, edd, delay, churn, meta), metrics, tables, evaluation, params, fitted)
+
+
+def drift_references(edd, delay, churn, test_rows: pd.DataFrame, evaluation: dict) -> dict:
+    """Each model's drift reference on its test rows, apart for each moment a request can
+    come at (what ``eddy monitor`` compares live requests with)."""
+    out = {}
+    at_order = test_rows.hours_since_order.to_numpy() == 0
+    for name, model in (("edd", edd), ("delay", delay)):
+        if model is not None:
+            out[name] = {"at_order": drift.reference(model, test_rows[at_order]),
+                         "in_transit": drift.reference(model, test_rows[~at_order])}
+    if churn is not None:
+        out["churn"] = {"after_delivery": drift.reference(churn, evaluation["churn"]["rows"])}
+    return out
 
 
 def truth_tables(ds: DataSet) -> dict[str, pd.DataFrame]:

@@ -3,6 +3,9 @@
  * Usage: <div class="chart" data-kind="bars|scatter" data-chart='JSON'></div>
  *   bars:    [{"label": "...", "value": 0.4}, ...]  (negative values drawn to the left)
  *   scatter: {"x": [...], "y": [...]}              (y = effect; a zero line is drawn)
+ *   lines:   {"x": ["2026-01-05", ...], "series": [{"label": "...", "y": [..., null]}],
+ *             "references": [{"label": "...", "value": 0.8}], "percent": true}
+ *            (one line per series over the weeks; each reference a dashed level)
  */
 (function () {
   "use strict";
@@ -60,16 +63,61 @@
     host.appendChild(svg);
   }
 
+  function lines(host, data) {
+    var width = Math.max(host.clientWidth || 640, 480), height = 220, left = 56, right = 170, top = 12, bottom = 34;
+    var svg = el("svg", {width: width, height: height, role: "img", class: "lines"});
+    var values = [];
+    data.series.forEach(function (s) { s.y.forEach(function (v) { if (v !== null) values.push(v); }); });
+    (data.references || []).forEach(function (r) { values.push(r.value); });
+    if (!values.length || !data.x.length) { host.textContent = "no judged answers yet"; return; }
+    var y0 = Math.min.apply(null, values), y1 = Math.max.apply(null, values);
+    if (y1 - y0 < 1e-9) { y0 -= 0.5; y1 += 0.5; }
+    var padY = (y1 - y0) * 0.08; y0 -= padY; y1 += padY;
+    var n = data.x.length, plotW = width - left - right;
+    var sx = function (i) { return left + (n === 1 ? plotW / 2 : i / (n - 1) * plotW); };
+    var sy = function (v) { return height - bottom - (v - y0) / (y1 - y0) * (height - top - bottom); };
+    var show = function (v) { return data.percent ? (100 * v).toFixed(0) + "%" : fmt(v); };
+    svg.appendChild(el("line", {x1: left, x2: left + plotW, y1: height - bottom, y2: height - bottom, class: "axis"}));
+    svg.appendChild(el("text", {x: left - 6, y: sy(y1) + 4, "text-anchor": "end", class: "tick"}, show(y1)));
+    svg.appendChild(el("text", {x: left - 6, y: sy(y0), "text-anchor": "end", class: "tick"}, show(y0)));
+    [0, n - 1].forEach(function (i) {
+      svg.appendChild(el("text", {x: sx(i), y: height - 12, "text-anchor": i ? "end" : "start", class: "tick"}, data.x[i]));
+    });
+    (data.references || []).forEach(function (r, k) {
+      var g = el("g", {class: "reference", "data-label": r.label, "data-value": r.value});
+      g.appendChild(el("line", {x1: left, x2: left + plotW, y1: sy(r.value), y2: sy(r.value), class: "ref"}));
+      g.appendChild(el("text", {x: left + plotW + 6, y: sy(r.value) + 4 + 12 * k, class: "label"}, r.label + " " + show(r.value)));
+      svg.appendChild(g);
+    });
+    data.series.forEach(function (s, k) {
+      var g = el("g", {class: "series s" + (k % 4), "data-label": s.label});
+      var d = "", pen = "M";
+      s.y.forEach(function (v, i) {
+        if (v === null) { pen = "M"; return; }
+        d += pen + sx(i).toFixed(1) + " " + sy(v).toFixed(1) + " "; pen = "L";
+        var dot = el("circle", {cx: sx(i), cy: sy(v), r: 3, "data-week": data.x[i], "data-value": v});
+        dot.appendChild(el("title", {}, s.label + ", week of " + data.x[i] + ": " + show(v)));
+        g.appendChild(dot);
+      });
+      g.insertBefore(el("path", {d: d}), g.firstChild);
+      g.appendChild(el("text", {x: left + plotW + 6, y: top + 14 + 14 * k, class: "label"}, s.label));
+      svg.appendChild(g);
+    });
+    host.appendChild(svg);
+  }
+
   function draw() {
     document.querySelectorAll(".chart[data-chart]").forEach(function (host) {
       var data = JSON.parse(host.getAttribute("data-chart"));
-      if (host.getAttribute("data-kind") === "scatter") scatter(host, data, host.getAttribute("data-xlabel") || "");
+      var kind = host.getAttribute("data-kind");
+      if (kind === "scatter") scatter(host, data, host.getAttribute("data-xlabel") || "");
+      else if (kind === "lines") lines(host, data);
       else bars(host, data);
       host.setAttribute("data-drawn", "true");
     });
   }
 
-  window.EddyCharts = {bars: bars, scatter: scatter, draw: draw};
+  window.EddyCharts = {bars: bars, scatter: scatter, lines: lines, draw: draw};
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", draw);
   else draw();
 })();

@@ -15,11 +15,12 @@ from eddy import settings
 
 #: package -> packages of this project it must never import
 FORBIDDEN = {
-    "data": {"features", "runtime", "training", "serving"},
-    "features": {"runtime", "training", "serving"},
-    "runtime": {"training", "serving"},
-    "training": {"serving"},
-    "serving": {"training"},
+    "data": {"features", "runtime", "training", "monitoring", "serving"},
+    "features": {"runtime", "training", "monitoring", "serving"},
+    "runtime": {"training", "monitoring", "serving"},
+    "training": {"monitoring", "serving"},
+    "monitoring": {"serving"},
+    "serving": {"training", "monitoring"},
 }
 
 

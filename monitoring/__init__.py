@@ -1,0 +1,1 @@
+"""Live monitoring: the prediction log joined to outcomes, drift, and the retrain advice."""

@@ -1,0 +1,227 @@
+"""Live figures: what Eddy answered, joined to what happened, by week, carrier and lane.
+
+``eddy monitor DIR`` reads the prediction log, joins the retailer's latest export (a data
+set in the contract's format) to it and computes, per model version and alias:
+
+- ETA answers: ``edd_mae_days``, ``edd_within_1d``, ``coverage_80`` (the 10-90% interval),
+  ``promise{c}_on_time`` (the promise date at its confidence ``c``), once delivered;
+- the late probability: ``delay_auc``, ``delay_brier``, ``delay_ece``, once the promise is
+  judged (delivered, or past it at the end of the data);
+- churn risk: ``churn_auc``, ``churn_brier``, once the customer's horizon has passed;
+
+each beside the figure the version had on its test window at training time
+(``reference``). Metrics are named as in ``eddy backtest``. The arithmetic is over numpy
+columns and pandas group-bys, so a million logged answers take seconds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from data.load import DataSet
+from features.history import data_end
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
+
+COLUMNS = ["week", "model", "alias", "carrier", "lane", "metric", "value", "reference", "n", "text"]
+#: live metric -> the test-window metric ``eddy train`` recorded for the version
+REFERENCE = {"edd_mae_days": "edd_mae_days", "edd_within_1d": "edd_within_1d", "coverage_80": "edd_interval_coverage",
+             "promise90_on_time": "edd_promise90_on_time", "promise95_on_time": "edd_promise95_on_time",
+             "delay_auc": "delay_roc_auc", "delay_brier": "delay_brier", "delay_ece": "delay_ece",
+             "churn_auc": "churn_roc_auc"}
+MIN_LANE_ROWS = 30  # lanes with fewer judged answers in a week are left out (their figures are noise)
+LOGGED = ["model_version", "alias", "kind", "shipment_id", "customer_id", "carrier", "lane", "as_of", "eta_p10",
+          "eta_p50", "eta_p90", "promise_at", "promise_confidence", "late_probability", "churn_risk"]
+
+
+def read_predictions(engine, since_us: int | None = None) -> pd.DataFrame:
+    """The logged answers (moments as int64 microseconds), optionally from ``since_us`` on."""
+    from sqlalchemy import select
+
+    t = _table(engine, "predictions")
+    query = select(*[t.c[c] for c in LOGGED])
+    if since_us is not None:
+        query = query.where(t.c.as_of >= since_us)
+    with engine.connect() as conn:
+        result = conn.execute(query)
+        frame = pd.DataFrame(result.fetchall(), columns=LOGGED)
+    for c in ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at"):
+        frame[c] = pd.to_numeric(frame[c]).fillna(NAT).astype(np.int64)
+    for c in ("promise_confidence", "late_probability", "churn_risk"):
+        frame[c] = pd.to_numeric(frame[c]).astype(float)
+    return frame
+
+
+def read_versions(engine) -> dict[str, dict]:
+    import json
+
+    t = _table(engine, "model_versions")
+    with engine.connect() as conn:
+        return {r.model_version: json.loads(r.meta) for r in conn.execute(t.select())}
+
+
+def _table(engine, name: str):
+    from runtime.predlog import tables
+
+    md, *_ = tables()
+    return md.tables[name]
+
+
+def week_of(us: np.ndarray) -> np.ndarray:
+    """The Monday (UTC) starting each moment's week, as ``YYYY-MM-DD``."""
+    days = np.asarray(us, dtype=np.int64) // US_PER_DAY
+    monday = days - (days + 3) % 7  # 1970-01-01 was a Thursday
+    return pd.to_datetime(monday, unit="D").strftime("%Y-%m-%d").to_numpy()
+
+
+# ------------------------------------------------------------------------- outcomes
+
+
+def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
+    """ETA answers whose shipment is in the data set, with per-answer judgements
+    (NaN where the outcome is not known yet)."""
+    eta = logged[logged.kind == "eta"]
+    s = ds["shipments"]
+    ids = s.shipment_id.astype("str").to_numpy()
+    where = pd.Index(ids).get_indexer(eta.shipment_id.astype("str").to_numpy())
+    eta = eta[where >= 0].copy()
+    where = where[where >= 0]
+    delivered, promised = micros(s.delivered_at)[where], micros(s.promised_at)[where]
+    end = int(micros(pd.Series([data_end(s, ds.get("scans"))]))[0])
+    at = eta.as_of.to_numpy()
+    got = (delivered != NAT) & (delivered >= at)
+    d = np.where(got, delivered, 0)
+    err = np.abs(eta.eta_p50.to_numpy() - d) / US_PER_DAY
+    eta["abs_err_days"] = np.where(got, err, np.nan)
+    eta["within_1d"] = np.where(got, err <= 1.0, np.nan)
+    eta["covered"] = np.where(got, (d >= eta.eta_p10.to_numpy()) & (d <= eta.eta_p90.to_numpy()), np.nan)
+    eta["on_time"] = np.where(got, d <= eta.promise_at.to_numpy(), np.nan)
+    judged = (promised != NAT) & (got | (promised < end))
+    eta["late"] = np.where(judged, ~got | (delivered > promised), np.nan)
+    eta["late"] = eta["late"].where(eta.late_probability.notna())
+    eta["actual_hours"] = np.where(got, (d - at) / US_PER_HOUR, np.nan)
+    return eta
+
+
+def churn_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
+    """Churn answers with their label where matured: 1 if the customer placed no order in
+    the version's horizon after the moment."""
+    churn = logged[logged.kind == "churn"].copy()
+    churn["churned"] = np.nan
+    if churn.empty:
+        return churn
+    s = ds["shipments"]
+    orders = pd.DataFrame({"customer_id": s.customer_id.astype("str").to_numpy(), "t": micros(s.ordered_at)})
+    orders = orders.drop_duplicates().sort_values(["customer_id", "t"])
+    end = int(micros(pd.Series([data_end(s, ds.get("scans"))]))[0])
+    horizon = churn.pop("horizon_us").to_numpy()
+    cust = churn.customer_id.astype("str").to_numpy()
+    at = churn.as_of.to_numpy()
+    # the first order after the moment: per customer, a sorted search in their block
+    codes = pd.Index(orders.customer_id.unique())
+    block = codes.get_indexer(cust)
+    starts = np.searchsorted(orders.customer_id.to_numpy(), codes.to_numpy(), side="left")
+    stops = np.searchsorted(orders.customer_id.to_numpy(), codes.to_numpy(), side="right")
+    t = orders.t.to_numpy()
+    nxt = np.full(len(churn), NAT, dtype=np.int64)
+    for i in np.flatnonzero(block >= 0):  # one search per answer: answers are few next to shipments
+        lo, hi = starts[block[i]], stops[block[i]]
+        k = lo + np.searchsorted(t[lo:hi], at[i], side="right")
+        if k < hi:
+            nxt[i] = t[k]
+    mature = at + horizon <= end
+    came_back = (nxt != NAT) & (nxt <= at + horizon)
+    churn["churned"] = np.where(mature & (horizon > 0), (~came_back).astype(float), np.nan)
+    return churn
+
+
+# ------------------------------------------------------------------------- figures
+
+
+def _auc_by(frame: pd.DataFrame, keys: list[str], p: str, y: str) -> pd.Series:
+    """ROC-AUC per group from ranks (ties averaged): the same number scikit-learn gives."""
+    f = frame[keys + [p, y]].dropna(subset=[p, y])
+    if f.empty:
+        return pd.Series(dtype=float)
+    f = f.assign(_r=f.groupby(keys, dropna=False)[p].rank(method="average"))
+    g = f.groupby(keys, dropna=False)
+    pos = g[y].sum()
+    neg = g[y].count() - pos
+    rank_pos = f[f[y] == 1].groupby(keys, dropna=False)._r.sum().reindex(pos.index, fill_value=0.0)
+    auc = (rank_pos - pos * (pos + 1) / 2) / (pos * neg)
+    return auc.where((pos > 0) & (neg > 0))
+
+
+def _ece_by(frame: pd.DataFrame, keys: list[str], p: str, y: str, bins: int = 10) -> pd.Series:
+    f = frame[keys + [p, y]].dropna(subset=[p, y])
+    if f.empty:
+        return pd.Series(dtype=float)
+    f = f.assign(_b=np.clip((f[p] * bins).astype(int), 0, bins - 1))
+    cell = f.groupby(keys + ["_b"], dropna=False).agg(pm=(p, "mean"), ym=(y, "mean"), k=(y, "size")).reset_index()
+    cell["gap"] = (cell.pm - cell.ym).abs() * cell.k
+    g = cell.groupby(keys, dropna=False)
+    return g.gap.sum() / g.k.sum()
+
+
+def _long(stat: pd.Series, n: pd.Series, metric: str, keys: list[str]) -> pd.DataFrame:
+    out = pd.DataFrame({"value": stat, "n": n.reindex(stat.index)}).reset_index()
+    out["metric"] = metric
+    return out.rename(columns=dict(zip(keys, keys)))
+
+
+def figures_at(frame: pd.DataFrame, keys: list[str]) -> list[pd.DataFrame]:
+    """Every metric for one grouping of the judged answers."""
+    parts = []
+    eta = frame[frame.kind == "eta"]
+    if len(eta):
+        judged = eta[eta.abs_err_days.notna()]
+        g = judged.groupby(keys, dropna=False)
+        n = g.size()
+        parts += [_long(g.abs_err_days.mean(), n, "edd_mae_days", keys), _long(g.within_1d.mean(), n, "edd_within_1d", keys),
+                  _long(g.covered.mean(), n, "coverage_80", keys)]
+        for c, sub in judged.groupby((judged.promise_confidence * 100).round().astype(int)):
+            gs = sub.groupby(keys, dropna=False)
+            parts.append(_long(gs.on_time.mean(), gs.size(), f"promise{c}_on_time", keys))
+        late = eta[eta.late.notna()]
+        gl = late.groupby(keys, dropna=False)
+        nl = gl.size()
+        parts += [_long(_auc_by(late, keys, "late_probability", "late"), nl, "delay_auc", keys),
+                  _long(gl.late.sum(), nl, "delay_positives", keys),
+                  _long(((late.late_probability - late.late) ** 2).groupby([late[k] for k in keys], dropna=False).mean(),
+                        nl, "delay_brier", keys),
+                  _long(_ece_by(late, keys, "late_probability", "late"), nl, "delay_ece", keys)]
+    churn = frame[(frame.kind == "churn") & frame.churned.notna()] if "churned" in frame else frame.iloc[:0]
+    if len(churn):
+        gc = churn.groupby(keys, dropna=False)
+        nc = gc.size()
+        parts += [_long(_auc_by(churn, keys, "churn_risk", "churned"), nc, "churn_auc", keys),
+                  _long(gc.churned.sum(), nc, "churn_positives", keys),
+                  _long(((churn.churn_risk - churn.churned) ** 2).groupby([churn[k] for k in keys], dropna=False).mean(),
+                        nc, "churn_brier", keys)]
+    return [p for p in parts if len(p)]
+
+
+def live_figures(eta: pd.DataFrame, churn: pd.DataFrame, versions: dict[str, dict]) -> pd.DataFrame:
+    """The long table: per week and version, totals, then per carrier, then per carrier and lane."""
+    both = pd.concat([eta, churn], ignore_index=True) if len(churn) else eta
+    if both.empty:
+        return pd.DataFrame(columns=COLUMNS)
+    both = both.assign(week=week_of(both.as_of.to_numpy()), model=both.model_version.astype(str))
+    base = ["week", "model", "alias"]
+    parts = figures_at(both.assign(carrier="", lane=""), base + ["carrier", "lane"])
+    parts += figures_at(both.assign(lane=""), base + ["carrier", "lane"])
+    lanes = figures_at(both[both.kind == "eta"], base + ["carrier", "lane"])
+    parts += [p[p.n >= MIN_LANE_ROWS] for p in lanes]
+    out = pd.concat(parts, ignore_index=True)
+    out["reference"] = [versions.get(m, {}).get("metrics", {}).get(REFERENCE.get(k, ""), np.nan)
+                        for m, k in zip(out.model, out.metric)]
+    out["text"] = ""
+    out = out[COLUMNS].sort_values(["week", "model", "alias", "carrier", "lane", "metric"], kind="stable")
+    return out.reset_index(drop=True)
+
+
+def judged_answers(logged: pd.DataFrame, ds: DataSet, versions: dict[str, dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ETA and churn answers with their outcomes (the churn horizon from each version's meta)."""
+    horizon = {v: float(m.get("horizon_days") or 0) * US_PER_DAY for v, m in versions.items()}
+    logged = logged.assign(horizon_us=logged.model_version.map(horizon).fillna(0).astype(np.int64))
+    return eta_outcomes(logged.drop(columns="horizon_us"), ds), churn_outcomes(logged, ds)
