@@ -353,7 +353,8 @@ def backtest(
 @app.command()
 def promote(
     force: Annotated[bool, typer.Option(help="Promote even if the challenger is worse (logged).")] = False,
-    data: Annotated[Path | None, typer.Option(help="Data set for the comparison (default: the challenger's training data).")] = None,
+    data: Annotated[Path | None, typer.Option(help="Data set for the comparison (default: the challenger's training data; with --live, the latest export, required).")] = None,
+    live: Annotated[bool, typer.Option(help="Compare on the live requests both answered (the challenger in shadow) whose outcomes --data knows.")] = False,
 ) -> None:
     """Make the challenger the champion if it is not worse on each model's primary metric."""
     import mlflow
@@ -379,8 +380,20 @@ def promote(
             fail(f"the champion (version {champ_version}) cannot be loaded by this Eddy, so the two cannot be "
                  f"compared: {exc}. Promote the challenger with --force.")
         champion, unloadable = None, str(exc)
-    verdicts, data_used = {}, None
-    if champion is not None:
+    verdicts, data_used, evidence = {}, None, None
+    if live:
+        if data is None:
+            fail("--live judges the logged answers against what happened: give the latest export with --data DIR")
+        ds = _load(data)
+        data_used = str(ds.folder)
+        with status("joining the champion's and the shadow challenger's logged answers to outcomes"):
+            figures, evidence = _live_figures(ds, champ_version, chall_version)
+        verdicts = compare(figures["champion"], figures["challenger"])
+        if not verdicts:
+            fail(f"no live request answered by both version {champ_version} (champion) and version {chall_version} "
+                 f"(challenger, in shadow) has a known outcome yet: run the service with EDDY_SHADOW=challenger")
+        out.print("live requests compared: " + ", ".join(f"{k} {v:,}" for k, v in evidence.items()), highlight=False)
+    elif champion is not None:
         ds = _load(data or Path(challenger.meta["data"]))
         data_used = str(ds.folder)
         with status("scoring champion and challenger on the latest held-out window"):
@@ -393,9 +406,9 @@ def promote(
     ok = champion is not None and all(v["not_worse"] for v in verdicts.values())
     with mlflow.start_run(run_name=f"promote {chall_version} over {champ_version}"):
         mlflow.log_dict({"verdicts": verdicts, "forced": force and not ok, "data": data_used,
-                         "champion_unloadable": unloadable}, "promotion.json")
+                         "champion_unloadable": unloadable, "live": live, "live_requests": evidence}, "promotion.json")
         mlflow.log_params({"champion": champ_version, "challenger": chall_version, "forced": force and not ok,
-                           "promoted": ok or force})
+                           "promoted": ok or force, "live": live})
     if not ok and not force:
         out.print(f"kept version {champ_version} as champion: the challenger is worse on "
                   f"{', '.join(m for m, v in verdicts.items() if not v['not_worse'])} (use --force to override)", highlight=False)
@@ -452,6 +465,19 @@ def score_customers(
     target = write_table(scoring.table, out_file) if out_file else write_scoring(scoring, settings.scores_dir())
     _log_answers(lambda: churn_log_entries(scoring.table, ds["shipments"], str(version)), bundle, version)
     out.print(f"scored {len(scoring.table):,} customers with model version {version} to {target}", highlight=False)
+
+
+def _live_figures(ds, champion_version, challenger_version):
+    from monitoring.live import judged_answers, paired_figures, read_predictions, read_versions
+    from runtime.predlog import engine_for, masked
+
+    try:
+        engine = engine_for()
+        logged, versions = read_predictions(engine), read_versions(engine)
+    except Exception as exc:  # noqa: BLE001
+        fail(f"cannot read the prediction log at {masked(settings.database_url())}: {type(exc).__name__}: {exc}")
+    eta, churn = judged_answers(logged, ds, versions)
+    return paired_figures(eta, churn, {"champion": str(champion_version), "challenger": str(challenger_version)})
 
 
 def _log_answers(entries, bundle, version) -> None:

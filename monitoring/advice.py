@@ -1,4 +1,4 @@
-"""When to retrain: plain rules over the last two weeks of judged answers.
+"""When to retrain: plain rules over the outcomes of the last two weeks (and a clear collapse in one).
 
 Each rule names the model, who it is about (a carrier, or all traffic), the live figure
 and the limit it crossed, e.g. "coverage for ups 68% over the last 2 weeks, below 77%".
@@ -15,7 +15,9 @@ from features.profile import DRIFTED
 from monitoring.live import REFERENCE, figures_at
 
 WINDOW_DAYS = 14
+EARLY_DAYS = 7  # a collapse is named after a week of outcomes when it is clear beyond sampling noise
 MIN_ROWS = 50  # judged answers a figure needs before a rule reads it
+MIN_EARLY_ROWS = 30
 MIN_DRIFT_ROWS = 200  # rebuilt rows a week's PSI needs (and the limit grows with its sampling noise)
 COVERAGE_FLOOR = 0.77  # the 80% interval's band in the backtest goals (77-83%)
 MAE_RATIO = 1.25  # live EDD error this many times the test window's
@@ -32,12 +34,22 @@ def auc_standard_error(auc: float, positives: int, negatives: int) -> float:
     return float(max(var, 0.0) ** 0.5)
 
 
-def recent(answers: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Answers in the last ``WINDOW_DAYS`` before the latest judged one."""
+def recent(answers: pd.DataFrame, column: str, days: float) -> pd.DataFrame:
+    """Judged answers whose outcome came in the last ``days`` before the latest outcome:
+    monitoring reads what happened lately, whenever the answer was given."""
     judged = answers[answers[column].notna()]
     if judged.empty:
         return judged
-    return judged[judged.as_of >= judged.as_of.max() - WINDOW_DAYS * US_PER_DAY]
+    return judged[judged.outcome_at >= judged.outcome_at.max() - int(days * US_PER_DAY)]
+
+
+def wilson_upper(share: float, n: int, z: float = 1.96) -> float:
+    """The upper end of the Wilson score interval of a share seen in ``n`` trials."""
+    if n <= 0:
+        return 1.0
+    centre = share + z * z / (2 * n)
+    spread = z * ((share * (1 - share) + z * z / (4 * n)) / n) ** 0.5
+    return (centre + spread) / (1 + z * z / n)
 
 
 def _rule_rows(figs: pd.DataFrame, versions: dict) -> list[dict]:
@@ -121,18 +133,44 @@ def _with_positives(figs: pd.DataFrame) -> pd.DataFrame:
     return out.assign(positives=out.positives.fillna(0))
 
 
-def advice(eta: pd.DataFrame, churn: pd.DataFrame, drift: pd.DataFrame, versions: dict) -> list[dict]:
-    """The rules that fire, worst first within each kind."""
+def _figures(eta: pd.DataFrame, churn: pd.DataFrame, days: float) -> pd.DataFrame:
+    """Totals and per-carrier figures over the outcomes of the last ``days``."""
     parts = []
     for frame, column in ((eta, "abs_err_days"), (eta, "late"), (churn, "churned")):
-        r = recent(frame, column) if len(frame) and column in frame else frame.iloc[:0]
+        r = recent(frame, column, days) if len(frame) and column in frame else frame.iloc[:0]
         if len(r):
             r = r.assign(model=r.model_version.astype(str))
             keys = ["model", "alias", "carrier", "lane"]
             parts += figures_at(r.assign(carrier="", lane=""), keys) + figures_at(r.assign(lane=""), keys)
-    figs = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["model", "alias", "carrier", "metric", "value", "n"])
+    if not parts:
+        return pd.DataFrame(columns=["model", "alias", "carrier", "metric", "value", "n", "positives"])
+    figs = pd.concat(parts, ignore_index=True)
     figs = figs[figs.metric.isin(["coverage_80", "edd_mae_days", "delay_auc", "churn_auc", "delay_positives",
                                   "churn_positives"])].drop_duplicates(["model", "alias", "carrier", "metric"])
-    figs = _with_positives(figs)
-    rules = _rule_rows(figs, versions) + _drift_rows(drift, versions)
+    return _with_positives(figs)
+
+
+def _early_rows(figs: pd.DataFrame) -> list[dict]:
+    """Coverage that collapsed over the last week's outcomes, beyond doubt (the Wilson
+    interval's upper end below the floor)."""
+    out = []
+    for r in figs[figs.metric == "coverage_80"].itertuples():
+        upper = wilson_upper(r.value, int(r.n))
+        if r.n >= MIN_EARLY_ROWS and upper < COVERAGE_FLOOR:
+            who = r.carrier if r.carrier else "all traffic"
+            out.append(dict(model=r.model, alias=r.alias, carrier=r.carrier, metric=r.metric, value=r.value,
+                            limit=COVERAGE_FLOOR, n=int(r.n),
+                            text=f"retrain: coverage for {who} {r.value:.0%} over the outcomes of the last "
+                                 f"{EARLY_DAYS} days (at most {upper:.0%} at 95% confidence), below {COVERAGE_FLOOR:.0%}"))
+    return out
+
+
+def advice(eta: pd.DataFrame, churn: pd.DataFrame, drift: pd.DataFrame, versions: dict) -> list[dict]:
+    """The rules that fire: the last two weeks' outcomes, a clear collapse in the last
+    week's, and drift; the champion first."""
+    rules = _rule_rows(_figures(eta, churn, WINDOW_DAYS), versions)
+    named = {(a["model"], a["alias"], a["carrier"], a["metric"]) for a in rules}
+    rules += [a for a in _early_rows(_figures(eta, churn, EARLY_DAYS))
+              if (a["model"], a["alias"], a["carrier"], a["metric"]) not in named]
+    rules += _drift_rows(drift, versions)
     return sorted(rules, key=lambda a: (a["alias"] != "champion", a["metric"], a["carrier"]))

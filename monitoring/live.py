@@ -100,6 +100,8 @@ def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     eta["late"] = np.where(judged, ~got | (delivered > promised), np.nan)
     eta["late"] = eta["late"].where(eta.late_probability.notna())
     eta["actual_hours"] = np.where(got, (d - at) / US_PER_HOUR, np.nan)
+    # when the outcome became known: the delivery, or the promise passing without one
+    eta["outcome_at"] = np.where(got, d, np.where(judged, promised, NAT))
     return eta
 
 
@@ -108,6 +110,7 @@ def churn_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     the version's horizon after the moment."""
     churn = logged[logged.kind == "churn"].copy()
     churn["churned"] = np.nan
+    churn["outcome_at"] = NAT
     if churn.empty:
         return churn
     s = ds["shipments"]
@@ -132,6 +135,7 @@ def churn_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     mature = at + horizon <= end
     came_back = (nxt != NAT) & (nxt <= at + horizon)
     churn["churned"] = np.where(mature & (horizon > 0), (~came_back).astype(float), np.nan)
+    churn["outcome_at"] = np.where(mature, at + horizon, NAT)
     return churn
 
 
@@ -225,3 +229,36 @@ def judged_answers(logged: pd.DataFrame, ds: DataSet, versions: dict[str, dict])
     horizon = {v: float(m.get("horizon_days") or 0) * US_PER_DAY for v, m in versions.items()}
     logged = logged.assign(horizon_us=logged.model_version.map(horizon).fillna(0).astype(np.int64))
     return eta_outcomes(logged.drop(columns="horizon_us"), ds), churn_outcomes(logged, ds)
+
+
+def paired_figures(eta: pd.DataFrame, churn: pd.DataFrame, versions: dict[str, str]) -> tuple[dict, dict]:
+    """The primary metrics (as ``eddy train`` names them) of each alias in ``versions``
+    (alias -> model version) on the same live requests, those both answered and whose
+    outcome is known; and the number of requests behind each."""
+    from training.evaluate import probability_metrics
+
+    figures = {alias: {} for alias in versions}
+    counts = {}
+    for kind, frame, judged, key in (("edd", eta, "abs_err_days", "shipment_id"), ("delay", eta, "late", "shipment_id"),
+                                     ("churn", churn, "churned", "customer_id")):
+        if frame.empty or judged not in frame:
+            continue
+        f = frame[frame[judged].notna()]
+        mine = {a: f[(f.alias == a) & (f.model_version.astype(str) == str(v))].drop_duplicates([key, "as_of"])
+                .set_index([key, "as_of"]) for a, v in versions.items()}
+        common = None
+        for m in mine.values():
+            common = m.index if common is None else common.intersection(m.index)
+        counts[kind] = 0 if common is None else len(common)
+        if not counts[kind]:
+            continue
+        for alias, m in mine.items():
+            m = m.loc[common]
+            if kind == "edd":
+                figures[alias]["edd_mae_days"] = float(m.abs_err_days.mean())
+            elif kind == "delay":
+                ok = m.late_probability.notna()
+                figures[alias]["delay_brier"] = float(((m.late_probability[ok] - m.late[ok]) ** 2).mean())
+            elif m.churned.nunique() == 2:
+                figures[alias]["churn_roc_auc"] = probability_metrics(m.churn_risk.to_numpy(), m.churned.to_numpy())["roc_auc"]
+    return figures, counts

@@ -73,3 +73,51 @@ def Server():  # noqa: N802 - hands the class to tests
 @pytest.fixture(scope="session")
 def env_with():
     return _env_with
+
+
+class _Postgres:
+    """Debian's PostgreSQL on a free loopback port, in a temporary folder, until ``stop()``.
+
+    ``initdb`` and the server refuse to run as root: as root they run as the ``postgres``
+    user the package creates."""
+
+    def __init__(self):
+        import glob
+        import pwd
+        import shutil
+
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            pytest.fail("PostgreSQL is not installed: run `make system-deps` (apt-get install postgresql)")
+        self.bin = Path(found[-1]).parent
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="eddy-pg-"))
+        self.as_user = []
+        if os.geteuid() == 0:
+            user = pwd.getpwnam("postgres")
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        self._shutil = shutil
+        data = self.dir / "data"
+        self._run([str(self.bin / "initdb"), "-D", str(data), "-U", "eddy", "--auth=trust", "-E", "UTF8"])
+        self._run([str(self.bin / "pg_ctl"), "-D", str(data), "-l", str(self.dir / "log"), "-w", "-t", "60",
+                   "-o", f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off", "start"])
+        self._run([str(self.bin / "createdb"), "-h", "127.0.0.1", "-p", str(self.port), "-U", "eddy", "eddy"])
+        self.url = f"postgresql+psycopg://eddy@127.0.0.1:{self.port}/eddy"
+
+    def _run(self, cmd: list[str]) -> None:
+        done = subprocess.run(self.as_user + cmd, capture_output=True, text=True, cwd=self.dir)
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(cmd[:1])} failed: {done.stdout[-1500:]} {done.stderr[-1500:]}")
+
+    def stop(self) -> None:
+        subprocess.run(self.as_user + [str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
+                       capture_output=True, cwd=self.dir)
+        self._shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    server = _Postgres()
+    yield server
+    server.stop()
