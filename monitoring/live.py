@@ -160,7 +160,8 @@ def _ece_by(frame: pd.DataFrame, keys: list[str], p: str, y: str, bins: int = 10
     f = frame[keys + [p, y]].dropna(subset=[p, y])
     if f.empty:
         return pd.Series(dtype=float)
-    f = f.assign(_b=np.clip((f[p] * bins).astype(int), 0, bins - 1))
+    # the bins of training.evaluate.expected_calibration_error, edges included
+    f = f.assign(_b=np.clip(np.digitize(f[p].to_numpy(), np.linspace(0, 1, bins + 1)) - 1, 0, bins - 1))
     cell = f.groupby(keys + ["_b"], dropna=False).agg(pm=(p, "mean"), ym=(y, "mean"), k=(y, "size")).reset_index()
     cell["gap"] = (cell.pm - cell.ym).abs() * cell.k
     g = cell.groupby(keys, dropna=False)

@@ -377,14 +377,17 @@ def eta_records(out: dict, ship: dict, source: str, alias: str, version: str, co
             for i in range(n)]
 
 
-def churn_records(out: dict, shipment_ids, source: str, alias: str, version: str) -> list[dict]:
-    """One log entry per churn answer: ``out`` from ``ModelBundle.score_churn``."""
+def churn_records(out: dict, shipment_ids, source: str, alias: str, version: str, customer_ids=None) -> list[dict]:
+    """One log entry per churn answer: ``out`` from ``ModelBundle.score_churn``; ``customer_ids``
+    as the requests named them (the service scores a customer named twice under two copy
+    names, which must not reach the log)."""
     n = len(out["churn_risk"])
     at, now = np.asarray(out["as_of"], dtype=np.int64).tolist(), now_us()
     risk = np.asarray(out["churn_risk"], dtype=float).tolist()
     reasons = out.get("reasons")
     lanes = _lanes(out["origin_region"], out["destination_region"])
-    customers, ids = np.asarray(out["customer_id"]).tolist(), np.asarray(shipment_ids).tolist()
+    customers = np.asarray(out["customer_id"] if customer_ids is None else customer_ids).tolist()
+    ids = np.asarray(shipment_ids).tolist()
     carrier, service = np.asarray(out["carrier"]).tolist(), np.asarray(out["service_level"]).tolist()
     return [{"logged_at": now, "source": source, "alias": alias, "model_version": version, "kind": "churn",
              "shipment_id": _text(ids[i]), "customer_id": customers[i], "carrier": carrier[i],

@@ -321,7 +321,8 @@ class Eddy:
         out = bundle.score_churn(bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments),
                                  explain=any(r.explain for r in requests))
         known = bundle.snapshot.customers.index()["orders"]
-        _record(lambda: churn_records(out, [r.delivery.shipment_id for r in requests], source, "champion", STATE.version))
+        _record(lambda: churn_records(out, [r.delivery.shipment_id for r in requests], source, "champion", STATE.version,
+                                      [r.customer_id for r in requests]))
         if STATE.shadow is not None:
             STATE.shadow.offer("churn", requests, source)
         return [ChurnOut(customer_id=r.customer_id, churn_risk=float(out["churn_risk"][i]),

@@ -67,7 +67,8 @@ class Shadow:
         ship, scans, moments = deliveries_of(requests)
         rows = self.bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments)
         out = self.bundle.score_churn(rows, explain=False)
-        return churn_records(out, [r.delivery.shipment_id for r in requests], source, self.alias, self.version)
+        return churn_records(out, [r.delivery.shipment_id for r in requests], source, self.alias, self.version,
+                             [r.customer_id for r in requests])
 
     def status(self) -> dict:
         return {"alias": self.alias, "version": self.version, "rate": self.rate, "scored": self.scored,

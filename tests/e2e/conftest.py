@@ -111,12 +111,14 @@ class _Postgres:
             raise RuntimeError(f"{' '.join(cmd[:1])} failed: {done.stdout[-1500:]} {done.stderr[-1500:]}")
 
     def stop(self) -> None:
+        if not self.dir.exists():  # stopped already (a test taking the database away)
+            return
         subprocess.run(self.as_user + [str(self.bin / "pg_ctl"), "-D", str(self.dir / "data"), "-m", "immediate", "stop"],
                        capture_output=True, cwd=self.dir)
         self._shutil.rmtree(self.dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def postgres():
     server = _Postgres()
     yield server
