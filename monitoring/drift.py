@@ -17,6 +17,7 @@ from features.pit import take
 from runtime import drift as pictures
 
 PER_WEEK = 2000  # answers per week and version whose features are rebuilt
+WEEKS = 8  # the latest weeks measured (earlier weeks were measured by earlier runs)
 
 
 def _sample(frame: pd.DataFrame, size: int) -> pd.DataFrame:
@@ -71,7 +72,7 @@ def drift_figures(answers: pd.DataFrame, ds: DataSet, versions: dict[str, dict],
             notes.append(f"version {version}: cannot be loaded for drift ({type(exc).__name__}: {exc})")
             continue
         history = None
-        for week, rows in mine.groupby("week"):
+        for week, rows in mine[mine.week.isin(sorted(mine.week.unique())[-WEEKS:])].groupby("week"):
             for kind, frame in rows.groupby("kind"):
                 sample = _sample(frame, PER_WEEK)
                 if kind == "eta":

@@ -56,7 +56,9 @@ class _Server:
 
 
 def _env_with(tmp_path: Path, **extra) -> dict:
-    env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT), **extra}
+    # the prediction log goes to the test's own database unless the test names one
+    env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT), "EDDY_DATABASE_URL": f"sqlite:///{tmp_path / 'eddy.db'}",
+           **extra}
     prom = tmp_path / "prometheus"
     prom.mkdir(exist_ok=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
