@@ -26,8 +26,14 @@ EPS = 1e-4  # a share of zero would make the index infinite
 TOP_LEVELS = 30
 
 
+def _numbers(values) -> np.ndarray:
+    """As float32, whatever the source: training frames and request rows may hold the same
+    value at different precisions, which must not land in different bins."""
+    return np.asarray(values, dtype=np.float32).astype(float)
+
+
 def numeric_profile(values: np.ndarray, bins: int = 10) -> dict:
-    x = np.asarray(values, dtype=float)
+    x = _numbers(values)
     known = x[~np.isnan(x)]
     edges = np.unique(np.quantile(known, np.linspace(0, 1, bins + 1)[1:-1])) if len(known) else np.array([])
     return {"kind": "numeric", "edges": edges.tolist(), "p": _numeric_shares(x, edges).tolist()}
@@ -67,7 +73,7 @@ def profile(rows, names: list[str], categorical: set[str]) -> dict[str, dict]:
 def live_shares(entry: dict, values) -> np.ndarray:
     """The share of ``values`` in each of the reference's bins."""
     if entry["kind"] == "numeric":
-        return _numeric_shares(np.asarray(values, dtype=float), np.asarray(entry["edges"], dtype=float))
+        return _numeric_shares(_numbers(values), np.asarray(entry["edges"], dtype=float))
     return _categorical_shares(_text(values), entry["levels"])
 
 

@@ -13,11 +13,12 @@ import numpy as np
 import pandas as pd
 
 from data.load import DataSet
-from features.pit import take
+from features.pit import NAT, micros, take
 from runtime import drift as pictures
 
 PER_WEEK = 2000  # answers per week and version whose features are rebuilt
 WEEKS = 8  # the latest weeks measured (earlier weeks were measured by earlier runs)
+SHAP_WEEKS = 2  # the latest weeks whose mean |SHAP| is measured too (TreeSHAP is the cost)
 
 
 def _sample(frame: pd.DataFrame, size: int) -> pd.DataFrame:
@@ -36,11 +37,17 @@ def _shipment_rows(bundle, ds: DataSet, answers: pd.DataFrame):
 
 
 def _churn_rows(bundle, ds: DataSet, answers: pd.DataFrame, history):
+    """Churn rows of the answers whose delivery the export knows by their moment (an export
+    that has not heard of the delivery yet would rebuild a different row)."""
     s = ds["shipments"]
-    order_of = pd.Series(s.order_id.astype("str").to_numpy(), index=s.shipment_id.astype("str").to_numpy())
-    order_of = order_of[~order_of.index.duplicated()]
-    orders = order_of.reindex(answers.shipment_id.astype("str").to_numpy()).to_numpy()
-    keep = pd.notna(orders)
+    ids = s.shipment_id.astype("str").to_numpy()
+    first = ~pd.Index(ids).duplicated()
+    order_of = pd.Series(s.order_id.astype("str").to_numpy()[first], index=ids[first])
+    delivered = pd.Series(micros(s.delivered_at)[first], index=ids[first])
+    asked = answers.shipment_id.astype("str").to_numpy()
+    orders = order_of.reindex(asked).to_numpy()
+    known = delivered.reindex(asked).fillna(NAT).to_numpy(dtype=np.int64)
+    keep = pd.notna(orders) & (known != NAT) & (known <= answers.as_of.to_numpy())
     if not keep.any():
         return None
     moments = {"order_id": orders[keep].astype(object), "as_of": answers.as_of.to_numpy(dtype=np.int64)[keep]}
@@ -72,7 +79,8 @@ def drift_figures(answers: pd.DataFrame, ds: DataSet, versions: dict[str, dict],
             notes.append(f"version {version}: cannot be loaded for drift ({type(exc).__name__}: {exc})")
             continue
         history = None
-        for week, rows in mine[mine.week.isin(sorted(mine.week.unique())[-WEEKS:])].groupby("week"):
+        weeks = sorted(mine.week.unique())
+        for week, rows in mine[mine.week.isin(weeks[-WEEKS:])].groupby("week"):
             for kind, frame in rows.groupby("kind"):
                 sample = _sample(frame, PER_WEEK)
                 if kind == "eta":
@@ -93,7 +101,7 @@ def drift_figures(answers: pd.DataFrame, ds: DataSet, versions: dict[str, dict],
                         ref = profile[name].get(moment)
                         if ref is None or not len(np.asarray(part["as_of"])):
                             continue
-                        live = pictures.live(model, ref, part)
+                        live = pictures.live(model, ref, part, shap=week in weeks[-SHAP_WEEKS:])
                         key = f"{name}@{moment}"
                         out += [(week, version, alias, f"psi_{key}:{f}", v, np.nan, live["rows"])
                                 for f, v in live["psi"].items()]

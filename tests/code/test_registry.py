@@ -87,6 +87,16 @@ def test_predict_and_score_with_the_champion(store):
     assert (s.churn_risk.diff().dropna() <= 0).all()  # sorted by risk
     end = ships.delivered_at.max()
     assert (pd.to_datetime(s.delivery_judged_at, utc=True) >= end - pd.Timedelta(days=61)).all()
+    # every answer of both commands is in the prediction log, as the tables hold them
+    with sqlite3.connect(root / "mlruns" / "eddy.db") as db:
+        logged = pd.read_sql("select source, kind, shipment_id, customer_id, eta_p50, churn_risk, model_version "
+                             "from predictions order by id", db)
+    assert logged.groupby("source").size().to_dict() == {"predict": len(p) + len(t), "score-customers": len(s)}
+    at_order = logged[logged.source == "predict"].drop_duplicates("shipment_id").set_index("shipment_id")  # first run
+    assert (pd.to_datetime(at_order.eta_p50.reindex(p.shipment_id), unit="us", utc=True).to_numpy()
+            == p.eta_p50.to_numpy()).all()
+    scored = logged[logged.source == "score-customers"].set_index("customer_id").churn_risk
+    assert np.allclose(scored.reindex(s.customer_id), s.churn_risk) and set(logged.model_version) == {"1"}
 
 
 def test_a_second_training_is_only_the_challenger_and_promotion_follows_the_rule(store):

@@ -14,7 +14,7 @@ Targets, each printed as measured:
   12 days, as scans arrive; all joined to the outcomes), drift included. Target: under
   60 s on 2 cores.
 
-Usage: .venv/bin/python benchmarks/monitoring.py [--part drift|scale|all] [--data data/sets/demo]
+Usage: .venv/bin/python benchmarks/live_monitoring.py [--part drift|scale|all] [--data data/sets/demo]
   [--workdir /tmp/eddy-monitor-bench]
 The work folder keeps the trained model and the logs between runs.
 """
