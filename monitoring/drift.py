@@ -51,7 +51,10 @@ def _churn_rows(bundle, ds: DataSet, answers: pd.DataFrame, history):
     if not keep.any():
         return None
     moments = {"order_id": orders[keep].astype(object), "as_of": answers.as_of.to_numpy(dtype=np.int64)[keep]}
-    return bundle.churn_rows(s, ds.get("scans"), moments, history=history)
+    rows = bundle.churn_rows(s, ds.get("scans"), moments, history=history)
+    # The export rebuilds the whole order; where another of its parcels came after the
+    # moment, the request spoke of a different delivery than the export's: left out.
+    return take(rows, np.flatnonzero(np.asarray(rows["days_since_delivery"], dtype=float) >= 0))
 
 
 def _by_moment(model: str, rows) -> list[tuple[str, dict]]:

@@ -31,7 +31,7 @@ REFERENCE = {"edd_mae_days": "edd_mae_days", "edd_within_1d": "edd_within_1d", "
              "promise90_on_time": "edd_promise90_on_time", "promise95_on_time": "edd_promise95_on_time",
              "delay_auc": "delay_roc_auc", "delay_brier": "delay_brier", "delay_ece": "delay_ece",
              "churn_auc": "churn_roc_auc"}
-MIN_LANE_ROWS = 30  # lanes with fewer judged answers in a week are left out (their figures are noise)
+MIN_LANE_ROWS = 20  # lanes with fewer judged answers in a week are left out (their figures are noise)
 MOMENTS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
 NUMBERS = ("promise_confidence", "late_probability", "churn_risk")
 LOGGED = ["model_version", "alias", "kind", "shipment_id", "customer_id", "carrier", "lane", "as_of", "eta_p10",

@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 
 from data.load import DataSet
+from features.history import data_end
+from features.pit import micros
 from monitoring.advice import advice
 from monitoring.drift import drift_figures
 from monitoring.live import COLUMNS, judged_answers, live_figures, read_predictions, read_versions, week_of
@@ -58,6 +60,8 @@ def run_monitor(ds: DataSet, engine, since_us: int | None = None, load=None) -> 
     drift = pd.DataFrame(columns=["week", "model", "alias", "metric", "value", "reference", "n"])
     if load is not None and len(logged):
         answers = pd.concat([eta, churn], ignore_index=True)
+        # features can be rebuilt only for moments the export has reached
+        answers = answers[answers.as_of <= int(micros(pd.Series([data_end(ds["shipments"], ds.get("scans"))]))[0])]
         answers = answers.assign(week=week_of(answers.as_of.to_numpy()), model_version=answers.model_version.astype(str))
         drift, notes = drift_figures(answers, ds, versions, load)
     clock["drift_s"] = time.perf_counter() - t0

@@ -27,6 +27,7 @@ PLOTTED = [("coverage_80", "10-90% interval coverage", True), ("edd_mae_days", "
 WORST = 10
 MIN_WEEK_ROWS = 50  # the tables show the latest week with this many judged answers
 MIN_DRIFT_ROWS = 200
+MIN_TABLE_ROWS = 20  # a carrier or lane with fewer judged answers is left out of the tables
 
 
 def _settled_week(rows: pd.DataFrame, min_rows: int) -> str | None:
@@ -82,20 +83,28 @@ def _series(frame: pd.DataFrame, metric: str, percent: bool) -> dict | None:
 
 
 def _worst(frame: pd.DataFrame, lanes: bool) -> list[dict]:
-    """Carriers (or carrier lanes) of the champion in the latest week with figures, worst coverage first."""
+    """The champion's carriers in the latest week with enough judged answers, or its carrier
+    lanes over the last four weeks (a lane has few answers a week), worst coverage first."""
     t = frame[(frame.alias == "champion") & (frame.carrier.fillna("") != "")]
     t = t[(t.lane.fillna("") != "") if lanes else (t.lane.fillna("") == "")]
     t = t[t.metric.isin(["coverage_80", "edd_mae_days", "promise95_on_time"])]
     if t.empty:
         return []
     totals = frame[(frame.alias == "champion") & (frame.carrier.fillna("") == "") & (frame.metric == "edd_mae_days")]
-    latest = t[t.week == _settled_week(totals, MIN_WEEK_ROWS)]
-    if latest.empty:
+    week = _settled_week(totals, MIN_WEEK_ROWS)
+    weeks = sorted(w for w in t.week.unique() if w <= week)[-4:] if lanes else [week]
+    t = t[t.week.isin(weeks)]
+    if t.empty:
         return []
-    wide = latest.pivot_table(index=["carrier", "lane"], columns="metric", values="value", aggfunc="first")
-    n = latest[latest.metric == "edd_mae_days"].set_index(["carrier", "lane"]).n
-    wide = wide.assign(n=n.reindex(wide.index)).reset_index().sort_values("coverage_80", na_position="last")
-    return [{**r, "week": latest.week.iloc[0]} for r in wide.head(WORST).to_dict("records")]
+    # figures over several weeks: means weighted by each week's judged answers
+    t = t.assign(weighted=t.value * t.n)
+    g = t.groupby(["carrier", "lane", "metric"])
+    wide = (g.weighted.sum() / g.n.sum()).unstack("metric")
+    n = t[t.metric == "edd_mae_days"].groupby(["carrier", "lane"]).n.sum()
+    wide = wide.assign(n=n.reindex(wide.index)).reset_index()
+    wide = wide[wide.n >= MIN_TABLE_ROWS].sort_values("coverage_80", na_position="last")
+    span = weeks[0] if len(weeks) == 1 else f"{weeks[0]} to {weeks[-1]}"
+    return [{**r, "week": span} for r in wide.head(WORST).to_dict("records")]
 
 
 def _drift(frame: pd.DataFrame) -> list[dict]:

@@ -86,7 +86,7 @@
     (data.references || []).forEach(function (r, k) {
       var g = el("g", {class: "reference", "data-label": r.label, "data-value": r.value});
       g.appendChild(el("line", {x1: left, x2: left + plotW, y1: sy(r.value), y2: sy(r.value), class: "ref"}));
-      g.appendChild(el("text", {x: left + plotW + 6, y: sy(r.value) + 4 + 12 * k, class: "label"}, r.label + " " + show(r.value)));
+      g.appendChild(el("text", {x: left + 4, y: sy(r.value) - 4 - 12 * k, class: "tick"}, r.label + " " + show(r.value)));
       svg.appendChild(g);
     });
     data.series.forEach(function (s, k) {
