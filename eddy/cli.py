@@ -364,6 +364,8 @@ def promote(
     from training.promote import held_out_metrics
     from training.registry import compare
 
+    if live and data is None:
+        fail("--live judges the logged answers against what happened: give the latest export with --data DIR")
     configure()
     try:
         challenger, chall_version = load_bundle(CHALLENGER)
@@ -382,8 +384,6 @@ def promote(
         champion, unloadable = None, str(exc)
     verdicts, data_used, evidence = {}, None, None
     if live:
-        if data is None:
-            fail("--live judges the logged answers against what happened: give the latest export with --data DIR")
         ds = _load(data)
         data_used = str(ds.folder)
         with status("joining the champion's and the shadow challenger's logged answers to outcomes"):

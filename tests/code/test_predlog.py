@@ -68,6 +68,7 @@ def test_a_full_database_fails_writes_not_answers(tmp_path, monkeypatch):
     assert status["write_failures"] >= 1 and "full" in status["last_error"]
     assert 0 < count(url) < 3000  # what fitted is kept; the rest waits in the bounded queue
     assert status["pending"] + status["written"] + status["dropped"] == 3000
+    log.close(timeout=0.5)
 
 
 def test_retention_deletes_old_answers_only(tmp_path):

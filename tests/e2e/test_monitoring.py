@@ -211,6 +211,11 @@ def test_the_slowed_carrier_is_named_and_drift_is_measured(world, monitored):
     assert len(psi) and psi.value.ge(0).all() and set(psi.alias) == {"champion", "challenger"}
     shap = table[table.metric.str.startswith("mean_abs_shap_edd@at_order:")]
     assert shap.reference.notna().all()
+    import sqlite3  # the run is on record in MLflow, with its table and advice
+    with sqlite3.connect(world["root"] / "mlruns" / "mlflow.db") as db:
+        runs = db.execute("select run_uuid from tags where key = 'eddy.kind' and value = 'monitor'").fetchall()
+        logged = dict(db.execute("select key, value from metrics where run_uuid = ?", runs[-1]).fetchall())
+    assert runs and 0 < logged["champion_coverage_80"] <= 1
 
 
 def test_the_monitor_page_and_the_gauges(world, served, monitored):
