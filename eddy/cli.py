@@ -469,13 +469,13 @@ def score_customers(
 
 def _live_figures(ds, champion_version, challenger_version):
     from monitoring.live import judged_answers, paired_figures, read_predictions, read_versions
-    from runtime.predlog import engine_for, masked
+    from runtime.predlog import engine_for, masked, short_error
 
     try:
         engine = engine_for()
         logged, versions = read_predictions(engine), read_versions(engine)
     except Exception as exc:  # noqa: BLE001
-        fail(f"cannot read the prediction log at {masked(settings.database_url())}: {type(exc).__name__}: {exc}")
+        fail(f"cannot read the prediction log at {masked(settings.database_url())}: {short_error(exc)}")
     eta, churn = judged_answers(logged, ds, versions)
     return paired_figures(eta, churn, {"champion": str(champion_version), "challenger": str(challenger_version)})
 
@@ -510,7 +510,7 @@ def monitor(
 
     from monitoring.monitor import run_monitor
     from runtime.monitor_store import write_run
-    from runtime.predlog import engine_for, masked
+    from runtime.predlog import engine_for, masked, short_error
     from runtime.registry import configure, load_version
     from runtime.store import write_table
 
@@ -521,7 +521,7 @@ def monitor(
     try:
         engine = engine_for()
     except Exception as exc:  # noqa: BLE001 - a database that cannot be reached is said plainly
-        fail(f"cannot open the prediction log at {masked(settings.database_url())}: {type(exc).__name__}: {exc}")
+        fail(f"cannot open the prediction log at {masked(settings.database_url())}: {short_error(exc)}")
     configure()
     with status("joining logged answers to outcomes"):
         result = run_monitor(ds, engine, since_us, load=_cached(load_version) if drift else None)

@@ -126,7 +126,7 @@ def engine_for(url: str | None = None):
     return engine
 
 
-def _short(exc: BaseException) -> str:
+def short_error(exc: BaseException) -> str:
     """An error in one line without the statement or its parameters (no ids in logs)."""
     orig = getattr(exc, "orig", None) or exc
     text = str(orig).strip().splitlines()[0] if str(orig).strip() else ""
@@ -229,7 +229,7 @@ class PredictionLog:
         except Exception as exc:  # noqa: BLE001 - the database failing must never reach an answer
             self.failures += 1
             self.on_failure(1)
-            self.last_error = _short(exc)
+            self.last_error = short_error(exc)
             log.warning("prediction log: cannot write to %s: %s", masked(self.url), self.last_error)
             if self._engine is not None and self.failures % 10 == 0:
                 self._engine.dispose()
