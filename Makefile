@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(BIN)/eddy train $(DEMO)
 	$(BIN)/eddy predict $(DEMO) --as-of 2026-02-28T12:00:00 --out data/sets/demo-open-parcels.parquet
 	$(BIN)/eddy score-customers $(DEMO)
-	@echo "open: http://127.0.0.1:3000/review (customers at risk), http://127.0.0.1:3000/docs (API), reports/ (training report), '$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db' (runs)"
+	@echo "open: http://127.0.0.1:3000/review (customers at risk), http://127.0.0.1:3000/docs (API), reports/ (training report), '$(BIN)/mlflow ui --backend-store-uri sqlite:///mlruns/mlflow.db' (runs); every answer is logged to mlruns/eddy.db: '$(BIN)/eddy monitor DIR' on a later export fills http://127.0.0.1:3000/review/monitor"
 	$(BIN)/eddy serve --port 3000
 
 # Chromium for the review-page tests: installed with apt, or the command to run is printed.
