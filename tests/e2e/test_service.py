@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pandas as pd
@@ -18,7 +19,9 @@ def served(trained, tmp_path_factory, Server, env_with):
     result, ds = trained
     root = tmp_path_factory.mktemp("serve")
     bundle_dir = result.bundle.save(root / "7")
-    server = Server(env_with(root, EDDY_BUNDLE_DIR=str(bundle_dir)))
+    # The prediction log's SQLite file is capped small: it fills up during this module, and
+    # the last test shows that a full database costs no answer (answers never wait for it).
+    server = Server(env_with(root, EDDY_BUNDLE_DIR=str(bundle_dir), EDDY_DATABASE_MAX_MB="0.2"))
     yield server, result.bundle, ds
     logs = server.stop()
     # Every request above was answered without a 5xx; rejected requests are one warning
@@ -256,6 +259,7 @@ def test_fuzzing_the_openapi_schema_never_gets_a_server_error(served, mode):
     server, _, _ = served
     schema = schemathesis.openapi.from_url(f"{server.url}/docs.json")
     statuses: dict[str, set[int]] = {}
+    accepted: list[tuple[str, str]] = []
     operations = [r.ok() for r in schema.get_all_operations()]
     posts = [op for op in operations if op.method.upper() == "POST"]
     assert {op.path for op in posts} >= {"/eta", "/eta/batch", "/churn"}
@@ -265,13 +269,15 @@ def test_fuzzing_the_openapi_schema_never_gets_a_server_error(served, mode):
         def call(case):
             r = case.call(base_url=server.url, timeout=60)
             statuses.setdefault(op.path, set()).add(r.status_code)
+            if r.status_code < 400:
+                accepted.append((op.path, str(case.body)[:500]))  # named in the failure, to reproduce it
             assert r.status_code < 500, (op.path, r.status_code, r.text[:300])
             if r.status_code >= 400:
                 assert "Traceback" not in r.text
         call()
     assert all(codes for codes in statuses.values()) and len(statuses) >= 3
     if mode == "negative":
-        assert all(codes <= {400, 404, 405, 413, 415, 422} for codes in statuses.values()), statuses
+        assert all(codes <= {400, 404, 405, 413, 415, 422} for codes in statuses.values()), (statuses, accepted[:3])
 
 
 # ------------------------------------------------------------------ the front door
@@ -390,3 +396,23 @@ def test_fuzzed_valid_bodies_with_an_extra_key_or_another_content_type_are_refus
             seen.add(op.path)
         call()
     assert seen >= {"/eta", "/eta/batch", "/churn", "/churn/batch"}, seen
+
+
+def test_a_full_prediction_log_costs_no_answer_and_is_reported(served):
+    server, _, ds = served
+    bodies = [request_for(r) for _, r in ds["shipments"].tail(1000).iterrows()]
+    for _ in range(3):  # 3,000 answers: far more than the capped database holds
+        r = httpx.post(f"{server.url}/eta/batch", json={"shipments": bodies}, timeout=120)
+        assert r.status_code == 200 and len(r.json()) == 1000
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        log = httpx.get(f"{server.url}/status", timeout=10).json()["prediction_log"]
+        if log["last_error"]:
+            break
+        time.sleep(0.5)
+    assert log["ok"] is False and "full" in log["last_error"]
+    assert log["pending"] + log["written"] + log["dropped"] >= 3000  # every answer kept or counted
+    metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+    failures = [line for line in metrics.splitlines() if line.startswith("eddy_prediction_log_write_failures_total")]
+    assert failures and float(failures[0].split()[-1]) >= 1
+    assert httpx.post(f"{server.url}/eta", json={"shipment": bodies[0]}, timeout=30).status_code == 200
