@@ -9,7 +9,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool,
+                      StrictFloat, model_validator)
 
 from data.contract import EVENTS
 
@@ -27,8 +28,15 @@ def _plausible(t: datetime) -> datetime:
     return t
 
 
-#: a timezone-aware moment in a plausible range
-Moment = Annotated[AwareDatetime, AfterValidator(_plausible)]
+def _written_out(t: object) -> object:
+    # Pydantic would read a number as seconds since 1970: a client's mistake, not a time.
+    if isinstance(t, (bool, int, float)):
+        raise ValueError("must be an ISO 8601 date-time string with its time zone, not a number")
+    return t
+
+
+#: a timezone-aware moment in a plausible range, written as an ISO 8601 string
+Moment = Annotated[AwareDatetime, BeforeValidator(_written_out), AfterValidator(_plausible)]
 
 
 class ScanIn(BaseModel):
@@ -54,12 +62,13 @@ class ShipmentIn(BaseModel):
     ordered_at: Moment
     shipped_at: Moment | None = None
     promised_at: Moment | None = None
-    weight_kg: float | None = Field(default=None, ge=0, le=5000)
-    value: float | None = Field(default=None, ge=0, le=1e9)
+    # Strict numbers and flags: pydantic would otherwise read true as 1.0 and "0" as 0.0.
+    weight_kg: StrictFloat | None = Field(default=None, ge=0, le=5000)
+    value: StrictFloat | None = Field(default=None, ge=0, le=1e9)
     scans: list[ScanIn] = Field(default_factory=list, max_length=MAX_SCANS)
     as_of: Moment | None = None
-    explain: bool = True
-    confidence: float = Field(default=0.95, ge=0.5, le=0.995)
+    explain: StrictBool = True
+    confidence: StrictFloat = Field(default=0.95, ge=0.5, le=0.995)
 
     @model_validator(mode="after")
     def _in_order(self) -> "ShipmentIn":
@@ -132,7 +141,7 @@ class ChurnIn(BaseModel):
     customer_id: str = Field(min_length=1, max_length=128)
     delivery: DeliveryIn
     as_of: Moment | None = None
-    explain: bool = True
+    explain: StrictBool = True
 
     @model_validator(mode="after")
     def _after_the_delivery(self) -> "ChurnIn":

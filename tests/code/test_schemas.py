@@ -1,0 +1,44 @@
+"""The request schemas read JSON as BentoML does (``model_validate_json``): a value of the
+wrong type is refused with its field named, never coerced into a plausible number."""
+
+import json
+
+import pytest
+from pydantic import ValidationError
+
+from serving.schemas import ChurnIn, ShipmentIn
+
+SHIPMENT = {"carrier": "ups", "service_level": "ground", "origin_region": "CA", "destination_region": "NY",
+            "ordered_at": "2026-02-01T10:00:00Z"}
+
+
+def _error_of(model, body: dict) -> str:
+    with pytest.raises(ValidationError) as exc:
+        model.model_validate_json(json.dumps(body))
+    return str(exc.value)
+
+
+def test_a_well_formed_shipment_reads_with_ints_for_numbers():
+    s = ShipmentIn.model_validate_json(json.dumps({**SHIPMENT, "weight_kg": 2, "value": 19.5, "confidence": 0.9}))
+    assert (s.weight_kg, s.value, s.confidence, s.explain) == (2.0, 19.5, 0.9, True)
+    assert s.ordered_at.utcoffset().total_seconds() == 0
+
+
+@pytest.mark.parametrize("field, value", [("value", False), ("weight_kg", True), ("weight_kg", "2"),
+                                          ("confidence", "0.9"), ("explain", 0), ("explain", "false"),
+                                          ("ordered_at", 1767225600), ("shipped_at", 1767225600.5)])
+def test_wrong_types_are_refused_by_name_not_coerced(field, value):
+    message = _error_of(ShipmentIn, {**SHIPMENT, field: value})
+    assert field in message
+
+
+def test_a_number_for_a_moment_is_told_to_be_a_string():
+    assert "ISO 8601 date-time string" in _error_of(ShipmentIn, {**SHIPMENT, "ordered_at": 1767225600})
+
+
+def test_churn_requests_are_as_strict():
+    delivery = {**SHIPMENT, "delivered_at": "2026-02-04T10:00:00Z"}
+    assert "explain" in _error_of(ChurnIn, {"customer_id": "c1", "delivery": delivery, "explain": 1})
+    assert "delivered_at" in _error_of(ChurnIn, {"customer_id": "c1", "delivery": {**delivery, "delivered_at": 5}})
+    ok = ChurnIn.model_validate_json(json.dumps({"customer_id": "c1", "delivery": delivery}))
+    assert ok.delivery.delivered_at.day == 4
