@@ -88,8 +88,10 @@ def table_files(folder: Path) -> dict[str, Path]:
     found: dict[str, Path] = {}
     for name in TABLES:
         candidates = [folder / f"{name}.{ext}" for ext in ("parquet", "csv") if (folder / f"{name}.{ext}").exists()]
+        if (folder / name).is_dir():
+            candidates.append(folder / name)
         if len(candidates) > 1:
-            raise ContractError(f"{folder}: both {name}.parquet and {name}.csv exist; keep one")
+            raise ContractError(f"{folder}: {' and '.join(c.name for c in candidates)} both hold {name}; keep one")
         if candidates:
             found[name] = candidates[0]
     if not found:
@@ -105,6 +107,7 @@ class Raw:
 
     frame: pd.DataFrame
     lines: np.ndarray | None = None
+    parts: np.ndarray | None = None  # a folder of parts: each row's part file (lines: its row there)
     undecodable: dict[str, np.ndarray] = field(default_factory=dict)
     malformed: list[tuple[int, str, int, int]] = field(default_factory=list)
 
@@ -112,6 +115,8 @@ class Raw:
 def _read_raw(path: Path) -> Raw:
     """Read a table file as-is: every CSV cell a string (so "00123" stays "00123")."""
     try:
+        if path.is_dir():
+            return _read_parts(path)
         if path.suffix != ".csv":
             return Raw(pq.read_table(path).to_pandas(types_mapper=_arrow_types_for_pandas))
         if path.stat().st_size == 0:
@@ -122,6 +127,29 @@ def _read_raw(path: Path) -> Raw:
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ContractError(f"{path}: unreadable ({first_line})") from None
+
+
+def part_files(folder: Path) -> list[Path]:
+    """A table's Parquet parts, in name order (contract 1.1: ``scans/part-00000.parquet``, ...)."""
+    parts = sorted(p for p in folder.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_")))
+    if not parts:
+        raise ContractError(f"{folder}: a table folder must hold Parquet parts (part-00000.parquet, ...); none found")
+    return parts
+
+
+def _read_parts(folder: Path) -> Raw:
+    """A folder of parts as one table; each row remembers its part and its row there."""
+    frames, names, rows = [], [], []
+    for part in part_files(folder):
+        frame = pq.read_table(part).to_pandas(types_mapper=_arrow_types_for_pandas)
+        frames.append(frame)
+        names.append(np.full(len(frame), part.name, dtype=object))
+        rows.append(np.arange(len(frame), dtype=np.int64))
+    files = part_files(folder)
+    odd = next((p for p, f in zip(files, frames) if set(f.columns) != set(frames[0].columns)), None)
+    if odd is not None:
+        raise ContractError(f"{odd}: its columns differ from those of {files[0].name} (every part has the same columns)")
+    return Raw(pd.concat(frames, ignore_index=True), lines=np.concatenate(rows), parts=np.concatenate(names))
 
 
 def _read_csv(path: Path) -> Raw:
@@ -437,7 +465,7 @@ def unknown_files(folder: Path) -> list[str]:
     would otherwise be skipped without a word)."""
     import difflib
 
-    read = {f"{name}.{ext}" for name in TABLES for ext in ("parquet", "csv")}
+    read = {f"{name}.{ext}" for name in TABLES for ext in ("parquet", "csv")} | set(TABLES)
     out = []
     for path in sorted(folder.iterdir()):
         if path.name.startswith((".", "_")) or path.name in read:
@@ -475,6 +503,8 @@ def _accept(ds: DataSet, name: str, path: Path, read: Raw, raw_shipment_ids: pd.
     quarantined.insert(0, "_row", read.lines[rows] if read.lines is not None else rows)
     quarantined.insert(1, "_column", columns)
     quarantined.insert(2, "_rule", rules)
+    if read.parts is not None:  # a folder of parts: the row is counted within its part
+        quarantined.insert(0, "_part", read.parts[rows])
     by_rule = problems.per_rule()
     if read.malformed:
         lines = _malformed_rows(read.malformed)
@@ -485,7 +515,7 @@ def _accept(ds: DataSet, name: str, path: Path, read: Raw, raw_shipment_ids: pd.
     ds.tables[name] = ok
     ds.quarantine[name] = quarantined.reset_index(drop=True)
     ds.report[name] = TableReport(
-        file=path.name,
+        file=path.name + ("/" if path.is_dir() else ""),
         read=len(raw) + len(read.malformed),
         accepted=len(ok),
         quarantined=len(quarantined),

@@ -1,9 +1,12 @@
-"""Write a data set in the contract's format (one Parquet or CSV file per table)."""
+"""Write a data set in the contract's format: one Parquet or CSV file per table, or a
+folder of Parquet parts per table (contract 1.1) for tables too large for one file."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -27,6 +30,8 @@ def write_table(df: pd.DataFrame, folder: Path, name: str, fmt: str = "parquet")
     other = folder / f"{name}.{'csv' if fmt == 'parquet' else 'parquet'}"
     if other.exists():
         other.unlink()  # the reader refuses a folder holding both
+    if (folder / name).is_dir():
+        shutil.rmtree(folder / name)
     if fmt == "parquet":
         return atomic_write(target, lambda p: pq.write_table(table, p, compression="zstd"))
     # Dictionary columns are a storage detail; CSV wants plain text.
@@ -38,6 +43,27 @@ def _plain(f: pa.Field) -> pa.Field:
     return pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
 
 
-def write_data_set(tables: dict[str, pd.DataFrame], folder: str | Path, fmt: str = "parquet") -> list[Path]:
+def write_parts(df: pd.DataFrame, folder: Path, name: str, parts: int) -> Path:
+    """Write one contract table as ``folder/name/part-00000.parquet``, ... (``parts`` slices
+    of its rows); a single file of the same name is removed, as the reader refuses both."""
+    spec = TABLES[name]
+    table = pa.Table.from_pandas(df[spec.names], preserve_index=False)
+    target = folder / name
+    target.mkdir(parents=True, exist_ok=True)
+    for old in [*target.glob("part-*.parquet"), folder / f"{name}.parquet", folder / f"{name}.csv"]:
+        old.unlink(missing_ok=True)
+    bounds = np.linspace(0, len(table), parts + 1).astype(int)
+    for i in range(parts):
+        piece = table.slice(bounds[i], bounds[i + 1] - bounds[i])
+        atomic_write(target / f"part-{i:05d}.parquet", lambda p, piece=piece: pq.write_table(piece, p, compression="zstd"))
+    return target
+
+
+def write_data_set(tables: dict[str, pd.DataFrame], folder: str | Path, fmt: str = "parquet",
+                   parts: int = 1) -> list[Path]:
+    """Every contract table in ``tables``; with ``parts`` > 1, each as a folder of parts."""
     folder = Path(folder)
-    return [write_table(df, folder, name, fmt) for name, df in tables.items() if name in TABLES]
+    if parts > 1 and fmt != "parquet":
+        raise ValueError("parts are Parquet files: use format parquet with parts")
+    return [write_parts(df, folder, name, parts) if parts > 1 else write_table(df, folder, name, fmt)
+            for name, df in tables.items() if name in TABLES]

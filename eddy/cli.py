@@ -64,6 +64,8 @@ def simulate(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data set.")] = settings.DEFAULT_SEED,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
     end: Annotated[str, typer.Option(help="Last moment of the simulated history (UTC).")] = "2026-02-28T23:59:59",
+    parts: Annotated[int, typer.Option(min=1, max=100_000, help="Write each table as a folder of this many "
+                                                                 "Parquet parts (contract 1.1), for Dask.")] = 1,
 ) -> None:
     """Simulate a retailer's deliveries, scans, orders and feedback, with exact truth."""
     from data.simulate import SimConfig, simulate as run, write_truth
@@ -71,6 +73,8 @@ def simulate(
 
     if fmt not in FORMATS:
         fail(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if parts > 1 and fmt != "parquet":
+        fail("--parts writes Parquet parts: leave --format at parquet")
     out_dir = out_dir or settings.default_data_set()
     try:
         cfg = SimConfig(customers=customers, seed=seed, end=end)
@@ -79,13 +83,13 @@ def simulate(
     with progress_bar("simulating") as update:
         result = run(cfg, progress=update)
         update("writing", 1.0)
-        write_data_set(result.tables, out_dir, fmt)
+        write_data_set(result.tables, out_dir, fmt, parts)
         write_truth(result.truth, out_dir)
     s = result.summary
     out.print(
         f"simulated {int(s['shipments']):,} shipments, {int(s['scans']):,} scans, {int(s['orders']):,} orders of "
         f"{int(s['customers']):,} customers (late {s['late_share']:.1%}, at peak {s['late_share_peak']:.1%}) "
-        f"into {out_dir} ({fmt}; truth in {out_dir}/truth)",
+        f"into {out_dir} ({fmt}{f', {parts} parts per table' if parts > 1 else ''}; truth in {out_dir}/truth)",
         highlight=False,
     )
 

@@ -208,7 +208,7 @@ def test_report_and_quarantine_files(tmp_path):
         (lambda d: write(d, "shipments.csv", "shipment_id,order_id\nS1,O1"), "shipments.csv: missing required columns customer_id, carrier"),
         (lambda d: (d / "shipments.parquet").write_bytes(b"not a parquet file at all"), "shipments.parquet: unreadable"),
         (lambda d: (d / "shipments.csv").write_text(""), "shipments.csv: file is empty"),
-        (lambda d: (shipments(d), (d / "shipments.parquet").write_bytes(b"x")), "both shipments.parquet and shipments.csv"),
+        (lambda d: (shipments(d), (d / "shipments.parquet").write_bytes(b"x")), "shipments.parquet and shipments.csv both hold shipments; keep one"),
     ],
 )
 def test_whole_file_problems_raise_one_clear_error(tmp_path, setup, message):
@@ -268,3 +268,46 @@ def test_rows_after_a_short_line_keep_their_own_line_numbers(tmp_path):
     assert_counts_add_up(ds)
     q = ds.quarantine["shipments"]
     assert q[["_row", "_rule"]].values.tolist() == [[3, "expected 13 fields, found 3"], [4, "unparseable number"]]
+
+
+def test_a_table_as_a_folder_of_parts_reads_as_the_single_file_does(sim_small, tmp_path):
+    """Contract 1.1: ``scans/part-00000.parquet``, ...; the same rows and report as one file,
+    a bad row quarantined with its part and its row there, and the counts still add up."""
+    from data.write import write_data_set
+
+    whole, parted = tmp_path / "whole", tmp_path / "parted"
+    write_data_set(sim_small.tables, whole)
+    write_data_set(sim_small.tables, parted, parts=3)
+    assert sorted(p.name for p in (parted / "scans").iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]
+    scans = pd.read_parquet(parted / "scans" / "part-00001.parquet")
+    scans["event"] = scans["event"].astype("str")
+    scans.loc[5, "event"] = "teleported"
+    scans.to_parquet(parted / "scans" / "part-00001.parquet", index=False)
+
+    a, b = load_data_set(whole), load_data_set(parted)
+    for name in a.tables:
+        assert b.report[name].read == a.report[name].read == b.report[name].accepted + b.report[name].quarantined
+    pd.testing.assert_frame_equal(b["shipments"], a["shipments"])
+    assert len(b["scans"]) == len(a["scans"]) - 1
+    bad = b.quarantine["scans"]
+    assert bad[["_part", "_row", "_column"]].values.tolist() == [["part-00001.parquet", 5, "event"]]
+    assert b.report["scans"].file == "scans/"
+    assert not any("scans" in w for w in b.warnings), b.warnings
+
+
+def test_parts_that_disagree_or_a_table_given_twice_are_one_clear_error(sim_small, tmp_path):
+    from data.write import write_data_set
+
+    write_data_set(sim_small.tables, tmp_path, parts=2)
+    odd = pd.read_parquet(tmp_path / "scans" / "part-00001.parquet").drop(columns=["region"])
+    odd.to_parquet(tmp_path / "scans" / "part-00001.parquet", index=False)
+    with pytest.raises(ContractError, match=r"part-00001.parquet: its columns differ from those of part-00000.parquet"):
+        load_data_set(tmp_path)
+    sim_small.tables["scans"].head(3).to_parquet(tmp_path / "scans.parquet")
+    with pytest.raises(ContractError, match="scans.parquet and scans both hold scans; keep one"):
+        load_data_set(tmp_path)
+    (tmp_path / "scans.parquet").unlink()
+    for part in (tmp_path / "scans").iterdir():
+        part.unlink()
+    with pytest.raises(ContractError, match="must hold Parquet parts"):
+        load_data_set(tmp_path)
