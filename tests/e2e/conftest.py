@@ -62,6 +62,9 @@ def _env_with(tmp_path: Path, **extra) -> dict:
     prom = tmp_path / "prometheus"
     prom.mkdir(exist_ok=True)
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
+    # BentoML keeps its Prometheus files in $BENTOML_HOME/prometheus_multiproc_dir and empties
+    # that folder whenever a server starts: servers sharing a home wipe each other's counters.
+    env.setdefault("BENTOML_HOME", str(tmp_path / "bentoml"))
     env.pop("MLFLOW_TRACKING_URI", None)
     return env
 
