@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from data.calendar import guess_country
 from data.load import DataSet
 from features.customer import CustomerHistory, churn_moments, customer_features
-from features.history import N_BINS, SCALAR_SUMS, DailyTable, History, data_end
+from features.history import DailyTable, History, data_end
 from features.pit import Columns, columns_of, frame_of, micros
 from features.shipment import Locations, shipment_features
 from features.transit import transit_features, training_moments
@@ -73,19 +73,11 @@ class FeatureSnapshot:
 
 
 def _write_daily(t: DailyTable, path: Path) -> None:
-    cols = {"group": pa.array(t.groups.to_numpy()[t.group] if len(t.group) else np.array([], dtype=object), pa.string()),
-            "day": t.day, **{k: v for k, v in t.sums.items()}}
-    table = pa.table({**cols, **{f"h{i}": t.hist[:, i] for i in range(N_BINS)}})
-    pq.write_table(table, path, compression="zstd")
+    pq.write_table(pa.Table.from_pandas(t.frame(), preserve_index=False), path, compression="zstd")
 
 
 def _read_daily(path: Path, level: str) -> DailyTable:
-    df = pd.read_parquet(path)
-    codes, groups = pd.factorize(df["group"], sort=True)
-    order = np.lexsort((df.day.to_numpy(), codes))
-    return DailyTable(level, pd.Index(groups, dtype="str"), codes[order].astype(np.int64), df.day.to_numpy()[order],
-                      {k: df[k].to_numpy()[order] for k in SCALAR_SUMS},
-                      df[[f"h{i}" for i in range(N_BINS)]].to_numpy(dtype=np.int32)[order])
+    return DailyTable.from_frame(pd.read_parquet(path), level)
 
 
 # ------------------------------------------------------------------------ moments

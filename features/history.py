@@ -77,18 +77,27 @@ def group_keys(cols, level: str) -> np.ndarray:
     return np.where(np.logical_or.reduce(gaps), None, key)
 
 
-def delivery_outcomes(shipments: pd.DataFrame, scans: pd.DataFrame | None) -> pd.DataFrame:
-    """One row per delivered shipment: the facts that enter history on its delivery day."""
+def first_exceptions(scans: pd.DataFrame | None) -> pd.Series:
+    """Each shipment's first exception scan (by shipment id); a minimum, so partial results
+    from parts of the scans combine by taking the minimum again."""
+    if scans is None or not len(scans):
+        return pd.Series([], dtype="datetime64[us, UTC]", index=pd.Index([], dtype="str"), name="scanned_at")
+    exc = scans[scans.event == "exception"]
+    return exc.assign(shipment_id=exc.shipment_id.astype("str")).groupby("shipment_id").scanned_at.min()
+
+
+def delivery_outcomes(shipments: pd.DataFrame, scans: pd.DataFrame | None, exceptions: pd.Series | None = None) -> pd.DataFrame:
+    """One row per delivered shipment: the facts that enter history on its delivery day.
+    ``exceptions`` (``first_exceptions`` of the scans) stands in for ``scans`` when given."""
     done = shipments[shipments.delivered_at.notna()]
     delivered = micros(done.delivered_at)
     lead_h = (delivered - micros(done.ordered_at)) / US_PER_HOUR
     promised = micros(done.promised_at)
     has_promise = promised != NAT
+    exc_at = exceptions if exceptions is not None else first_exceptions(scans)
     exception = np.zeros(len(done), dtype=bool)
-    if scans is not None and len(scans):
-        exc = scans[scans.event == "exception"]
+    if len(exc_at):
         # Only exceptions scanned by the delivery count, so nothing later leaks in.
-        exc_at = exc.assign(shipment_id=exc.shipment_id.astype("str")).groupby("shipment_id").scanned_at.min()
         first_exc = micros(exc_at.reindex(done.shipment_id.astype("str").to_numpy()))
         exception = (first_exc != NAT) & (first_exc <= delivered)
     return pd.DataFrame({
@@ -136,6 +145,21 @@ class DailyTable:
         return cls(level, pd.Index(groups, dtype="str"), (uniq // span).astype(np.int64),
                    (uniq % span + (day.min() if ok.any() else 0)).astype(np.int64),
                    {k: v.astype(np.int64) for k, v in sums.items()}, hist.astype(np.int32))
+
+    def frame(self) -> pd.DataFrame:
+        """The rows as a table: group key, day, the sums and the histogram bins ``h0``..."""
+        groups = self.groups.to_numpy()[self.group] if len(self.group) else np.array([], dtype=object)
+        return pd.DataFrame({"group": pd.array(groups, dtype="str"), "day": self.day, **self.sums,
+                             **{f"h{i}": self.hist[:, i] for i in range(N_BINS)}})
+
+    @classmethod
+    def from_frame(cls, df: pd.DataFrame, level: str) -> "DailyTable":
+        """The inverse of ``frame``, for any row order (and for sums added up elsewhere)."""
+        codes, groups = pd.factorize(df["group"], sort=True)
+        order = np.lexsort((df.day.to_numpy(), codes))
+        return cls(level, pd.Index(groups, dtype="str"), codes[order].astype(np.int64),
+                   df.day.to_numpy(dtype=np.int64)[order], {k: df[k].to_numpy(dtype=np.int64)[order] for k in SCALAR_SUMS},
+                   df[[f"h{i}" for i in range(N_BINS)]].to_numpy(dtype=np.int32)[order])
 
     def since(self, first_day: int) -> "DailyTable":
         keep = self.day >= first_day
@@ -199,15 +223,13 @@ class History:
     @classmethod
     def build(cls, shipments: pd.DataFrame, scans: pd.DataFrame | None, as_of: pd.Timestamp | None = None) -> "History":
         """History from a data set; ``as_of`` (default: the data's end) bounds it."""
-        outcomes = delivery_outcomes(shipments, scans)
-        ordered = micros(shipments.ordered_at)
-        volume_rows = pd.DataFrame({
-            "day": day_number(ordered), "lead_h": 0.0, "promised": False, "late": False, "exception": False,
-            "carrier": shipments.carrier.to_numpy(), "service_level": shipments.service_level.to_numpy(),
-        })
         end = as_of if as_of is not None else data_end(shipments, scans)
-        return cls({level: DailyTable.from_outcomes(outcomes, level) for level in LEVELS},
-                   DailyTable.from_outcomes(volume_rows, "carrier"), int(day_number(micros(pd.Series([end])))[0]))
+        return cls.from_daily(daily_tables(shipments, first_exceptions(scans)), end)
+
+    @classmethod
+    def from_daily(cls, tables: dict[str, DailyTable], end: pd.Timestamp) -> "History":
+        """History from ``daily_tables`` (or their sums over parts of the shipments)."""
+        return cls({level: tables[level] for level in LEVELS}, tables["volume"], int(day_number(micros(pd.Series([end])))[0]))
 
     def query_days(self, moments_us: np.ndarray) -> np.ndarray:
         """The day each moment sees: its own day, but never past what history holds."""
@@ -295,6 +317,18 @@ class History:
         last7, last91 = volume["volume_7d"], volume["volume_91d"]
         cols["carrier_volume_7d"] = last7
         cols["carrier_volume_ratio_7_91"] = np.where(last91 > 0, (last7 / 7.0) / np.maximum(last91 / 91.0, 1e-9), np.nan)
+
+
+def daily_tables(shipments: pd.DataFrame, exceptions: pd.Series) -> dict[str, DailyTable]:
+    """Every level's daily sums, and ``volume`` (orders per carrier-service and day), of
+    ``shipments``; sums of a data set's parts add up to the whole's (``features.distributed``)."""
+    outcomes = delivery_outcomes(shipments, None, exceptions)
+    volume_rows = pd.DataFrame({
+        "day": day_number(micros(shipments.ordered_at)), "lead_h": 0.0, "promised": False, "late": False,
+        "exception": False, "carrier": shipments.carrier.to_numpy(), "service_level": shipments.service_level.to_numpy(),
+    })
+    return {**{level: DailyTable.from_outcomes(outcomes, level) for level in LEVELS},
+            "volume": DailyTable.from_outcomes(volume_rows, "carrier")}
 
 
 def _statistics(table: DailyTable, name: str, codes: np.ndarray, days: np.ndarray) -> Columns:

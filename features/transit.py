@@ -93,6 +93,18 @@ def transit_features(shipments, scans, moments) -> Columns:
     }
 
 
+def keyed_uniform(ids: np.ndarray, at_us: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform draw in [0, 1) per (shipment id, moment, seed): a hash, not a random
+    stream, so a shipment's draws do not depend on which other rows are drawn with it
+    (one partition of the data or all of it give the same snapshots)."""
+    x = pd.util.hash_array(ids) ^ (at_us.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)) ^ np.uint64(seed)
+    # splitmix64's finaliser: every input bit moves every output bit
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
 def training_moments(shipments: pd.DataFrame, scans: pd.DataFrame | None, end: pd.Timestamp, seed: int = 0) -> pd.DataFrame:
     """In-transit snapshot moments: one after each scan from pickup on, before delivery.
 
@@ -106,7 +118,8 @@ def training_moments(shipments: pd.DataFrame, scans: pd.DataFrame | None, end: p
     max_gap = int(MAX_SNAPSHOT_GAP_H * US_PER_HOUR)
     next_t = np.where(same_next, np.r_[t[1:], 0], t + max_gap)
     gap = np.clip(next_t - t, 60_000_000, max_gap)
-    as_of = t + (np.random.default_rng(seed).uniform(0.02, 0.98, len(t)) * gap).astype(np.int64)
+    ids = shipments.shipment_id.astype("str").to_numpy(dtype=object)
+    as_of = t + ((0.02 + 0.96 * keyed_uniform(ids[pos], t, seed)) * gap).astype(np.int64)
     delivered = micros(shipments.delivered_at)[pos]
     keep = ((delivered == NAT) | (as_of < delivered)) & (as_of <= micros(pd.Series([end]))[0])
     ids = pd.Index(shipments.shipment_id.astype("str"))

@@ -21,7 +21,7 @@ from features.customer import churn_moments
 from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, Lookup, columns_of, frame_of, micros, size
 from features.rows import shipment_rows
 from features.shipment import shipment_features
-from features.transit import training_moments
+from features.transit import keyed_uniform, training_moments
 
 
 
@@ -120,8 +120,11 @@ def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
     at_order_rows = shipment_features(cols, snapshot.history, snapshot.locations, snapshot.country)
     transit = training_moments(shipments, scans, snapshot.end, seed)
     if len(transit) and transit_per_shipment:
-        shuffled = transit.sample(frac=1.0, random_state=seed)
-        transit = shuffled[shuffled.groupby("shipment_id", observed=True).cumcount() < transit_per_shipment]
+        # a keyed draw picks each shipment's snapshots, as it placed them: the same on any partition
+        codes = transit.shipment_id.cat.codes.to_numpy()
+        draw = keyed_uniform(cols["shipment_id"][codes].astype(object), micros(transit.as_of), seed + 1)
+        ranked = transit.iloc[np.lexsort((draw, codes))]
+        transit = ranked[ranked.groupby("shipment_id", observed=True).cumcount() < transit_per_shipment]
     else:
         transit = transit.iloc[:0]
     # Every shipment at its order, then the snapshots; positions known, so no id lookup.
