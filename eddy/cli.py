@@ -32,6 +32,10 @@ def _root() -> None:
     """Delivery-date, delay and churn predictions for e-commerce."""
 
 
+ClusterOption = Annotated[str | None, typer.Option(
+    "--cluster", help="Run on Dask: 'local' (a LocalCluster on this machine) or a scheduler address (tcp://host:8786).")]
+
+
 def fail(message: str) -> None:
     console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
@@ -127,6 +131,7 @@ def features(
     moment: Annotated[str, typer.Option(help="at-order, in-transit or after-delivery.")] = "at-order",
     as_of: Annotated[str | None, typer.Option(help="In transit: every open shipment at this UTC moment instead of the training snapshots.")] = None,
     holidays: Annotated[str | None, typer.Option(help="Holiday country code (default: guessed from the regions, US or BR).")] = None,
+    cluster: ClusterOption = None,
 ) -> None:
     """Build point-in-time features: one row per shipment (or per snapshot or delivery)."""
     from data.load import ContractError, load_data_set
@@ -136,6 +141,8 @@ def features(
     if moment not in moments:
         fail(f"--moment must be one of {', '.join(moments)}, not {moment!r}")
     when = _timestamp(as_of, "--as-of")
+    if cluster:
+        return _features_on_cluster(folder, out_file, moment, when, holidays, cluster)
     try:
         with progress_bar("features") as update:
             update("reading", 0.05)
@@ -157,6 +164,47 @@ def features(
         fail(str(exc))
     key = {"at-order": "shipment_id", "in-transit": "shipment_id, as_of", "after-delivery": "order_id, as_of"}[moment]
     out.print(f"wrote {len(rows):,} {moment} feature rows ({rows.shape[1]} columns, keyed by {key}) to {out_file}", highlight=False)
+
+
+def _features_on_cluster(folder: Path, out_dir: Path, moment: str, when, holidays: str | None, address: str) -> None:
+    """``eddy features --cluster``: the history reduced and the rows built on Dask, written
+    by the workers as a folder of Parquet parts."""
+    from features import distributed
+
+    ds = _load(folder)
+    if out_dir.suffix:
+        fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
+    with _cluster(address) as client, _scratch() as scratch, status("features on the cluster"):
+        parts = distributed.partitions(client, ds, scratch)
+        snapshot = distributed.snapshot_on(client, parts, ds, country=holidays, customers=False)
+        rows = client.persist(distributed.rows_on(client, parts, snapshot, moment, when))
+        rows.to_parquet(out_dir, write_index=False, overwrite=True)
+        n = int(rows.map_partitions(len).sum().compute())
+    out.print(f"wrote {n:,} {moment} feature rows in {rows.npartitions} parts to {out_dir}/", highlight=False)
+
+
+@contextmanager
+def _scratch():
+    import tempfile
+
+    folder = settings.dask_scratch()
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="eddy-partitions-", dir=folder) as path:
+        yield Path(path)
+
+
+@contextmanager
+def _cluster(address: str):
+    from eddy.cluster import connect
+
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        try:  # only reaching the cluster is a --cluster error; the work's own errors pass
+            client = stack.enter_context(connect(address, say=lambda line: out.print(line, highlight=False)))
+        except (ValueError, OSError, TimeoutError) as exc:
+            fail(f"--cluster {address}: {exc}")
+        yield client
 
 
 def _load(folder: Path):
@@ -430,6 +478,7 @@ def predict(
     as_of: Annotated[str | None, typer.Option(help="Predict every shipment at this UTC moment with the scans seen by then (default: each at its order time).")] = None,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.995, help="Confidence of the promise date.")] = 0.95,
     reasons: Annotated[bool, typer.Option(help="Add the top three reasons (TreeSHAP: about 2 ms a shipment).")] = True,
+    cluster: ClusterOption = None,
 ) -> None:
     """Predict ETA quantiles, a promise date, late probability and reasons with the champion."""
     from runtime.batch import eta_log_entries, predict_data_set
@@ -438,6 +487,8 @@ def predict(
     ds = _load(folder)
     when = _timestamp(as_of, "--as-of")
     bundle, version = _champion()
+    if cluster:
+        return _predict_on_cluster(ds, out_file, bundle, version, when, confidence, reasons, cluster)
     with status(f"predicting with model version {version}"):
         try:
             table = predict_data_set(bundle, ds, when, confidence, explain=reasons)
@@ -446,6 +497,26 @@ def predict(
     write_table(table, out_file)
     _log_answers(lambda: eta_log_entries(table, ds["shipments"], str(version), confidence), bundle, version)
     out.print(f"predicted {len(table):,} shipments with model version {version} to {out_file}", highlight=False)
+
+
+def _predict_on_cluster(ds, out_dir: Path, bundle, version, when, confidence: float, reasons: bool, address: str) -> None:
+    """``eddy predict --cluster``: partitions scored on the workers, written as parts
+    (``part-00000.parquet``, ...) and logged one partition at a time."""
+    from runtime.batch import eta_log_entries
+    from runtime.distributed import predict_on
+    from runtime.store import write_table
+
+    if out_dir.suffix:
+        fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
+    for old in out_dir.glob("part-*.parquet"):  # a previous run's parts would mix in
+        old.unlink()
+    n = 0
+    with _cluster(address) as client, _scratch() as scratch, status(f"predicting with model version {version} on the cluster"):
+        for k, table, shipments in predict_on(client, ds, scratch, bundle, when, confidence, reasons):
+            write_table(table, out_dir / f"part-{k:05d}.parquet")
+            _log_answers(lambda: eta_log_entries(table, shipments, str(version), confidence), bundle, version)
+            n += len(table)
+    out.print(f"predicted {n:,} shipments with model version {version} on the cluster to {out_dir}/", highlight=False)
 
 
 @app.command("score-customers")

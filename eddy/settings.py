@@ -124,3 +124,22 @@ def shadow_alias() -> str | None:
 def shadow_rate() -> float:
     """Share of requests the shadow model scores (``EDDY_SHADOW_RATE``, default 0.1)."""
     return min(1.0, max(0.0, float(os.environ.get("EDDY_SHADOW_RATE", "0.1"))))
+
+
+def dask_workers() -> int:
+    """Workers of ``--cluster local`` (default: one per core, one thread each)."""
+    return int(os.environ.get("EDDY_DASK_WORKERS", str(os.cpu_count() or 2)))
+
+
+def dask_worker_memory() -> str:
+    """Memory limit per worker of ``--cluster local``: Dask spills, then pauses, then restarts
+    a worker above it, instead of the machine swapping."""
+    return os.environ.get("EDDY_DASK_WORKER_MEMORY", "4GiB")
+
+
+def dask_scratch() -> Path:
+    """Where ``--cluster`` stages a data set's partitions for the workers to read: a folder
+    every worker can reach (shared storage for a remote cluster)."""
+    import tempfile
+
+    return Path(os.environ.get("EDDY_DASK_SCRATCH", tempfile.gettempdir()))

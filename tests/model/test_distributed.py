@@ -1,0 +1,125 @@
+"""The Dask path computes what the in-process path computes, on a real ``LocalCluster``.
+
+History tables, rows at order, in transit (at a moment and the training snapshots) and
+after delivery, and batch predictions are compared value for value; a worker killed in
+the middle of a build changes nothing; the CLI writes parts and names a bad address.
+Each test has its own cluster on fresh ports, and they run one after another.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from data.load import load_data_set
+from eddy.cli import app
+from eddy.cluster import connect
+from features import distributed
+from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
+
+pytestmark = pytest.mark.slow
+WHEN = pd.Timestamp("2026-02-20T12:00:00Z")
+
+
+@pytest.fixture()
+def client():
+    with connect("local", say=lambda _: None, n_workers=2, memory_limit="3GiB") as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def ds(sim_dir):
+    return load_data_set(sim_dir)
+
+
+def same_rows(a: pd.DataFrame, b: pd.DataFrame, key: list[str]) -> None:
+    """Equal row for row, whatever order the partitions came back in."""
+    assert len(a) == len(b)
+    a = a.sort_values(key).reset_index(drop=True)
+    b = b.sort_values(key).reset_index(drop=True)[a.columns]
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_features_on_dask_equal_the_in_process_build(client, ds, tmp_path):
+    local = FeatureSnapshot.fit(ds)
+    parts = distributed.partitions(client, ds, tmp_path, n=5)
+    remote = distributed.snapshot_on(client, parts, ds)
+    assert remote.end == local.end and remote.history.last_day == local.history.last_day
+    for level, table in {**local.history.tables, "volume": local.history.volume}.items():
+        other = remote.history.volume if level == "volume" else remote.history.tables[level]
+        assert list(other.groups) == list(table.groups), level
+        for name in ("group", "day", "hist"):
+            assert np.array_equal(getattr(other, name), getattr(table, name)), (level, name)
+        assert all(np.array_equal(other.sums[k], v) for k, v in table.sums.items()), level
+
+    rows = at_order(ds, local)
+    same_rows(rows, distributed.rows_on(client, parts, remote).compute(), ["shipment_id"])
+    at_moment = in_transit(ds, local, rows, moments_at(ds, WHEN))
+    assert len(at_moment) > 20
+    same_rows(at_moment, distributed.rows_on(client, parts, remote, "in-transit", WHEN).compute(), ["shipment_id"])
+    # the training snapshots are keyed draws: each shipment's are the same on any partition
+    snapshots = in_transit(ds, local, rows)
+    same_rows(snapshots, distributed.rows_on(client, parts, remote, "in-transit").compute(), ["shipment_id", "as_of"])
+    churn = after_delivery(ds, local, rows)
+    same_rows(churn, distributed.rows_on(client, parts, remote, "after-delivery").compute(), ["order_id", "as_of"])
+
+
+def test_partitions_hold_whole_customers_with_their_scans(ds):
+    parts = distributed.split(ds, 4)
+    assert sum(len(p["shipments"]) for p in parts) == len(ds["shipments"])
+    assert sum(len(p["scans"]) for p in parts) == len(ds["scans"])
+    owners = [set(p["customers"].customer_id) | set(p["shipments"].customer_id.dropna()) for p in parts]
+    assert all(not (owners[i] & owners[j]) for i in range(4) for j in range(i + 1, 4))
+    for p in parts:
+        assert set(p["scans"].shipment_id) <= set(p["shipments"].shipment_id)
+        assert set(p["orders"].customer_id) <= set(p["customers"].customer_id) | set(p["shipments"].customer_id)
+
+
+def test_a_worker_killed_in_the_middle_of_the_build_changes_nothing(client, ds, tmp_path):
+    local = FeatureSnapshot.fit(ds)
+    expected = in_transit(ds, local, at_order(ds, local))
+    parts = distributed.partitions(client, ds, tmp_path, n=8)
+    rows = distributed.rows_on(client, parts, distributed.snapshot_on(client, parts, ds, customers=False), "in-transit")
+    victim, pid = next(iter(client.run(os.getpid).items()))
+    future = client.compute(rows)
+    deadline = time.time() + 60
+    while not any(client.processing().values()) and time.time() < deadline:
+        time.sleep(0.01)
+    assert not future.done()  # killed in the middle, not after
+    os.kill(pid, signal.SIGKILL)  # the worker process dies at once; its nanny starts a new one
+    result = future.result(timeout=300)
+    assert victim not in client.scheduler_info()["workers"]  # its nanny started a new one
+    same_rows(expected, result, ["shipment_id", "as_of"])
+
+
+def test_predictions_on_dask_equal_eddy_predict_in_process(client, trained, tmp_path):
+    from runtime.batch import predict_data_set
+    from runtime.distributed import predict_on
+
+    result, ds = trained
+    expected = predict_data_set(result.bundle, ds, WHEN)
+    got = list(predict_on(client, ds, tmp_path, result.bundle, WHEN))
+    assert sorted(k for k, _, _ in got) == list(range(len(got))) and len(got) >= 2
+    tables = pd.concat([t for _, t, _ in got], ignore_index=True)
+    tables["reasons"] = tables.reasons.map(str)
+    expected["reasons"] = expected.reasons.map(str)
+    same_rows(expected, tables, ["shipment_id"])
+
+
+def test_eddy_features_on_a_local_cluster_writes_parts(sim_dir, tmp_path):
+    out = tmp_path / "rows"
+    r = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(out), "--cluster", "local"])
+    assert r.exit_code == 0, r.output
+    assert "Dask: local cluster of" in r.output and "dashboard http://" in r.output
+    rows = pd.read_parquet(out)
+    assert len(rows) == len(load_data_set(sim_dir)["shipments"]) and len(list(out.glob("*.parquet"))) >= 2
+    bad = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(out), "--cluster", "nowhere:8786"])
+    assert bad.exit_code == 2 and "--cluster must be 'local' or a scheduler address" in bad.output
+    file = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(tmp_path / "x.parquet"), "--cluster", "local"])
+    assert file.exit_code == 2 and "--out is a folder" in file.output
