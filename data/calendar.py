@@ -34,7 +34,12 @@ def holiday_dates(country: str, first_year: int, last_year: int) -> np.ndarray:
 
 def guess_country(regions: pd.Series) -> str:
     """'BR' when most destination regions are Brazilian states, else 'US'."""
-    known = regions.dropna()
-    if len(known) and known.isin(BRAZIL_STATES).mean() > 0.8:
+    return country_of_counts(regions.value_counts())
+
+
+def country_of_counts(counts: pd.Series) -> str:
+    """``guess_country`` from shipments counted per destination region (counts of parts add up)."""
+    total = counts.sum()
+    if total and counts[counts.index.isin(BRAZIL_STATES)].sum() / total > 0.8:
         return "BR"
     return "US"

@@ -251,6 +251,9 @@ def _as_text(s: pd.Series) -> pd.Series:
     return out.mask(out == "")
 
 
+as_text = _as_text  # the reader's text normalisation, for code that routes rows by key
+
+
 def _as_timestamp(s: pd.Series, bare_date_end_of_day: bool = False) -> pd.Series:
     """Tz-aware UTC microsecond timestamps; offset-less values are UTC."""
     if pd.api.types.is_datetime64_any_dtype(s.dtype):
@@ -286,8 +289,9 @@ def _as_int(s: pd.Series) -> tuple[pd.Series, pd.Series]:
 class _Problems:
     """Collects (row, column, rule) per table; a row may break several rules."""
 
-    def __init__(self, n: int):
+    def __init__(self, n: int, duplicates: np.ndarray | None = None):
         self.n = n
+        self.duplicates = duplicates  # the duplicate-key rule's answer, when found elsewhere
         self.bad = np.zeros(n, dtype=bool)
         self.items: list[tuple[np.ndarray, str, str]] = []
 
@@ -377,13 +381,16 @@ def _later(a: pd.Series, b: pd.Series) -> np.ndarray:
     return (a.notna() & b.notna() & (a > b)).to_numpy()
 
 
-def _duplicates(df: pd.DataFrame, key: tuple[str, ...]) -> np.ndarray:
+def _duplicates(df: pd.DataFrame, key: tuple[str, ...], p: "_Problems | None" = None) -> np.ndarray:
+    """Every row but the first of each key (in file order; parts in name order)."""
+    if p is not None and p.duplicates is not None:
+        return p.duplicates
     known = df[list(key)].notna().all(axis=1)
     return (df.duplicated(list(key), keep="first") & known).to_numpy()
 
 
 def _check_shipments(df: pd.DataFrame, p: _Problems) -> None:
-    p.add(_duplicates(df, ("shipment_id",)), "shipment_id", "duplicate shipment_id")
+    p.add(_duplicates(df, ("shipment_id",), p), "shipment_id", "duplicate shipment_id")
     p.add(_later(df.ordered_at, df.shipped_at), "shipped_at", "shipped_at before ordered_at")
     p.add(_later(df.shipped_at, df.delivered_at), "delivered_at", "delivered_at before shipped_at")
     p.add(_later(df.ordered_at, df.delivered_at), "delivered_at", "delivered_at before ordered_at")
@@ -407,7 +414,7 @@ def _check_scans(df: pd.DataFrame, p: _Problems, all_shipment_ids: pd.Series, sh
 
 
 def _check_orders(df: pd.DataFrame, p: _Problems) -> None:
-    p.add(_duplicates(df, ("order_id",)), "order_id", "duplicate order_id")
+    p.add(_duplicates(df, ("order_id",), p), "order_id", "duplicate order_id")
     p.add((df.value < 0).to_numpy(), "value", "negative value")
 
 
@@ -420,11 +427,11 @@ def _check_feedback(df: pd.DataFrame, p: _Problems, known_orders: pd.Series) -> 
 
 
 def _check_customers(df: pd.DataFrame, p: _Problems) -> None:
-    p.add(_duplicates(df, ("customer_id",)), "customer_id", "duplicate customer_id")
+    p.add(_duplicates(df, ("customer_id",), p), "customer_id", "duplicate customer_id")
 
 
 def _check_locations(df: pd.DataFrame, p: _Problems) -> None:
-    p.add(_duplicates(df, ("key", "kind")), "key", "duplicate key and kind")
+    p.add(_duplicates(df, ("key", "kind"), p), "key", "duplicate key and kind")
     p.add(df.kind.notna().to_numpy() & ~isin(df.kind, LOCATION_KINDS), "kind", "kind is not region or postal")
     p.add((df.latitude.abs() > 90).to_numpy(), "latitude", "latitude outside -90..90")
     p.add((df.longitude.abs() > 180).to_numpy(), "longitude", "longitude outside -180..180")
@@ -442,21 +449,43 @@ def load_data_set(folder: str | Path) -> DataSet:
 
     raws: dict[str, Raw] = {}
     for name, path in files.items():
-        spec = TABLES[name]
-        raw = _read_raw(path)
-        missing = [c for c in spec.required_names if c not in raw.frame.columns]
-        if missing:
-            raise ContractError(f"{path}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        raws[name] = raw
+        raws[name] = _read_raw(path)
+        require_columns(path, name, raws[name].frame.columns)
+    ds = validate(folder, files, raws)
+    ds.warnings.extend(unknown_files(folder))
+    return ds
 
+
+def require_columns(path: Path, name: str, columns) -> None:
+    missing = [c for c in TABLES[name].required_names if c not in columns]
+    if missing:
+        raise ContractError(f"{path}: missing required column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+
+
+def read_alone(folder: Path, files: dict[str, Path], name: str) -> DataSet:
+    """One table read and checked by itself: for a table no rule ties to another (locations)."""
+    if name in ("shipments", "scans", "feedback"):
+        raise ValueError(f"{name} is checked against other tables")
+    raw = _read_raw(files[name])
+    require_columns(files[name], name, raw.frame.columns)
+    ds = DataSet(folder=folder, tables={}, quarantine={}, report={})
+    _accept(ds, name, files[name], raw, raw_shipment_ids=pd.Series([], dtype="str"))
+    return ds
+
+
+def validate(folder: Path, files: dict[str, Path], raws: dict[str, Raw],
+             duplicates: dict[str, np.ndarray] | None = None) -> DataSet:
+    """Normalise and check tables as read; ``duplicates`` (per table, a mask) stands in
+    for the duplicate-key rule where the rows were split up and the whole table was
+    searched elsewhere (``data.partitioned``)."""
     ds = DataSet(folder=folder, tables={}, quarantine={}, report={})
     # Order matters: scans and feedback are checked against the accepted parents.
     for name in ("shipments", "orders", "customers", "locations", "scans", "feedback"):
         if name in raws:
-            _accept(ds, name, files[name], raws[name], raw_shipment_ids=raws["shipments"].frame["shipment_id"])
+            _accept(ds, name, files[name], raws[name], raw_shipment_ids=raws["shipments"].frame["shipment_id"],
+                    duplicates=(duplicates or {}).get(name))
     if "orders" not in ds.tables:
         ds.warnings.append("orders table absent: churn risk will use the orders implied by shipments")
-    ds.warnings.extend(unknown_files(folder))
     return ds
 
 
@@ -476,9 +505,10 @@ def unknown_files(folder: Path) -> list[str]:
     return out
 
 
-def _accept(ds: DataSet, name: str, path: Path, read: Raw, raw_shipment_ids: pd.Series) -> None:
+def _accept(ds: DataSet, name: str, path: Path, read: Raw, raw_shipment_ids: pd.Series,
+            duplicates: np.ndarray | None = None) -> None:
     spec, raw = TABLES[name], read.frame
-    problems = _Problems(len(raw))
+    problems = _Problems(len(raw), duplicates)
     for column, mask in read.undecodable.items():
         problems.add(mask, column, "not valid UTF-8")
     df = _normalise(raw, spec, problems)

@@ -7,6 +7,7 @@ expected errors into one clear line and a non-zero exit (never a traceback).
 
 from __future__ import annotations
 
+import contextlib
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Iterator
@@ -167,20 +168,36 @@ def features(
 
 
 def _features_on_cluster(folder: Path, out_dir: Path, moment: str, when, holidays: str | None, address: str) -> None:
-    """``eddy features --cluster``: the history reduced and the rows built on Dask, written
-    by the workers as a folder of Parquet parts."""
+    """``eddy features --cluster``: the data set read and checked by partition, the history
+    reduced and the rows built on Dask, written by the workers as Parquet parts."""
     from features import distributed
 
-    ds = _load(folder)
     if out_dir.suffix:
         fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
-    with _cluster(address) as client, _scratch() as scratch, status("features on the cluster"):
-        parts = distributed.partitions(client, ds, scratch)
-        snapshot = distributed.snapshot_on(client, parts, ds, country=holidays, customers=False)
-        rows = client.persist(distributed.rows_on(client, parts, snapshot, moment, when))
+    with _cluster(address) as client, status("features on the cluster"):
+        data = _read_on(client, folder)
+        snapshot = distributed.snapshot_on(client, data.parts, data.locations, country=holidays)
+        rows = client.persist(distributed.rows_on(client, data.parts, snapshot, moment, when))
         rows.to_parquet(out_dir, write_index=False, overwrite=True)
         n = int(rows.map_partitions(len).sum().compute())
     out.print(f"wrote {n:,} {moment} feature rows in {rows.npartitions} parts to {out_dir}/", highlight=False)
+
+
+def _read_on(client, folder: Path):
+    """The data set read on the cluster (``data.partitioned``); what was set aside is said."""
+    from data.load import ContractError
+    from data.partitioned import read_on
+
+    try:
+        data = read_on(client, folder)
+    except ContractError as exc:
+        fail(str(exc))
+    if data.total_quarantined:
+        console.print(f"[yellow]{data.total_quarantined:,} rows set aside[/] (eddy validate {folder} writes the "
+                      "report with each row's reason)", highlight=False)
+    for warning in data.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return data
 
 
 @contextmanager
@@ -266,22 +283,47 @@ def train(
     horizon_days: Annotated[float, typer.Option(min=7, help="Churn: no new order within this many days.")] = 90.0,
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the report (default reports/<time>).")] = None,
     recency_half_life: Annotated[float | None, typer.Option(min=1, help="Recent training rows weigh more: half-life in days (default: the chosen one).")] = None,
+    cluster: ClusterOption = None,
 ) -> None:
     """Build features, train, calibrate, evaluate; log to MLflow and register a new version."""
-    import mlflow
     import pandas as pd
 
-    from runtime.registry import configure, reap_abandoned_runs, run_tags
-    from training.registry import log_run, register
-    from training.report import write_report
-    from training.train import train as run
+    from runtime.registry import configure, reap_abandoned_runs
 
     ds = _load(folder)
+    if cluster and tune:
+        fail("--tune with --cluster is not supported: Optuna trials run in this process; train on the cluster with the default parameters")
     configure()
     for run_id in reap_abandoned_runs():
         console.print(f"[yellow]marked run {run_id} KILLED:[/] its training process is gone", highlight=False)
     report_dir = report_dir or settings.REPO_ROOT / "reports" / pd.Timestamp.now(tz="UTC").strftime("%Y%m%d-%H%M%S")
     _terminate_cleanly()
+    with contextlib.ExitStack() as engine:
+        client = engine.enter_context(_cluster(cluster)) if cluster else None
+        scratch = engine.enter_context(_scratch()) if cluster else None
+        result, registered = _train_and_register(ds, folder, tune, horizon_days, report_dir, recency_half_life,
+                                                 client, scratch)
+    m = result.metrics
+    for name, why in result.bundle.meta["skipped"].items():
+        console.print(f"[yellow]skipped {name}:[/] {why}", highlight=False)
+    headline = ", ".join(f"{label} {m[key]:.3f}" for label, key in (
+        ("EDD MAE days", "edd_mae_days"), ("coverage", "edd_interval_coverage"), ("delay AUC", "delay_roc_auc"),
+        ("churn AUC", "churn_roc_auc")) if key in m)
+    out.print(f"trained model version {registered.version} ({', '.join(registered.aliases)}) on {folder}: {headline}; "
+              f"report in {report_dir}/report.md, run {registered.run_id} in {settings.tracking_uri()}", highlight=False)
+
+
+def _train_and_register(ds, folder: Path, tune: int, horizon_days: float, report_dir: Path,
+                        recency_half_life: float | None, client, scratch):
+    """One MLflow run: tuning (if asked), training, the report, the registered version.
+    A training that fails leaves the registry as it was (the run is marked FAILED)."""
+    import mlflow
+
+    from runtime.registry import run_tags
+    from training.registry import log_run, register
+    from training.report import write_report
+    from training.train import train as run
+
     with mlflow.start_run(run_name=f"train {folder.name}", tags=run_tags()) as active:
         tuning, params = None, None
         if tune:
@@ -292,20 +334,12 @@ def train(
             params = {name: t["best_params"] for name, t in tuning.items()}
         with progress_bar("training") as update:
             result = run(ds, horizon_days=horizon_days, params=params, progress=update,
-                         **_half_life(recency_half_life))
+                         **_half_life(recency_half_life), client=client, scratch=scratch)
             update("report", 1.0)
             write_report(result, report_dir)
             update("logging to MLflow", 1.0)
             log_run(result, report_dir, tuning)
-    registered = register(active.info.run_id)
-    m = result.metrics
-    for name, why in result.bundle.meta["skipped"].items():
-        console.print(f"[yellow]skipped {name}:[/] {why}", highlight=False)
-    headline = ", ".join(f"{label} {m[key]:.3f}" for label, key in (
-        ("EDD MAE days", "edd_mae_days"), ("coverage", "edd_interval_coverage"), ("delay AUC", "delay_roc_auc"),
-        ("churn AUC", "churn_roc_auc")) if key in m)
-    out.print(f"trained model version {registered.version} ({', '.join(registered.aliases)}) on {folder}: {headline}; "
-              f"report in {report_dir}/report.md, run {registered.run_id} in {settings.tracking_uri()}", highlight=False)
+    return result, register(active.info.run_id)
 
 
 def _duration(value: str, option: str):
@@ -484,11 +518,11 @@ def predict(
     from runtime.batch import eta_log_entries, predict_data_set
     from runtime.store import write_table
 
-    ds = _load(folder)
     when = _timestamp(as_of, "--as-of")
-    bundle, version = _champion()
     if cluster:
-        return _predict_on_cluster(ds, out_file, bundle, version, when, confidence, reasons, cluster)
+        return _predict_on_cluster(folder, out_file, when, confidence, reasons, cluster)
+    ds = _load(folder)
+    bundle, version = _champion()
     with status(f"predicting with model version {version}"):
         try:
             table = predict_data_set(bundle, ds, when, confidence, explain=reasons)
@@ -499,20 +533,23 @@ def predict(
     out.print(f"predicted {len(table):,} shipments with model version {version} to {out_file}", highlight=False)
 
 
-def _predict_on_cluster(ds, out_dir: Path, bundle, version, when, confidence: float, reasons: bool, address: str) -> None:
-    """``eddy predict --cluster``: partitions scored on the workers, written as parts
-    (``part-00000.parquet``, ...) and logged one partition at a time."""
+def _predict_on_cluster(folder: Path, out_dir: Path, when, confidence: float, reasons: bool, address: str) -> None:
+    """``eddy predict --cluster``: partitions read and scored on the workers, written as
+    parts (``part-00000.parquet``, ...) and logged one partition at a time."""
     from runtime.batch import eta_log_entries
     from runtime.distributed import predict_on
     from runtime.store import write_table
 
     if out_dir.suffix:
         fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
+    bundle, version = _champion()
     for old in out_dir.glob("part-*.parquet"):  # a previous run's parts would mix in
         old.unlink()
     n = 0
-    with _cluster(address) as client, _scratch() as scratch, status(f"predicting with model version {version} on the cluster"):
-        for k, table, shipments in predict_on(client, ds, scratch, bundle, when, confidence, reasons):
+    with _cluster(address) as client, status(f"predicting with model version {version} on the cluster"):
+        for k, table, shipments in predict_on(client, _read_on(client, folder).parts, bundle, when, confidence, reasons):
+            if not len(table):
+                continue  # a partition with no open shipment writes no part
             write_table(table, out_dir / f"part-{k:05d}.parquet")
             _log_answers(lambda: eta_log_entries(table, shipments, str(version), confidence), bundle, version)
             n += len(table)

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from data.calendar import guess_country
+from data.calendar import country_of_counts
 from data.load import DataSet
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
 from features.customer import CustomerHistory
@@ -145,16 +145,23 @@ def history_on(client, parts: list, end: pd.Timestamp | None = None) -> tuple[Hi
     return History.from_daily(tables, end), end
 
 
-def snapshot_on(client, parts: list, ds: DataSet, country: str | None = None,
-                end: pd.Timestamp | None = None, customers: bool = True) -> FeatureSnapshot:
-    """``FeatureSnapshot.fit`` with the history reduced on the cluster. The customer tables
-    (one row per order, judged deliveries) are built in this process, from ``ds``."""
+def _regions(part: DataSet) -> pd.Series:
+    return part["shipments"].destination_region.value_counts()
+
+
+def country_on(client, parts: list) -> str:
+    """``guess_country`` over every partition's destination regions."""
+    counts = client.gather(client.map(_regions, parts))
+    return country_of_counts(pd.concat(counts).groupby(level=0).sum() if counts else pd.Series(dtype="int64"))
+
+
+def snapshot_on(client, parts: list, locations: pd.DataFrame | None, country: str | None = None,
+                end: pd.Timestamp | None = None, customers: CustomerHistory | None = None) -> FeatureSnapshot:
+    """``FeatureSnapshot.fit`` with the history reduced on the cluster; ``customers`` (the
+    per-order tables churn training needs) are the caller's, as the rows built here on a
+    partition use that partition's own (``customers_of``)."""
     history, end = history_on(client, parts, end)
-    shipments, scans = ds["shipments"], ds.get("scans")
-    hist = (CustomerHistory.from_tables(shipments, scans, ds.get("orders"), ds.get("feedback"), ds.get("customers"))
-            if customers else None)
-    return FeatureSnapshot(history, Locations(ds.get("locations")), country or guess_country(shipments.destination_region),
-                           end, hist)
+    return FeatureSnapshot(history, Locations(locations), country or country_on(client, parts), end, customers)
 
 
 # ------------------------------------------------------------------------- rows

@@ -119,7 +119,10 @@ def training_moments(shipments: pd.DataFrame, scans: pd.DataFrame | None, end: p
     next_t = np.where(same_next, np.r_[t[1:], 0], t + max_gap)
     gap = np.clip(next_t - t, 60_000_000, max_gap)
     ids = shipments.shipment_id.astype("str").to_numpy(dtype=object)
-    as_of = t + ((0.02 + 0.96 * keyed_uniform(ids[pos], t, seed)) * gap).astype(np.int64)
+    # keyed by the scan's rank within its shipment too: two scans at one moment draw apart
+    starts = np.r_[0, np.flatnonzero(pos[1:] != pos[:-1]) + 1] if len(pos) else np.array([], dtype=np.int64)
+    rank = np.arange(len(pos)) - np.repeat(starts, np.diff(np.r_[starts, len(pos)]))
+    as_of = t + ((0.02 + 0.96 * keyed_uniform(ids[pos], t + rank, seed)) * gap).astype(np.int64)
     delivered = micros(shipments.delivered_at)[pos]
     keep = ((delivered == NAT) | (as_of < delivered)) & (as_of <= micros(pd.Series([end]))[0])
     ids = pd.Index(shipments.shipment_id.astype("str"))

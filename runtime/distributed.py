@@ -1,7 +1,7 @@
 """Batch scoring on a Dask cluster: ``eddy predict --cluster``.
 
-The data set is split as for the feature build (whole customers, each shipment with its
-scans: ``features.distributed``), the bundle is sent once to every worker, and each
+The data set is read by partition (whole customers, each shipment with its scans:
+``data.partitioned``), the bundle is sent once to every worker, and each
 partition is scored by ``runtime.batch.predict_data_set``, the in-process code, so a
 shipment's answer is the same whichever engine computed it.
 """
@@ -9,12 +9,10 @@ shipment's answer is the same whichever engine computed it.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pandas as pd
 
 from data.load import DataSet
-from features import distributed
 from runtime.batch import predict_data_set
 from runtime.bundle import ModelBundle
 
@@ -23,14 +21,13 @@ def _predict_part(part: DataSet, bundle: ModelBundle, as_of, confidence: float, 
     return predict_data_set(bundle, part, as_of, confidence, explain), part["shipments"]
 
 
-def predict_on(client, ds: DataSet, scratch: Path, bundle: ModelBundle, as_of: pd.Timestamp | None = None,
+def predict_on(client, parts: list, bundle: ModelBundle, as_of: pd.Timestamp | None = None,
                confidence: float = 0.95, explain: bool = True) -> Iterator[tuple[int, pd.DataFrame, pd.DataFrame]]:
     """(partition number, its predictions, its shipments) as partitions finish, one at a
-    time, so the caller holds one partition's answers at once; ``scratch`` is where the
-    partitions are staged (``features.distributed.partitions``)."""
+    time, so the caller holds one partition's answers at once; ``parts`` are futures of
+    data sets (``data.partitioned.read_on`` or ``features.distributed.partitions``)."""
     from distributed import as_completed
 
-    parts = distributed.partitions(client, ds, scratch)
     shared = client.scatter(bundle, broadcast=True)
     futures = client.map(_predict_part, parts, bundle=shared, as_of=as_of, confidence=confidence, explain=explain)
     number = {f.key: k for k, f in enumerate(futures)}

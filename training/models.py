@@ -52,24 +52,74 @@ ROUNDS, EARLY_STOP = 500, 40
 EXPLAINED_PARAMS = {"num_leaves": 15, "max_depth": 6, "learning_rate": 0.15}
 
 
+#: Dask training has no early stopping: the rounds are chosen by an in-process fit on a
+#: sample of at most this many rows, drawn evenly from every week of the training window
+DASK_ROUNDS_SAMPLE = 200_000
+
+
 def train_booster(params: dict, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame, y_val: np.ndarray,
-                  callbacks: list | None = None, weight: np.ndarray | None = None) -> lgb.Booster:
+                  callbacks: list | None = None, weight: np.ndarray | None = None, client=None,
+                  weeks: np.ndarray | None = None) -> lgb.Booster:
+    """A booster stopped early on the validation rows; with a Dask ``client``, trained by
+    ``lightgbm.dask`` across the workers for the rounds a sample chose (``weeks``, each
+    training row's week, stratifies that sample)."""
+    if client is not None:
+        Xs, ys, ws = _week_sample(X, y, weight, weeks)
+        rounds = train_booster(params, Xs, ys, X_val, y_val, callbacks, ws).best_iteration
+        return _train_on_dask(client, {**params, "rounds": max(rounds, 1)}, X, y, weight)
     train = lgb.Dataset(X, y, weight=weight, free_raw_data=False)
     valid = lgb.Dataset(X_val, y_val, reference=train)
     return lgb.train({**BASE_PARAMS, **params}, train, num_boost_round=params.get("rounds", ROUNDS),
                      valid_sets=[valid], callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False), *(callbacks or [])])
 
 
+def _week_sample(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None, weeks: np.ndarray | None):
+    """At most ``DASK_ROUNDS_SAMPLE`` rows, the same share of every week."""
+    if len(X) <= DASK_ROUNDS_SAMPLE:
+        return X, y, weight
+    rng = np.random.default_rng(0)
+    strata = weeks if weeks is not None else np.zeros(len(X), dtype=np.int64)
+    share = DASK_ROUNDS_SAMPLE / len(X)
+    keep = np.concatenate([rng.choice(idx, max(1, int(round(len(idx) * share))), replace=False)
+                           for idx in pd.Series(np.arange(len(X))).groupby(strata).indices.values()])
+    keep.sort()
+    return X.iloc[keep], y[keep], None if weight is None else weight[keep]
+
+
+def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None) -> lgb.Booster:
+    """``lightgbm.dask`` on the rows spread over the workers (each worker builds its
+    histograms, LightGBM's network adds them up); categorical levels are fixed by the
+    encoder before, so every partition agrees on the codes."""
+    import dask.dataframe as dd
+    from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
+
+    options = {k: v for k, v in {**BASE_PARAMS, **params}.items() if k != "rounds"}
+    options.update(num_threads=1, n_estimators=params["rounds"])
+    workers = len(client.scheduler_info()["workers"])
+    # Categories as their codes (what the runtime's matrix holds), named categorical: the
+    # workers then hand LightGBM plain float columns that agree across partitions.
+    categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    codes = {c: X[c].cat.codes.astype(np.float64).where(X[c].cat.codes >= 0) for c in categorical}
+    frame = X.assign(**codes).astype(np.float64).assign(_y=y, _w=weight if weight is not None else 1.0)
+    # Shuffled, so every worker holds every period (the rows arrive in time order).
+    frame = frame.iloc[np.random.default_rng(0).permutation(len(frame))].reset_index(drop=True)
+    data = client.persist(dd.from_pandas(frame, npartitions=max(workers, 2), sort=False))
+    estimator = (DaskLGBMClassifier if options.get("objective") == "binary" else DaskLGBMRegressor)(client=client, **options)
+    estimator.fit(data[list(X.columns)], data["_y"], sample_weight=data["_w"], categorical_feature=categorical)
+    return estimator.booster_
+
+
 class EddEstimator(EddModel):
     """Learns the EDD quantile boosters and their conformal corrections."""
 
     def fit(self, rows: pd.DataFrame, hours: np.ndarray, val_rows: pd.DataFrame, val_hours: np.ndarray,
-            callbacks: list | None = None, weight: np.ndarray | None = None) -> "EddEstimator":
+            callbacks: list | None = None, weight: np.ndarray | None = None, client=None) -> "EddEstimator":
         self.encoder_ = CategoricalEncoder(self.categorical).fit(rows)
         X, Xv = self._X(rows), self._X(val_rows)
         y, yv = np.log1p(np.maximum(hours, 0)), np.log1p(np.maximum(val_hours, 0))
         self.boosters_ = [train_booster({**(EXPLAINED_PARAMS if q == 0.5 else {}), **self.params,
-                                         "objective": "quantile", "alpha": q}, X, y, Xv, yv, callbacks, weight)
+                                         "objective": "quantile", "alpha": q}, X, y, Xv, yv, callbacks, weight,
+                                        client, _weeks(rows))
                           for q in QUANTILES]
         return self
 
@@ -94,15 +144,19 @@ class ProbabilityEstimator(ProbabilityModel):
     """Learns a binary booster and the isotonic map that calibrates its scores."""
 
     def fit(self, rows: pd.DataFrame, y: np.ndarray, val_rows: pd.DataFrame, val_y: np.ndarray,
-            callbacks: list | None = None, weight: np.ndarray | None = None) -> "ProbabilityEstimator":
+            callbacks: list | None = None, weight: np.ndarray | None = None, client=None) -> "ProbabilityEstimator":
         self.encoder_ = CategoricalEncoder(self.categorical).fit(rows)
         self.booster_ = train_booster({**self.params, "objective": "binary"}, self._X(rows), y,
-                                      self._X(val_rows), val_y, callbacks, weight)
+                                      self._X(val_rows), val_y, callbacks, weight, client, _weeks(rows))
         return self
 
     def calibrate(self, rows: pd.DataFrame, y: np.ndarray) -> "ProbabilityEstimator":
         self.calibration_ = score_map(self.raw_score(rows), y)
         return self
+
+
+def _weeks(rows: pd.DataFrame) -> np.ndarray | None:
+    return micros(rows.as_of) // (7 * US_PER_DAY) if "as_of" in rows else None
 
 
 def score_map(raw: np.ndarray, y: np.ndarray) -> ScoreMap:

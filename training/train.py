@@ -16,10 +16,12 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from data.calendar import guess_country
 from data.load import DataSet
+from features.customer import CustomerHistory
 from features.build import FeatureSnapshot
 from features.pit import NAT, US_PER_DAY, US_PER_HOUR, micros
-from features import spec
+from features import distributed, spec
 from features.rhythm import rhythm_features
 from runtime import drift
 from runtime.bundle import ModelBundle, end_of_day
@@ -77,15 +79,18 @@ def validation_tail(mask: np.ndarray, moments: pd.Series, share: float = 0.1) ->
 
 def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | None = None,
           progress: Progress | None = None, seed: int = 0, end: pd.Timestamp | None = None,
-          recency_half_life_days: float | None = RECENCY_HALF_LIFE_DAYS) -> TrainResult:
+          recency_half_life_days: float | None = RECENCY_HALF_LIFE_DAYS, client=None,
+          scratch: Path | None = None) -> TrainResult:
     """Train the three models on ``ds``; ``end`` is the moment the data was known at
     (default: its latest fact), which a backtest sets to its cutoff; recent training rows
-    weigh more with ``recency_half_life_days``."""
+    weigh more with ``recency_half_life_days``. With a Dask ``client``, the history is
+    reduced and the boosters are trained on the cluster (partitions staged in ``scratch``);
+    calibration and evaluation, on the later windows, stay in this process."""
     report = progress or (lambda stage, frac: None)
     params = params or {}
     started = time.time()
     report("features", 0.05)
-    snapshot = FeatureSnapshot.fit(ds, end=end)
+    snapshot = FeatureSnapshot.fit(ds, end=end) if client is None else _snapshot_on(client, ds, end, scratch)
     shipments = ds["shipments"]
     split = shipment_split(snapshot, shipments)
     rows, labels = edd_training_rows(ds, snapshot, seed=seed)
@@ -102,12 +107,14 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
     tables["_sample_shipment_rows"] = rows.head(50)  # for MLflow signatures
     report("EDD model", 0.2)
     hl = recency_half_life_days
-    edd = _train_edd(rows, labels, part, at_order, params.get("edd"), metrics, skipped, evaluation, tables, truth, hl)
+    edd = _train_edd(rows, labels, part, at_order, params.get("edd"), metrics, skipped, evaluation, tables, truth, hl,
+                     client)
     report("delay model", 0.5)
-    delay = _train_delay(rows, labels, part, at_order, params.get("delay"), metrics, skipped, evaluation, tables, truth, hl)
+    delay = _train_delay(rows, labels, part, at_order, params.get("delay"), metrics, skipped, evaluation, tables, truth,
+                         hl, client)
     report("churn model", 0.7)
     churn = _train_churn(ds, snapshot, rows[at_order], horizon_days, params.get("churn"), metrics, skipped, evaluation,
-                         tables, truth, seed, fitted, hl)
+                         tables, truth, seed, fitted, hl, client)
 
     meta = {
         "trained_at": pd.Timestamp.now(tz="UTC").isoformat(),
@@ -124,6 +131,16 @@ def train(ds: DataSet, horizon_days: float = 90.0, params: dict[str, dict] | Non
     }
     report("done", 1.0)
     return TrainResult(ModelBundle(snapshot, edd, delay, churn, meta), metrics, tables, evaluation, params, fitted)
+
+
+def _snapshot_on(client, ds: DataSet, end: pd.Timestamp | None, scratch: Path) -> FeatureSnapshot:
+    """The feature snapshot with its history reduced on the cluster (the customer tables,
+    which the churn rows read across all customers, are built here)."""
+    shipments = ds["shipments"]
+    customers = CustomerHistory.from_tables(shipments, ds.get("scans"), ds.get("orders"), ds.get("feedback"),
+                                            ds.get("customers"))
+    return distributed.snapshot_on(client, distributed.partitions(client, ds, scratch), ds.get("locations"),
+                                   guess_country(shipments.destination_region), end, customers)
 
 
 def drift_references(edd, delay, churn, test_rows: pd.DataFrame, evaluation: dict) -> dict:
@@ -147,7 +164,7 @@ def truth_tables(ds: DataSet) -> dict[str, pd.DataFrame]:
 
 
 def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth,
-               half_life) -> EddEstimator | None:
+               half_life, client=None) -> EddEstimator | None:
     y = labels.hours_left.to_numpy()
     known = ~np.isnan(y)
     train_mask = known & (part == "train")
@@ -160,7 +177,7 @@ def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluatio
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
     model = EddEstimator(feature_columns(rows, spec.EDD), spec.categorical(spec.EDD), params).fit(
-        rows[fit], y[fit], rows[val], y[val], weight=recency_weights(rows.as_of[fit], half_life))
+        rows[fit], y[fit], rows[val], y[val], weight=recency_weights(rows.as_of[fit], half_life), client=client)
     model.calibrate(rows[cal], y[cal], rows.carrier[cal])
 
     t = test & at_order
@@ -223,7 +240,8 @@ def hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
     return (end_of_day(at + (np.asarray(hours) * US_PER_HOUR).astype(np.int64)) - at) / US_PER_HOUR
 
 
-def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth, half_life):
+def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth, half_life,
+                 client=None):
     y = labels.late.to_numpy()
     known = ~np.isnan(y)
     train_mask, cal, test = known & (part == "train"), known & (part == "calibrate"), known & (part == "test")
@@ -235,7 +253,7 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
         return None
     fit, val = validation_tail(train_mask, rows.as_of)
     model = ProbabilityEstimator("delay", feature_columns(rows, spec.DELAY), spec.categorical(spec.DELAY), params).fit(
-        rows[fit], y[fit], rows[val], y[val], weight=recency_weights(rows.as_of[fit], half_life))
+        rows[fit], y[fit], rows[val], y[val], weight=recency_weights(rows.as_of[fit], half_life), client=client)
     model.calibrate(rows[cal], y[cal])
     t = test & at_order
     p = model.predict_proba(rows[t])
@@ -256,7 +274,7 @@ def _train_delay(rows, labels, part, at_order, params, metrics, skipped, evaluat
 
 
 def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, skipped, evaluation, tables, truth, seed,
-                 fitted, half_life):
+                 fitted, half_life, client=None):
     rows, y, ref = churn_training_rows(ds, snapshot, at_order_rows, horizon_days, seed)
     known = ~np.isnan(y)
     if known.sum() < MIN_TRAIN_ROWS * 2:
@@ -277,7 +295,7 @@ def _train_churn(ds, snapshot, at_order_rows, horizon_days, params, metrics, ski
     fit, val = validation_tail(train_mask, ref_ts)
     model = ProbabilityEstimator("churn", features, spec.categorical(spec.CHURN), {**CHURN_DEFAULTS, **(params or {})})
     model.rhythm_ = {"params": rhythm, "horizon_days": horizon_days} if rhythm else None
-    model.fit(rows[fit], y[fit], rows[val], y[val], weight=recency_weights(ref_ts[fit], half_life))
+    model.fit(rows[fit], y[fit], rows[val], y[val], weight=recency_weights(ref_ts[fit], half_life), client=client)
     model.calibrate(rows[cal], y[cal])
     # Judged on the moment right after each delivery, as the truth file speaks of it.
     t = test & (rows.days_since_delivery.to_numpy() < 1e-3)

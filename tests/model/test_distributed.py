@@ -49,7 +49,7 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame, key: list[str]) -> None:
 def test_features_on_dask_equal_the_in_process_build(client, ds, tmp_path):
     local = FeatureSnapshot.fit(ds)
     parts = distributed.partitions(client, ds, tmp_path, n=5)
-    remote = distributed.snapshot_on(client, parts, ds)
+    remote = distributed.snapshot_on(client, parts, ds.get("locations"))
     assert remote.end == local.end and remote.history.last_day == local.history.last_day
     for level, table in {**local.history.tables, "volume": local.history.volume}.items():
         other = remote.history.volume if level == "volume" else remote.history.tables[level]
@@ -85,7 +85,7 @@ def test_a_worker_killed_in_the_middle_of_the_build_changes_nothing(client, ds, 
     local = FeatureSnapshot.fit(ds)
     expected = in_transit(ds, local, at_order(ds, local))
     parts = distributed.partitions(client, ds, tmp_path, n=8)
-    rows = distributed.rows_on(client, parts, distributed.snapshot_on(client, parts, ds, customers=False), "in-transit")
+    rows = distributed.rows_on(client, parts, distributed.snapshot_on(client, parts, ds.get("locations")), "in-transit")
     victim, pid = next(iter(client.run(os.getpid).items()))
     future = client.compute(rows)
     deadline = time.time() + 60
@@ -104,7 +104,10 @@ def test_predictions_on_dask_equal_eddy_predict_in_process(client, trained, tmp_
 
     result, ds = trained
     expected = predict_data_set(result.bundle, ds, WHEN)
-    got = list(predict_on(client, ds, tmp_path, result.bundle, WHEN))
+    from data.partitioned import read_on
+
+    # as `eddy predict --cluster` does: the folder read by partition on the cluster
+    got = list(predict_on(client, read_on(client, ds.folder).parts, result.bundle, WHEN))
     assert sorted(k for k, _, _ in got) == list(range(len(got))) and len(got) >= 2
     tables = pd.concat([t for _, t, _ in got], ignore_index=True)
     tables["reasons"] = tables.reasons.map(str)
@@ -123,3 +126,80 @@ def test_eddy_features_on_a_local_cluster_writes_parts(sim_dir, tmp_path):
     assert bad.exit_code == 2 and "--cluster must be 'local' or a scheduler address" in bad.output
     file = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(tmp_path / "x.parquet"), "--cluster", "local"])
     assert file.exit_code == 2 and "--out is a folder" in file.output
+
+
+def test_boosters_trained_on_dask_match_the_in_process_fit(client, trained):
+    """lightgbm.dask has no early stopping: the rounds come from an in-process fit (on the
+    whole training window here, below the sample size), and the Dask booster, trained on
+    shuffled rows across both workers, predicts as well on later rows (the median EDD
+    booster, the one the reasons explain)."""
+    from features import spec
+    from runtime.models import booster_predict
+    from training.models import EXPLAINED_PARAMS, EddEstimator, train_booster
+    from training.rows import edd_training_rows
+    from training.train import feature_columns
+
+    result, ds = trained
+    rows, labels = edd_training_rows(ds, result.bundle.snapshot)
+    known = labels.hours_left.notna().to_numpy()
+    rows, hours = rows[known].reset_index(drop=True), np.log1p(labels.hours_left.to_numpy()[known])
+    order = np.argsort(rows.as_of.to_numpy(), kind="stable")
+    fit, val, test = np.split(order, [int(len(order) * 0.7), int(len(order) * 0.8)])
+    model = EddEstimator(feature_columns(rows, spec.EDD), spec.categorical(spec.EDD), {})
+    model.encoder_ = result.bundle.edd.encoder_
+    X = model._X(rows)
+    params = {**EXPLAINED_PARAMS, "objective": "quantile", "alpha": 0.5}
+    local = train_booster(params, X.iloc[fit], hours[fit], X.iloc[val], hours[val])
+    remote = train_booster(params, X.iloc[fit], hours[fit], X.iloc[val], hours[val], client=client)
+    assert remote.num_trees() == local.best_iteration > 10
+    # read through the runtime's own matrix (categories as codes), as the service reads it
+    later = model._matrix(rows.iloc[test])
+    a, b = booster_predict(local, later), booster_predict(remote, later)
+    mae = [np.mean(np.abs(np.expm1(p) - np.expm1(hours[test]))) for p in (a, b)]
+    assert mae[1] <= mae[0] * 1.03, mae
+    assert np.corrcoef(a, b)[0, 1] > 0.95  # they agree shipment by shipment, not just on average
+
+
+def _planted(sim_small, folder):
+    """The simulated set as parts, with rule-breaking rows spread over them."""
+    from data.write import write_data_set
+
+    write_data_set(sim_small.tables, folder, parts=3)
+    ships = pd.read_parquet(folder / "shipments" / "part-00002.parquet")
+    first = pd.read_parquet(folder / "shipments" / "part-00000.parquet")
+    copy = first.iloc[[4]].assign(customer_id="someone-else")  # a repeated id, another customer
+    ships = pd.concat([ships.astype({"customer_id": "str"}), copy.astype({"customer_id": "str"})], ignore_index=True)
+    ships.loc[7, "delivered_at"] = ships.loc[7, "ordered_at"] - pd.Timedelta(days=1)  # its scans: quarantined shipment
+    ships.to_parquet(folder / "shipments" / "part-00002.parquet", index=False)
+    scans = pd.read_parquet(folder / "scans" / "part-00001.parquet")
+    scans = scans.astype({"event": "str", "shipment_id": "str"})
+    scans.loc[3, "event"] = "teleported"
+    scans.loc[9, "shipment_id"] = "no-such-parcel"
+    scans.to_parquet(folder / "scans" / "part-00001.parquet", index=False)
+    feedback = pd.read_parquet(folder / "feedback" / "part-00000.parquet").astype({"order_id": "str"})
+    feedback.loc[2, "order_id"] = "no-such-order"
+    feedback.to_parquet(folder / "feedback" / "part-00000.parquet", index=False)
+
+
+def test_reading_on_dask_accepts_and_quarantines_what_the_reader_does(client, sim_small, tmp_path):
+    """Per-partition validation: the same accepted rows, the same quarantined rows with
+    their part, row, column and rule, and counts that add up, table by table."""
+    from data.load import load_data_set
+    from data.partitioned import read_on
+
+    _planted(sim_small, tmp_path)
+    whole = load_data_set(tmp_path)
+    assert whole.total_quarantined >= 5
+    spread = read_on(client, tmp_path, n=5)
+    assert {k: vars(r) for k, r in spread.report.items()} == {k: vars(r) for k, r in whole.report.items()}
+    for name, q in whole.quarantine.items():
+        cols = [c for c in ("_part", "_row", "_column", "_rule") if c in q]
+        got = spread.quarantine.get(name, q.iloc[:0])
+        assert sorted(map(tuple, got[cols].astype(str).values)) == sorted(map(tuple, q[cols].astype(str).values)), name
+    parts = client.gather(spread.parts)
+    for name, table in whole.tables.items():
+        if name == "locations":
+            continue
+        together = pd.concat([p[name] for p in parts], ignore_index=True)
+        key = [c for c in table.columns if c.endswith("_id")] + [c for c in table.columns if c.endswith("_at")][:1]
+        same_rows(table, together, key)
