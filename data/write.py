@@ -59,6 +59,13 @@ def write_parts(df: pd.DataFrame, folder: Path, name: str, parts: int) -> Path:
     return target
 
 
+def write_part(df: pd.DataFrame, target: Path, name: str, number: int) -> Path:
+    """Part ``number`` of a table kept as a folder of parts (one slice of a data set
+    written at a time); the contract's columns, in its order."""
+    table = pa.Table.from_pandas(df[TABLES[name].names], preserve_index=False)
+    return atomic_write(target / f"part-{number:05d}.parquet", lambda p: pq.write_table(table, p, compression="zstd"))
+
+
 def write_data_set(tables: dict[str, pd.DataFrame], folder: str | Path, fmt: str = "parquet",
                    parts: int = 1) -> list[Path]:
     """Every contract table in ``tables``; with ``parts`` > 1, each as a folder of parts."""

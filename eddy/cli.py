@@ -71,9 +71,15 @@ def simulate(
     end: Annotated[str, typer.Option(help="Last moment of the simulated history (UTC).")] = "2026-02-28T23:59:59",
     parts: Annotated[int, typer.Option(min=1, max=100_000, help="Write each table as a folder of this many "
                                                                  "Parquet parts (contract 1.1), for Dask.")] = 1,
+    shipments_target: Annotated[int | None, typer.Option(min=1000, help="About this many shipments, simulated in "
+                                                         "independent slices of customers (one part each, 50k "
+                                                         "customers a slice unless --parts says), so memory holds "
+                                                         "one slice; replaces --customers.")] = None,
 ) -> None:
     """Simulate a retailer's deliveries, scans, orders and feedback, with exact truth."""
-    from data.simulate import SimConfig, simulate as run, write_truth
+    import numpy as np
+
+    from data.simulate import SHIPMENTS_PER_CUSTOMER, SimConfig, simulate as run, simulate_in_slices, write_truth
     from data.write import FORMATS, write_data_set
 
     if fmt not in FORMATS:
@@ -81,10 +87,20 @@ def simulate(
     if parts > 1 and fmt != "parquet":
         fail("--parts writes Parquet parts: leave --format at parquet")
     out_dir = out_dir or settings.default_data_set()
+    if shipments_target:
+        customers = int(np.ceil(shipments_target / SHIPMENTS_PER_CUSTOMER))
     try:
         cfg = SimConfig(customers=customers, seed=seed, end=end)
     except ValueError as exc:
         fail(str(exc))
+    if shipments_target:
+        slices = parts if parts > 1 else max(1, int(np.ceil(customers / 50_000)))
+        with progress_bar("simulating in slices") as update:
+            s = simulate_in_slices(cfg, slices, Path(out_dir), update)
+        out.print(f"simulated {int(s['shipments']):,} shipments, {int(s['scans']):,} scans, {int(s['orders']):,} "
+                  f"orders of {int(s['customers']):,} customers in {slices} slices into {out_dir} (Parquet parts; "
+                  f"truth in {out_dir}/truth)", highlight=False)
+        return
     with progress_bar("simulating") as update:
         result = run(cfg, progress=update)
         update("writing", 1.0)

@@ -159,8 +159,9 @@ def drift_references(edd, delay, churn, test_rows: pd.DataFrame, evaluation: dic
 
 def truth_tables(ds: DataSet) -> dict[str, pd.DataFrame]:
     folder = Path(ds.folder) / "truth"
-    return {name: pd.read_parquet(folder / f"{name}.parquet") for name in ("shipments", "orders")
-            if (folder / f"{name}.parquet").exists()}
+    found = {name: folder / f"{name}.parquet" if (folder / f"{name}.parquet").exists() else folder / name
+             for name in ("shipments", "orders")}
+    return {name: pd.read_parquet(path) for name, path in found.items() if path.exists()}  # a file, or its parts
 
 
 def _train_edd(rows, labels, part, at_order, params, metrics, skipped, evaluation, tables, truth,

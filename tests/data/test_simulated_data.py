@@ -123,3 +123,23 @@ def test_bad_deliveries_raise_the_true_churn_probability(sim_small):
     assert late.p_no_order_90d.mean() > clean.p_no_order_90d.mean() + 0.1
     assert lost.p_no_order_90d.mean() > late.p_no_order_90d.mean()
     assert o.p_no_order_90d.between(0, 1).all()
+
+
+def test_a_simulation_in_slices_is_one_valid_data_set_of_parts(tmp_path):
+    """``eddy simulate --shipments-target``: slices of one world, each written as a part
+    before the next is made; ids unique across slices, every row accepted, truth in parts."""
+    from data.load import load_data_set
+    from data.simulate import SimConfig, simulate_in_slices
+
+    totals = simulate_in_slices(SimConfig(customers=900, seed=5), 3, tmp_path)
+    ds = load_data_set(tmp_path)
+    assert ds.total_quarantined == 0 and len(ds["shipments"]) == totals["shipments"]
+    assert sorted(p.name for p in (tmp_path / "shipments").iterdir()) == [f"part-0000{i}.parquet" for i in range(3)]
+    assert ds["shipments"].shipment_id.is_unique and ds["orders"].order_id.is_unique
+    slices = ds["customers"].customer_id.str.slice(1, 5)
+    assert sorted(slices.unique()) == ["0000", "0001", "0002"] and slices.value_counts().min() > 200
+    # one world: every slice ships on the same carriers and lanes
+    per_slice = ds["shipments"].groupby(ds["shipments"].shipment_id.str.slice(1, 5)).carrier.unique()
+    assert all(set(c) == set(per_slice.iloc[0]) for c in per_slice)
+    truth = pd.read_parquet(tmp_path / "truth" / "shipments")
+    assert set(truth.shipment_id) == set(ds["shipments"].shipment_id)
