@@ -1,13 +1,19 @@
-"""Dask against in-process on the same data: equal features, equally good models, and time.
+"""Dask against in-process: equal features, equally good models, and how time grows.
 
-Target (issue 11, equality): on a 20k-customer simulated set, the features built on a
-``LocalCluster`` equal the in-process ones exactly; a model trained with ``--cluster``
-is within 2% of the in-process EDD MAE and within 0.01 of its delay and churn AUC.
-Both are reported, with the wall time of each path and the workers' peak memory
-(resident set, sampled every half second).
+Targets (issue 11):
+* ``--part equality``: on a 20k-customer simulated set, the features built on a
+  ``LocalCluster`` equal the in-process ones exactly; a model trained with ``--cluster``
+  is within 2% of the in-process EDD MAE and within 0.01 of its delay and churn AUC.
+* ``--part scale``: data sets of N shipments simulated in slices as Parquet parts
+  (``eddy simulate --shipments-target N``), then on the cluster: the data set read and
+  validated by partition, the history reduced and the at-order rows written as parts;
+  wall time and each worker's peak memory per N, beside the in-process build where it
+  fits in memory.
+Peak memory is the resident set of each worker process, sampled every half second.
 
-Usage: .venv/bin/python benchmarks/dask_scale.py [--data data/sets/demo] [--workers 2]
-  [--memory 4GiB]
+Usage: .venv/bin/python benchmarks/dask_scale.py --part equality [--data data/sets/demo]
+       .venv/bin/python benchmarks/dask_scale.py --part scale [--sizes 1000000,3000000,10000000]
+         [--in-process-up-to 3000000] [--workers 2] [--memory 8GiB]
 """
 
 from __future__ import annotations
@@ -68,12 +74,7 @@ class PeakMemory:
         return ", ".join(f"{v / 2**30:.2f}" for v in sorted(self.peak.values())) + " GiB"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--data", default=str(ROOT / "data" / "sets" / "demo"))
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--memory", default="4GiB")
-    args = ap.parse_args()
+def equality(args) -> None:
     ds = load_data_set(args.data)
     print(f"data: {args.data}: {len(ds['shipments']):,} shipments, {len(ds['scans']):,} scans, "
           f"{ds['shipments'].customer_id.nunique():,} customers")
@@ -120,6 +121,71 @@ def main() -> None:
     ok = (remote.metrics["edd_mae_days"] <= local.metrics["edd_mae_days"] * 1.02
           and all(abs(remote.metrics[k] - local.metrics[k]) <= 0.01 for k in ("delay_roc_auc", "churn_roc_auc")))
     print(f"\ntarget met: {'yes' if ok else 'no'}")
+
+
+def scale(args) -> None:
+    import subprocess
+
+    from data.partitioned import read_on
+
+    work = Path(args.workdir)
+    rows_out = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        folder = work / f"sim-{n}"
+        if not (folder / "shipments").is_dir():
+            t = time.time()
+            subprocess.run([str(ROOT / ".venv" / "bin" / "eddy"), "simulate", "--shipments-target", str(n),
+                            "--out", str(folder)], check=True, stdout=subprocess.DEVNULL)
+            print(f"simulated {n:,} in {time.time() - t:.0f} s")
+        with connect("local", n_workers=args.workers, memory_limit=args.memory) as client, PeakMemory(client) as peak:
+            t = time.time()
+            data = read_on(client, folder)
+            read_s = time.time() - t
+            snapshot = distributed.snapshot_on(client, data.parts, data.locations)
+            history_s = time.time() - t - read_s
+            rows = distributed.rows_on(client, data.parts, snapshot)
+            rows.to_parquet(work / f"rows-{n}", write_index=False, overwrite=True)
+            total_s = time.time() - t
+            shipments = data.report["shipments"].accepted
+        local = in_process(folder) if n <= args.in_process_up_to else None
+        rows_out.append((n, shipments, data.report["scans"].accepted, read_s, history_s, total_s, peak.gib(), local))
+        print(rows_out[-1], flush=True)
+    print("\n| shipments | scans | Dask: read + validate s | history s | total s (rows written) | worker peak memory "
+          "| in-process: total s, peak |")
+    print("|---|---|---|---|---|---|---|")
+    for n, ships, scans, read_s, history_s, total_s, peak, local in rows_out:
+        inproc = f"{local[0]:.1f} s, {local[1]:.2f} GB" if local else "not run (see README)"
+        print(f"| {ships:,} | {scans:,} | {read_s:.1f} | {history_s:.1f} | {total_s:.1f} | {peak} | {inproc} |")
+
+
+def in_process(folder: Path) -> tuple[float, float]:
+    """The same work in one process: load, history, at-order rows (time, peak GB)."""
+    import subprocess
+
+    code = ("import time,resource,sys; t=time.time(); from data.load import load_data_set; "
+            "from features.build import FeatureSnapshot, at_order; ds=load_data_set(sys.argv[1]); "
+            "s=FeatureSnapshot.fit(ds); at_order(ds, s).to_parquet('/dev/null'); "
+            "print(time.time()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)")
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if out.returncode:
+        return float("nan"), float("nan")
+    seconds, gb = out.stdout.split()[-2:]
+    return float(seconds), float(gb)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--part", choices=("equality", "scale"), default="equality")
+    ap.add_argument("--data", default=str(ROOT / "data" / "sets" / "demo"))
+    ap.add_argument("--sizes", default="1000000,3000000,10000000")
+    ap.add_argument("--in-process-up-to", type=int, default=3_000_000)
+    ap.add_argument("--workdir", default="/tmp/eddy-dask-scale")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--memory", default=None)
+    args = ap.parse_args()
+    args.memory = args.memory or ("4GiB" if args.part == "equality" else "8GiB")
+    equality(args) if args.part == "equality" else scale(args)
 
 
 if __name__ == "__main__":

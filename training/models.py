@@ -93,8 +93,9 @@ def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight:
     import dask.dataframe as dd
     from lightgbm.dask import DaskLGBMClassifier, DaskLGBMRegressor
 
-    options = {k: v for k, v in {**BASE_PARAMS, **params}.items() if k != "rounds"}
-    options.update(num_threads=1, n_estimators=params["rounds"])
+    # threads are the workers' own (lightgbm.dask ignores num_threads)
+    options = {k: v for k, v in {**BASE_PARAMS, **params}.items() if k not in ("rounds", "num_threads")}
+    options["n_estimators"] = params["rounds"]
     workers = len(client.scheduler_info()["workers"])
     # Categories as their codes (what the runtime's matrix holds), named categorical: the
     # workers then hand LightGBM plain float columns that agree across partitions.
@@ -106,7 +107,11 @@ def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight:
     data = client.persist(dd.from_pandas(frame, npartitions=max(workers, 2), sort=False))
     estimator = (DaskLGBMClassifier if options.get("objective") == "binary" else DaskLGBMRegressor)(client=client, **options)
     estimator.fit(data[list(X.columns)], data["_y"], sample_weight=data["_w"], categorical_feature=categorical)
-    return estimator.booster_
+    booster = estimator.booster_
+    # the levels a pandas-trained booster would carry, so frames of categoricals (SHAP
+    # plots, signatures) map to the same codes; saved with the model
+    booster.pandas_categorical = [list(X[c].cat.categories) for c in categorical]
+    return booster
 
 
 class EddEstimator(EddModel):

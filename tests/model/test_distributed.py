@@ -158,6 +158,8 @@ def test_boosters_trained_on_dask_match_the_in_process_fit(client, trained):
     mae = [np.mean(np.abs(np.expm1(p) - np.expm1(hours[test]))) for p in (a, b)]
     assert mae[1] <= mae[0] * 1.03, mae
     assert np.corrcoef(a, b)[0, 1] > 0.95  # they agree shipment by shipment, not just on average
+    # a frame of categoricals (the report's SHAP plots) reads the same codes as the matrix
+    assert np.allclose(remote.predict(X.iloc[test]), b)
 
 
 def _planted(sim_small, folder):
