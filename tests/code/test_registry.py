@@ -103,11 +103,11 @@ def test_a_second_tuned_training_is_only_the_challenger_and_promotion_follows_th
     """The second training also tunes (one training fewer keeps the suite under 15 minutes):
     its Optuna trials are nested runs, and it is only the challenger."""
     root, data, env = store
-    eddy(env, "train", str(data), "--tune", "2", "--report-dir", str(root / "report2"), "--horizon-days", "90")
+    eddy(env, "train", str(data), "--tune", "1", "--report-dir", str(root / "report2"), "--horizon-days", "90")
     assert aliases(root) == {"challenger": "2", "champion": "1"}
     with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
         nested = db.execute("select count(*) from tags where key = 'mlflow.parentRunId'").fetchone()[0]
-    assert nested >= 4  # 2 trials for at least two models
+    assert nested >= 3  # a trial for each of the three models
     r = eddy(env, "promote", check=False)
     if r.returncode == 0:
         assert "promoted version 2 to champion" in r.stdout and aliases(root)["champion"] == "2"

@@ -27,8 +27,16 @@ pytestmark = pytest.mark.slow
 WHEN = pd.Timestamp("2026-02-20T12:00:00Z")
 
 
-@pytest.fixture()
+@pytest.fixture(scope="module")
 def client():
+    """One cluster for the module's tests (they run one after another); the killed-worker
+    test starts its own."""
+    with connect("local", say=lambda _: None, n_workers=2, memory_limit="3GiB") as c:
+        yield c
+
+
+@pytest.fixture()
+def own_client():
     with connect("local", say=lambda _: None, n_workers=2, memory_limit="3GiB") as c:
         yield c
 
@@ -81,7 +89,8 @@ def test_partitions_hold_whole_customers_with_their_scans(ds):
         assert set(p["orders"].customer_id) <= set(p["customers"].customer_id) | set(p["shipments"].customer_id)
 
 
-def test_a_worker_killed_in_the_middle_of_the_build_changes_nothing(client, ds, tmp_path):
+def test_a_worker_killed_in_the_middle_of_the_build_changes_nothing(own_client, ds, tmp_path):
+    client = own_client
     local = FeatureSnapshot.fit(ds)
     expected = in_transit(ds, local, at_order(ds, local))
     parts = distributed.partitions(client, ds, tmp_path, n=8)
