@@ -203,6 +203,17 @@ def _later_copies(frame: pd.DataFrame, key: str, first: pd.DataFrame) -> np.ndar
     return seen & ~(same_part & same_row)
 
 
+#: Parquet bytes per partition: about 250,000 shipments with their scans and orders,
+#: which peaked near 2 GiB per worker through the feature build (1M shipments, 4 parts)
+BYTES_PER_PARTITION = 32 * 2**20
+
+
+def partitions_for(files: dict[str, Path], workers: int) -> int:
+    """Enough partitions to keep each near ``BYTES_PER_PARTITION``, and two per worker."""
+    size = sum(p.stat().st_size for name, path in files.items() if name in PARTITIONED for p in _pieces(path))
+    return max(2 * workers, int(np.ceil(size / BYTES_PER_PARTITION)))
+
+
 def read_on(client, folder: str | Path, n: int | None = None) -> Partitioned:
     """The data set in ``folder`` as ``n`` validated partitions on the cluster."""
     import dask
@@ -211,7 +222,7 @@ def read_on(client, folder: str | Path, n: int | None = None) -> Partitioned:
     files = table_files(folder)
     if "shipments" not in files:
         raise ContractError(f"{folder}: required table shipments is missing (shipments.parquet or shipments.csv)")
-    n = n or max(2, 2 * len(client.scheduler_info()["workers"]))
+    n = n or partitions_for(files, len(client.scheduler_info()["workers"]))
     raw = {name: _lazy(path, name) for name, path in files.items() if name in PARTITIONED}
     routed, firsts = _routed(client, raw, n)
     shuffled = {name: t.shuffle("_k", npartitions=n) for name, t in routed.items()}

@@ -28,6 +28,7 @@ import pandas as pd
 
 from data.calendar import country_of_counts
 from data.load import DataSet
+from data.partitioned import part_of
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
 from features.customer import CustomerHistory
 from features.history import LEVELS, N_BINS, SCALAR_SUMS, DailyTable, History, daily_tables, data_end, first_exceptions
@@ -58,7 +59,7 @@ def partition_numbers(ds: DataSet, n: int) -> dict[str, np.ndarray]:
 
 
 def _hashed(keys: pd.Series, n: int) -> np.ndarray:
-    return (pd.util.hash_array(keys.fillna("").to_numpy(dtype=object)) % np.uint64(n)).astype(np.int64)
+    return part_of(keys, n) % n  # the reader's buckets, folded onto n partitions
 
 
 def _owned(keys: pd.Series, owners: pd.Series, owner_parts: np.ndarray, n: int) -> np.ndarray:
