@@ -104,7 +104,8 @@ def _lazy(path: Path, name: str):
 
 
 def _keyed(frame: pd.DataFrame, name: str, n: int) -> pd.DataFrame:
-    """Adds ``_k`` (the partition) where the table's own columns decide it."""
+    """Adds ``_k``, the bucket (``part_of``) that decides the row's partition, where the
+    table's own columns name it."""
     if name == "shipments":
         key = as_text(frame.customer_id).fillna(as_text(frame.shipment_id))
     else:
