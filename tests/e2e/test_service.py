@@ -264,7 +264,7 @@ def test_fuzzing_the_openapi_schema_never_gets_a_server_error(served, mode):
     posts = [op for op in operations if op.method.upper() == "POST"]
     assert {op.path for op in posts} >= {"/eta", "/eta/batch", "/churn"}
     for op in posts:
-        @settings(max_examples=70, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=55, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=op.as_strategy(generation_mode=schemathesis.GenerationMode(mode)))
         def call(case):
             r = case.call(base_url=server.url, timeout=60)
@@ -383,7 +383,7 @@ def test_fuzzed_valid_bodies_with_an_extra_key_or_another_content_type_are_refus
     posts = [op for op in (r.ok() for r in schema.get_all_operations()) if op.method.upper() == "POST"]
     seen = set()
     for op in posts:
-        @settings(max_examples=25, deadline=None, database=None, suppress_health_check=list(HealthCheck))
+        @settings(max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck))
         @given(case=op.as_strategy(generation_mode=schemathesis.GenerationMode("positive")))
         def call(case):
             if not isinstance(case.body, dict):

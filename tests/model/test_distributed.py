@@ -124,11 +124,12 @@ def test_predictions_on_dask_equal_eddy_predict_in_process(client, trained, tmp_
     same_rows(expected, tables, ["shipment_id"])
 
 
-def test_eddy_features_on_a_local_cluster_writes_parts(sim_dir, tmp_path):
+def test_eddy_features_on_a_running_scheduler_writes_parts(client, sim_dir, tmp_path):
     out = tmp_path / "rows"
-    r = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(out), "--cluster", "local"])
+    address = client.scheduler.address  # a scheduler started elsewhere, as in production
+    r = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(out), "--cluster", address])
     assert r.exit_code == 0, r.output
-    assert "Dask: local cluster of" in r.output and "dashboard http://" in r.output
+    assert f"Dask: scheduler {address}, 2 workers" in r.output and "dashboard http://" in r.output
     rows = pd.read_parquet(out)
     assert len(rows) == len(load_data_set(sim_dir)["shipments"]) and len(list(out.glob("*.parquet"))) >= 2
     bad = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(out), "--cluster", "nowhere:8786"])
