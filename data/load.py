@@ -139,13 +139,13 @@ def part_files(folder: Path) -> list[Path]:
 
 def _read_parts(folder: Path) -> Raw:
     """A folder of parts as one table; each row remembers its part and its row there."""
+    files = part_files(folder)
     frames, names, rows = [], [], []
-    for part in part_files(folder):
+    for part in files:
         frame = pq.read_table(part).to_pandas(types_mapper=_arrow_types_for_pandas)
         frames.append(frame)
         names.append(np.full(len(frame), part.name, dtype=object))
         rows.append(np.arange(len(frame), dtype=np.int64))
-    files = part_files(folder)
     odd = next((p for p, f in zip(files, frames) if set(f.columns) != set(frames[0].columns)), None)
     if odd is not None:
         raise ContractError(f"{odd}: its columns differ from those of {files[0].name} (every part has the same columns)")

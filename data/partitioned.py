@@ -72,13 +72,17 @@ def _pieces(path: Path) -> list[Path]:
 
 
 def _read_piece(path: Path, in_folder: bool) -> pd.DataFrame:
-    """One Parquet file as the reader sees it, plus its origin; dictionary columns plain
-    (parts would disagree on their dictionaries)."""
-    table = pq.read_table(path)
+    """One Parquet file as the reader sees it, plus its origin."""
+    return _as_read(pq.read_table(path), path.name if in_folder else None)
+
+
+def _as_read(table: pa.Table, part: str | None) -> pd.DataFrame:
+    """Cells as the reader sees them, dictionary columns plain (parts would disagree on
+    their dictionaries), and each row's origin (``_part``, ``_row``)."""
     table = table.cast(pa.schema([pa.field(f.name, f.type.value_type) if pa.types.is_dictionary(f.type) else f
                                   for f in table.schema]))
     frame = table.to_pandas(types_mapper=_arrow_types_for_pandas)
-    frame["_part"] = pd.array([path.name if in_folder else None] * len(frame), dtype="str")
+    frame["_part"] = pd.array([part] * len(frame), dtype="str")
     frame["_row"] = np.arange(len(frame), dtype=np.int64)
     return frame
 
@@ -96,7 +100,7 @@ def _lazy(path: Path, name: str):
     if odd is not None:
         raise ContractError(f"{odd}: its columns differ from those of {pieces[0].name} (every part has the same columns)")
     require_columns(path, name, names[0])
-    meta = _read_piece(pieces[0], path.is_dir()).iloc[:0]
+    meta = _as_read(pq.read_schema(pieces[0]).empty_table(), None)  # the columns, without reading a part
     return dd.from_map(_read_piece, pieces, in_folder=path.is_dir(), meta=meta, enforce_metadata=False)
 
 

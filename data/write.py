@@ -46,16 +46,13 @@ def _plain(f: pa.Field) -> pa.Field:
 def write_parts(df: pd.DataFrame, folder: Path, name: str, parts: int) -> Path:
     """Write one contract table as ``folder/name/part-00000.parquet``, ... (``parts`` slices
     of its rows); a single file of the same name is removed, as the reader refuses both."""
-    spec = TABLES[name]
-    table = pa.Table.from_pandas(df[spec.names], preserve_index=False)
     target = folder / name
     target.mkdir(parents=True, exist_ok=True)
     for old in [*target.glob("part-*.parquet"), folder / f"{name}.parquet", folder / f"{name}.csv"]:
         old.unlink(missing_ok=True)
-    bounds = np.linspace(0, len(table), parts + 1).astype(int)
+    bounds = np.linspace(0, len(df), parts + 1).astype(int)
     for i in range(parts):
-        piece = table.slice(bounds[i], bounds[i + 1] - bounds[i])
-        atomic_write(target / f"part-{i:05d}.parquet", lambda p, piece=piece: pq.write_table(piece, p, compression="zstd"))
+        write_part(df.iloc[bounds[i]:bounds[i + 1]], target, name, i)
     return target
 
 

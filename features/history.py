@@ -86,19 +86,18 @@ def first_exceptions(scans: pd.DataFrame | None) -> pd.Series:
     return exc.assign(shipment_id=exc.shipment_id.astype("str")).groupby("shipment_id").scanned_at.min()
 
 
-def delivery_outcomes(shipments: pd.DataFrame, scans: pd.DataFrame | None, exceptions: pd.Series | None = None) -> pd.DataFrame:
-    """One row per delivered shipment: the facts that enter history on its delivery day.
-    ``exceptions`` (``first_exceptions`` of the scans) stands in for ``scans`` when given."""
+def delivery_outcomes(shipments: pd.DataFrame, exceptions: pd.Series) -> pd.DataFrame:
+    """One row per delivered shipment: the facts that enter history on its delivery day;
+    ``exceptions`` is ``first_exceptions`` of the scans."""
     done = shipments[shipments.delivered_at.notna()]
     delivered = micros(done.delivered_at)
     lead_h = (delivered - micros(done.ordered_at)) / US_PER_HOUR
     promised = micros(done.promised_at)
     has_promise = promised != NAT
-    exc_at = exceptions if exceptions is not None else first_exceptions(scans)
     exception = np.zeros(len(done), dtype=bool)
-    if len(exc_at):
+    if len(exceptions):
         # Only exceptions scanned by the delivery count, so nothing later leaks in.
-        first_exc = micros(exc_at.reindex(done.shipment_id.astype("str").to_numpy()))
+        first_exc = micros(exceptions.reindex(done.shipment_id.astype("str").to_numpy()))
         exception = (first_exc != NAT) & (first_exc <= delivered)
     return pd.DataFrame({
         "shipment_id": done.shipment_id.to_numpy(),
@@ -322,7 +321,7 @@ class History:
 def daily_tables(shipments: pd.DataFrame, exceptions: pd.Series) -> dict[str, DailyTable]:
     """Every level's daily sums, and ``volume`` (orders per carrier-service and day), of
     ``shipments``; sums of a data set's parts add up to the whole's (``features.distributed``)."""
-    outcomes = delivery_outcomes(shipments, None, exceptions)
+    outcomes = delivery_outcomes(shipments, exceptions)
     volume_rows = pd.DataFrame({
         "day": day_number(micros(shipments.ordered_at)), "lead_h": 0.0, "promised": False, "late": False,
         "exception": False, "carrier": shipments.carrier.to_numpy(), "service_level": shipments.service_level.to_numpy(),
