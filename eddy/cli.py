@@ -575,24 +575,62 @@ def _predict_on_cluster(folder: Path, out_dir: Path, when, confidence: float, re
 @app.command("score-customers")
 def score_customers(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
-    out_file: Annotated[Path | None, typer.Option("--out", help="Parquet (or .csv) file; without it the scoring is stored for the review page.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", help="Parquet (or .csv) file (with --cluster, a folder for Parquet parts); without it the scoring is stored for the review page.")] = None,
     as_of: Annotated[str | None, typer.Option(help="Score as of this UTC moment (default: the end of the data).")] = None,
     window_days: Annotated[float, typer.Option(min=1, help="Customers whose latest delivery (or unmet promise) is this recent.")] = 60.0,
+    cluster: ClusterOption = None,
 ) -> None:
     """Churn risk for every customer whose latest delivery falls in the window before the moment."""
     from runtime.batch import churn_log_entries, score_data_set
     from runtime.store import write_scoring, write_table
 
+    when = _timestamp(as_of, "--as-of")
+    if cluster:
+        return _score_on_cluster(folder, out_file, when, window_days, cluster)
     ds = _load(folder)
     bundle, version = _champion()
     with status(f"scoring customers with model version {version}"):
         try:
-            scoring = score_data_set(bundle, ds, _timestamp(as_of, "--as-of"), window_days)
+            scoring = score_data_set(bundle, ds, when, window_days)
         except RuntimeError as exc:
             fail(str(exc))
     target = write_table(scoring.table, out_file) if out_file else write_scoring(scoring, settings.scores_dir())
     _log_answers(lambda: churn_log_entries(scoring.table, ds["shipments"], str(version)), bundle, version)
     out.print(f"scored {len(scoring.table):,} customers with model version {version} to {target}", highlight=False)
+
+
+#: rows per part of ``score-customers --cluster --out``, riskiest customers in the first
+SCORED_PER_PART = 250_000
+
+
+def _score_on_cluster(folder: Path, out_dir: Path | None, when, window_days: float, address: str) -> None:
+    """``eddy score-customers --cluster``: each partition scores its own customers on the
+    workers; the table comes back riskiest first, stored for the review page or written
+    as Parquet parts, and logged."""
+    from runtime.batch import churn_log_entries
+    from runtime.distributed import score_on
+    from runtime.store import write_scoring, write_table
+
+    if out_dir is not None and out_dir.suffix:
+        fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
+    bundle, version = _champion()
+    with _cluster(address) as client, status(f"scoring customers with model version {version} on the cluster"):
+        data = _read_on(client, folder)
+        try:
+            scoring, shipment_of = score_on(client, data.parts, bundle, when, window_days)
+        except RuntimeError as exc:
+            fail(str(exc))
+    if out_dir is None:
+        target = write_scoring(scoring, settings.scores_dir())
+    else:
+        for old in out_dir.glob("part-*.parquet"):  # a previous run's parts would mix in
+            old.unlink()
+        for k, start in enumerate(range(0, max(len(scoring.table), 1), SCORED_PER_PART)):
+            write_table(scoring.table.iloc[start:start + SCORED_PER_PART], out_dir / f"part-{k:05d}.parquet")
+        target = f"{out_dir}/"
+    _log_answers(lambda: churn_log_entries(scoring.table, shipment_of, str(version)), bundle, version)
+    out.print(f"scored {len(scoring.table):,} customers with model version {version} on the cluster to {target}",
+              highlight=False)
 
 
 def _live_figures(ds, champion_version, challenger_version):

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from data.load import DataSet
 from features.build import moments_at
 from features.history import data_end
-from features.pit import NAT, US_PER_DAY, micros, size, take
+from features.customer import CustomerHistory
+from features.pit import NAT, US_PER_DAY, concat, micros, size, take
 from features.rows import order_moments
 from runtime.bundle import ModelBundle
 from runtime.predlog import churn_records, eta_records
@@ -34,24 +37,55 @@ DEPENDENCE = ("days_late", "exceptions", "contacts", "failed_attempts", "rating"
 def score_data_set(bundle: ModelBundle, ds: DataSet, as_of: pd.Timestamp | None = None,
                    window_days: float = 60.0) -> Scoring:
     """One row per customer whose latest delivery (or unmet promise) falls in the window before the moment."""
+    return scoring_of(bundle, [scored_customers(bundle, ds, scoring_moment(ds, as_of), window_days)])
+
+
+@dataclass
+class Scored:
+    """Some customers scored: their table, their model rows (columns) and their orders."""
+
+    table: pd.DataFrame
+    rows: dict
+    orders: pd.DataFrame
+
+
+def scoring_moment(ds: DataSet, as_of: pd.Timestamp | None) -> pd.Timestamp:
+    """``as_of``, or just after the data's latest fact."""
+    return as_of if as_of is not None else data_end(ds["shipments"], ds.get("scans")) + pd.Timedelta(seconds=1)
+
+
+def scored_customers(bundle: ModelBundle, ds: DataSet, moment: pd.Timestamp, window_days: float,
+                     customers: CustomerHistory | None = None) -> Scored:
+    """The customers of ``customers`` (default: the bundle's, every customer it knows) and
+    of ``ds`` whose latest delivery falls in the window, scored at ``moment``. A customer's
+    score reads only that customer's rows, so scoring a data set a part at a time (whole
+    customers in each) gives every customer the same answer."""
     if bundle.churn is None:
         raise RuntimeError("no churn model in this version: " + bundle.meta.get("skipped", {}).get("churn", "not trained"))
     shipments, scans = ds["shipments"], ds.get("scans")
-    moment = as_of if as_of is not None else data_end(shipments, scans) + pd.Timedelta(seconds=1)
-    history = bundle.snapshot.customers.with_orders(shipments, scans)
+    history = (customers if customers is not None else bundle.snapshot.customers).with_orders(shipments, scans)
     t = int(micros(pd.Series([moment]))[0])
     latest = latest_judged(history.experience, t, window_days)
     moments = {"order_id": latest["order_id"], "as_of": np.full(size(latest), t, dtype=np.int64)}
     rows = bundle.churn_rows(shipments, scans, moments, history=history)
     table = bundle.score_churn_rows(rows)
     table.insert(3, "delivery_judged_at", pd.to_datetime(latest["ref"], unit="us", utc=True))
+    return Scored(table, rows, customer_orders(history, table.customer_id, t))
+
+
+def scoring_of(bundle: ModelBundle, parts: list[Scored]) -> Scoring:
+    """The scoring of every customer in ``parts``: riskiest first, with the loyalty drivers
+    of all of them together."""
+    version = str(bundle.meta.get("version", ""))
+    table = pd.concat([p.table for p in parts], ignore_index=True)
     table["scored_at"] = pd.Timestamp.now(tz="UTC")
-    table["model_version"] = str(bundle.meta.get("version", ""))
-    table = table.sort_values("churn_risk", ascending=False).reset_index(drop=True)
-    drivers = loyalty_drivers(bundle, rows)
-    drivers.update(model_version=str(bundle.meta.get("version", "")), trained_at=bundle.meta.get("trained_at"),
+    table["model_version"] = version
+    table = table.sort_values(["churn_risk", "customer_id"], ascending=[False, True], kind="stable").reset_index(drop=True)
+    drivers = loyalty_drivers(bundle, concat([p.rows for p in parts]))
+    drivers.update(model_version=version, trained_at=bundle.meta.get("trained_at"),
                    scored_at=table.scored_at.iloc[0].isoformat() if len(table) else None, customers=len(table))
-    return Scoring(table, customer_orders(history, table.customer_id, t), drivers)
+    orders = pd.concat([p.orders for p in parts], ignore_index=True)
+    return Scoring(table, orders.sort_values(["customer_id", "ordered_at"], kind="stable").reset_index(drop=True), drivers)
 
 
 def latest_judged(experience, before_us: int, window_days: float) -> dict:
@@ -117,11 +151,17 @@ def eta_log_entries(table: pd.DataFrame, shipments: pd.DataFrame, version: str, 
     return eta_records(out, cols, source, "champion", version, confidence)
 
 
-def churn_log_entries(table: pd.DataFrame, shipments: pd.DataFrame, version: str,
-                      source: str = "score-customers") -> list[dict]:
-    """A scoring's table as prediction-log entries (the delivery named by its order's shipment)."""
+def shipment_of_orders(shipments: pd.DataFrame) -> pd.Series:
+    """Each order's first shipment id, by order id (the delivery a churn answer names)."""
     first = shipments.drop_duplicates("order_id")
-    shipment_of = pd.Series(first.shipment_id.astype("str").to_numpy(), index=first.order_id.astype("str").to_numpy())
+    return pd.Series(first.shipment_id.astype("str").to_numpy(), index=first.order_id.astype("str").to_numpy())
+
+
+def churn_log_entries(table: pd.DataFrame, shipments: pd.DataFrame | pd.Series, version: str,
+                      source: str = "score-customers") -> list[dict]:
+    """A scoring's table as prediction-log entries (the delivery named by its order's
+    shipment; ``shipments`` is the table, or ``shipment_of_orders`` of it)."""
+    shipment_of = shipments if isinstance(shipments, pd.Series) else shipment_of_orders(shipments)
     out = {c: table[c].to_numpy() for c in ("customer_id", "carrier", "service_level", "origin_region",
                                             "destination_region", "churn_risk")}
     out["as_of"] = micros(table.as_of)

@@ -124,6 +124,48 @@ def test_predictions_on_dask_equal_eddy_predict_in_process(client, trained, tmp_
     same_rows(expected, tables, ["shipment_id"])
 
 
+def _half_the_customers(ds, folder):
+    """``ds`` with every other customer (with their shipments, scans, orders, feedback)."""
+    from data.write import write_data_set
+
+    keep = set(ds["customers"].customer_id.astype("str").iloc[::2])
+    t = {name: ds[name] for name in ds.tables}
+    ships = t["shipments"][t["shipments"].customer_id.astype("str").isin(keep)]
+    orders = t["orders"][t["orders"].customer_id.astype("str").isin(keep)]
+    write_data_set({"shipments": ships, "scans": t["scans"][t["scans"].shipment_id.isin(ships.shipment_id)],
+                    "orders": orders, "customers": t["customers"][t["customers"].customer_id.astype("str").isin(keep)],
+                    "feedback": t["feedback"][t["feedback"].order_id.isin(orders.order_id)],
+                    "locations": t["locations"]}, folder, parts=3)
+    return load_data_set(folder)
+
+
+def test_customer_scores_on_dask_equal_score_customers_in_process(client, trained, tmp_path):
+    """Each partition scores its own customers against the bundle's history cut to them;
+    the customers only the bundle knows (half of them here) are scored in one more task.
+    Every customer gets the in-process answer, and the drivers are the same."""
+    from data.partitioned import read_on
+    from runtime.batch import score_data_set
+    from runtime.distributed import score_on
+
+    result, ds = trained
+    half = _half_the_customers(ds, tmp_path / "half")
+    expected = score_data_set(result.bundle, half)
+    got, shipment_of = score_on(client, read_on(client, half.folder).parts, result.bundle)
+    in_data = set(half["shipments"].customer_id.astype("str"))
+    scored = set(got.table.customer_id.astype("str"))
+    assert scored - in_data and scored & in_data  # both kinds of customer were scored
+    for table in (expected.table, got.table):
+        table["reasons"] = table.reasons.map(str)
+    drop = ["scored_at"]
+    same_rows(expected.table.drop(columns=drop), got.table.drop(columns=drop), ["customer_id"])
+    assert (np.diff(got.table.churn_risk.to_numpy()) <= 0).all()  # riskiest first
+    same_rows(expected.history, got.history, ["customer_id", "order_id"])
+    imp = lambda s: {d["feature"]: d["mean_abs_shap"] for d in s.drivers["importance"]}  # noqa: E731
+    assert imp(got) == pytest.approx(imp(expected), abs=1e-4) and got.drivers["customers"] == len(expected.table)
+    assert got.drivers["base_rate"] == pytest.approx(expected.drivers["base_rate"])
+    assert set(shipment_of.index) == set(got.table.order_id[got.table.customer_id.astype("str").isin(in_data)].astype("str"))
+
+
 def test_eddy_features_on_a_running_scheduler_writes_parts(client, sim_dir, tmp_path):
     out = tmp_path / "rows"
     address = client.scheduler.address  # a scheduler started elsewhere, as in production
