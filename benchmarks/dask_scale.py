@@ -4,6 +4,8 @@ Targets (issue 11):
 * ``--part equality``: on a 20k-customer simulated set, the features built on a
   ``LocalCluster`` equal the in-process ones exactly; a model trained with ``--cluster``
   is within 2% of the in-process EDD MAE and within 0.01 of its delay and churn AUC.
+* ``--part train``: ``train`` on the cluster on those data sets (time, each worker's and
+  the client's peak memory, the model's figures), beside in-process training where it fits.
 * ``--part scale``: data sets of N shipments simulated in slices as Parquet parts
   (``eddy simulate --shipments-target N``), then on the cluster: the data set read and
   validated by partition, the history reduced and the at-order rows written as parts;
@@ -14,6 +16,7 @@ Peak memory is the resident set of each worker process, sampled every half secon
 Usage: .venv/bin/python benchmarks/dask_scale.py --part equality [--data data/sets/demo]
        .venv/bin/python benchmarks/dask_scale.py --part scale [--sizes 1000000,3000000,10000000]
          [--in-process-up-to 3000000] [--workers 2] [--memory 8GiB]
+       .venv/bin/python benchmarks/dask_scale.py --part train [--sizes ...] [--in-process-up-to 1000000]
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -33,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from data.load import load_data_set  # noqa: E402
+from data.partitioned import read_on  # noqa: E402
 from eddy.cluster import connect  # noqa: E402
 from features import distributed  # noqa: E402
 from features.build import FeatureSnapshot, at_order  # noqa: E402
@@ -87,13 +90,12 @@ def equality(args) -> None:
     local = train(ds)
     local_train_s = time.time() - t
 
-    with connect("local", n_workers=args.workers, memory_limit=args.memory) as client, \
-            tempfile.TemporaryDirectory() as scratch:
+    with connect("local", n_workers=args.workers, memory_limit=args.memory) as client:
         with PeakMemory(client) as features_memory:
             t = time.time()
-            parts = distributed.partitions(client, ds, Path(scratch) / "features")
-            snapshot = distributed.snapshot_on(client, parts, ds.get("locations"))
-            rows = distributed.rows_on(client, parts, snapshot).compute()
+            data = read_on(client, args.data)
+            snapshot = distributed.snapshot_on(client, data.parts, data.locations)
+            rows = distributed.rows_on(client, data.parts, snapshot).compute()
             dask_features_s = time.time() - t
         rows = rows.set_index("shipment_id").loc[local_rows.shipment_id].reset_index()[local_rows.columns]
         pd.testing.assert_frame_equal(local_rows.reset_index(drop=True), rows, check_exact=True)
@@ -101,7 +103,7 @@ def equality(args) -> None:
                            for k in local_snapshot.history.tables)
         with PeakMemory(client) as train_memory:
             t = time.time()
-            remote = train(ds, client=client, scratch=Path(scratch) / "train")
+            remote = train(None, client=client, data=read_on(client, args.data))
             dask_train_s = time.time() - t
 
     print(f"\nfeatures (history + at-order rows): equal row for row: yes; history tables equal: "
@@ -125,8 +127,6 @@ def equality(args) -> None:
 
 def scale(args) -> None:
     import subprocess
-
-    from data.partitioned import read_on
 
     work = Path(args.workdir)
     rows_out = []
@@ -158,14 +158,49 @@ def scale(args) -> None:
         print(f"| {ships:,} | {scans:,} | {read_s:.1f} | {history_s:.1f} | {total_s:.1f} | {peak} | {inproc} |")
 
 
-def in_process(folder: Path) -> tuple[float, float]:
-    """The same work in one process: load, history, at-order rows (time, peak GB)."""
+class OwnPeak(PeakMemory):
+    """The largest resident set of this process (the client) while the block ran."""
+
+    def _sample(self):
+        while not self._stop.wait(0.5):
+            self.peak["client"] = max(self.peak.get("client", 0), _rss())
+
+
+def training(args) -> None:
+    """``train`` on the cluster at each size: time, each worker's and the client's peak
+    memory, the model figures; beside the in-process training where it fits."""
+    work = Path(args.workdir)
+    lines = []
+    for n in [int(x) for x in args.sizes.split(",")]:
+        folder = work / f"sim-{n}"
+        with connect("local", n_workers=args.workers, memory_limit=args.memory) as client, \
+                PeakMemory(client) as peak, OwnPeak(None) as own:
+            t = time.time()
+            result = train(None, client=client, data=read_on(client, folder))
+            total_s = time.time() - t
+        m = result.metrics
+        local = in_process_training(folder) if n <= args.in_process_up_to else None
+        lines.append((result.bundle.meta["shipments"], total_s, peak.gib(), own.gib(), m, local))
+        print(lines[-1][:4], {k: round(m[k], 4) for k in METRICS if k in m}, local, flush=True)
+    print("\n| shipments | Dask: training s | worker peak | client peak | EDD MAE | coverage | delay AUC | churn AUC "
+          "| in-process: s, peak |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for ships, total_s, workers, client, m, local in lines:
+        inproc = f"{local[0]:.1f} s, {local[1]:.2f} GB" if local else "not run"
+        print(f"| {ships:,} | {total_s:.1f} | {workers} | {client} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in METRICS)
+              + f" | {inproc} |")
+
+
+def in_process_training(folder: Path) -> tuple[float, float]:
+    """``train`` in one process on the same data (time, peak GB)."""
+    return _timed_child("import time,resource,sys; t=time.time(); from data.load import load_data_set; "
+                        "from training.train import train; train(load_data_set(sys.argv[1])); "
+                        "print(time.time()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)", folder)
+
+
+def _timed_child(code: str, folder: Path) -> tuple[float, float]:
     import subprocess
 
-    code = ("import time,resource,sys; t=time.time(); from data.load import load_data_set; "
-            "from features.build import FeatureSnapshot, at_order; ds=load_data_set(sys.argv[1]); "
-            "s=FeatureSnapshot.fit(ds); at_order(ds, s).to_parquet('/dev/null'); "
-            "print(time.time()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)")
     out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     if out.returncode:
@@ -174,9 +209,17 @@ def in_process(folder: Path) -> tuple[float, float]:
     return float(seconds), float(gb)
 
 
+def in_process(folder: Path) -> tuple[float, float]:
+    """The same work in one process: load, history, at-order rows (time, peak GB)."""
+    return _timed_child("import time,resource,sys; t=time.time(); from data.load import load_data_set; "
+                        "from features.build import FeatureSnapshot, at_order; ds=load_data_set(sys.argv[1]); "
+                        "s=FeatureSnapshot.fit(ds); at_order(ds, s).to_parquet('/dev/null'); "
+                        "print(time.time()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)", folder)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--part", choices=("equality", "scale"), default="equality")
+    ap.add_argument("--part", choices=("equality", "scale", "train"), default="equality")
     ap.add_argument("--data", default=str(ROOT / "data" / "sets" / "demo"))
     ap.add_argument("--sizes", default="1000000,3000000,10000000")
     ap.add_argument("--in-process-up-to", type=int, default=3_000_000)
@@ -185,7 +228,7 @@ def main() -> None:
     ap.add_argument("--memory", default=None)
     args = ap.parse_args()
     args.memory = args.memory or ("4GiB" if args.part == "equality" else "8GiB")
-    equality(args) if args.part == "equality" else scale(args)
+    {"equality": equality, "scale": scale, "train": training}[args.part](args)
 
 
 if __name__ == "__main__":

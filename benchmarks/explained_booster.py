@@ -49,7 +49,8 @@ def main() -> None:
     from runtime.models import CategoricalEncoder
     from training.models import train_booster
     from training.rows import edd_training_rows, shipment_split
-    from training.train import feature_columns, validation_tail
+    from training.rows import validation_tail
+    from training.train import feature_columns
 
     ds = load_data_set(args.data)
     snapshot = FeatureSnapshot.fit(ds)

@@ -217,16 +217,6 @@ def _read_on(client, folder: Path):
 
 
 @contextmanager
-def _scratch():
-    import tempfile
-
-    folder = settings.dask_scratch()
-    folder.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="eddy-partitions-", dir=folder) as path:
-        yield Path(path)
-
-
-@contextmanager
 def _cluster(address: str):
     from eddy.cluster import connect
 
@@ -306,9 +296,7 @@ def train(
 
     from runtime.registry import configure, reap_abandoned_runs
 
-    ds = _load(folder)
-    if cluster and tune:
-        fail("--tune with --cluster is not supported: Optuna trials run in this process; train on the cluster with the default parameters")
+    ds = None if cluster else _load(folder)
     configure()
     for run_id in reap_abandoned_runs():
         console.print(f"[yellow]marked run {run_id} KILLED:[/] its training process is gone", highlight=False)
@@ -316,9 +304,11 @@ def train(
     _terminate_cleanly()
     with contextlib.ExitStack() as engine:
         client = engine.enter_context(_cluster(cluster)) if cluster else None
-        scratch = engine.enter_context(_scratch()) if cluster else None
+        data = _read_on(client, folder) if cluster else None
+        if data is not None and not data.report["shipments"].accepted:
+            fail(_nothing_accepted(data, folder))
         result, registered = _train_and_register(ds, folder, tune, horizon_days, report_dir, recency_half_life,
-                                                 client, scratch)
+                                                 client, data)
     m = result.metrics
     for name, why in result.bundle.meta["skipped"].items():
         console.print(f"[yellow]skipped {name}:[/] {why}", highlight=False)
@@ -330,7 +320,7 @@ def train(
 
 
 def _train_and_register(ds, folder: Path, tune: int, horizon_days: float, report_dir: Path,
-                        recency_half_life: float | None, client, scratch):
+                        recency_half_life: float | None, client, data):
     """One MLflow run: tuning (if asked), training, the report, the registered version.
     A training that fails leaves the registry as it was (the run is marked FAILED)."""
     import mlflow
@@ -341,20 +331,13 @@ def _train_and_register(ds, folder: Path, tune: int, horizon_days: float, report
     from training.train import train as run
 
     with mlflow.start_run(run_name=f"train {folder.name}", tags=run_tags()) as active:
-        tuning, params = None, None
-        if tune:
-            from training.tune import tune as study
-
-            with status(f"tuning: {tune} trials per model"):
-                tuning = study(ds, tune, horizon_days)
-            params = {name: t["best_params"] for name, t in tuning.items()}
         with progress_bar("training") as update:
-            result = run(ds, horizon_days=horizon_days, params=params, progress=update,
-                         **_half_life(recency_half_life), client=client, scratch=scratch)
+            result = run(ds, horizon_days=horizon_days, progress=update, **_half_life(recency_half_life),
+                         client=client, data=data, tune_trials=tune)
             update("report", 1.0)
             write_report(result, report_dir)
             update("logging to MLflow", 1.0)
-            log_run(result, report_dir, tuning)
+            log_run(result, report_dir, result.tuning)
     return result, register(active.info.run_id)
 
 

@@ -135,11 +135,3 @@ def dask_worker_memory() -> str:
     """Memory limit per worker of ``--cluster local``: Dask spills, then pauses, then restarts
     a worker above it, instead of the machine swapping."""
     return os.environ.get("EDDY_DASK_WORKER_MEMORY", "4GiB")
-
-
-def dask_scratch() -> Path:
-    """Where ``--cluster`` stages a data set's partitions for the workers to read: a folder
-    every worker can reach (shared storage for a remote cluster)."""
-    import tempfile
-
-    return Path(os.environ.get("EDDY_DASK_SCRATCH", tempfile.gettempdir()))

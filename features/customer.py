@@ -132,9 +132,13 @@ class CustomerHistory:
         for k in range(2, max(seen.values(), default=1) + 1):
             again = base.of_customers([c for c, n in seen.items() if n >= k])
             copies.append(again._suffixed(f"{COPY}{k}"))
-        parts = lambda name: [getattr(c, name) for c in copies if getattr(c, name) is not None]  # noqa: E731
-        merged = CustomerHistory(*(concat(parts(name)) if parts(name) else None for name in self.TABLES))
-        return merged, np.array(names, dtype=object)
+        return CustomerHistory.joined(copies), np.array(names, dtype=object)
+
+    @classmethod
+    def joined(cls, parts: list["CustomerHistory"]) -> "CustomerHistory":
+        """The histories of different customers as one (partitions of a data set, copies)."""
+        tables = lambda name: [getattr(p, name) for p in parts if getattr(p, name) is not None]  # noqa: E731
+        return cls(*(concat(tables(name)) if tables(name) else None for name in cls.TABLES))
 
     def _suffixed(self, suffix: str) -> "CustomerHistory":
         def rename(table: Columns | None) -> Columns | None:

@@ -1,8 +1,8 @@
 """The feature build on a Dask cluster: the same feature functions, over partitions.
 
-A data set is split into partitions by customer (a shipment without a customer by its
-own id) and each shipment's scans go with it, so every per-shipment and per-customer
-computation sees whole histories inside one partition. Then:
+The partitions are those ``data.partitioned.read_on`` makes: whole customers (a
+shipment without a customer by its own id), each shipment with its scans, so every
+per-shipment and per-customer computation sees whole histories inside one partition. Then:
 
 * **History** (lane, carrier, region and volume statistics): each partition reduces its
   deliveries to daily sums and lead-time histograms per (group, day) with
@@ -21,91 +21,19 @@ feature means (``tests/model/test_distributed.py`` holds both paths equal).
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from data.calendar import country_of_counts
 from data.load import DataSet
-from data.partitioned import part_of
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
 from features.customer import CustomerHistory
 from features.history import LEVELS, N_BINS, SCALAR_SUMS, DailyTable, History, daily_tables, data_end, first_exceptions
 from features.shipment import Locations
 
-#: tables split by customer (scans follow their shipment, feedback its order)
-PARTITIONED = ("shipments", "scans", "orders", "feedback", "customers")
 #: levels with many groups, whose totals are split across output partitions by key
 WIDE_LEVELS = {"postal_lane": 4, "carrier_lane": 2}
-
-
-def partition_numbers(ds: DataSet, n: int) -> dict[str, np.ndarray]:
-    """Each row's partition in ``0..n-1``, for every partitioned table of ``ds``: a hash of
-    the customer (of the shipment, when it has none); scans go with their shipment and
-    feedback with its order."""
-    s = ds["shipments"]
-    out = {"shipments": _hashed(s.customer_id.astype("str").fillna(s.shipment_id.astype("str")), n)}
-    for name in ("orders", "customers"):
-        if ds.get(name) is not None:
-            out[name] = _hashed(ds[name].customer_id.astype("str"), n)
-    if ds.get("scans") is not None:
-        out["scans"] = _owned(ds["scans"].shipment_id, s.shipment_id, out["shipments"], n)
-    if ds.get("feedback") is not None:
-        orders = [(s.order_id, out["shipments"])] + ([(ds["orders"].order_id, out["orders"])] if "orders" in out else [])
-        out["feedback"] = _owned(ds["feedback"].order_id, pd.concat([o for o, _ in orders]),
-                                 np.concatenate([p for _, p in orders]), n)
-    return out
-
-
-def _hashed(keys: pd.Series, n: int) -> np.ndarray:
-    return part_of(keys, n) % n  # the reader's buckets, folded onto n partitions
-
-
-def _owned(keys: pd.Series, owners: pd.Series, owner_parts: np.ndarray, n: int) -> np.ndarray:
-    """The partition of each key's owner (the first row naming it); a key nobody owns (a
-    row the reader would quarantine) goes by its own hash."""
-    index = pd.Index(owners.astype("str").to_numpy())
-    first = ~index.duplicated()
-    at = index[first].get_indexer(keys.astype("str").to_numpy())
-    return np.where(at >= 0, owner_parts[first][np.maximum(at, 0)], _hashed(keys.astype("str"), n))
-
-
-def split(ds: DataSet, n: int) -> list[DataSet]:
-    """``ds`` as ``n`` data sets, each holding whole customers with their scans."""
-    numbers = partition_numbers(ds, n)
-    parts = []
-    for k in range(n):
-        tables = {name: (t[numbers[name] == k].reset_index(drop=True) if name in numbers else t)
-                  for name, t in ds.tables.items() if name in PARTITIONED or name == "locations"}
-        parts.append(DataSet(ds.folder, tables, {}, {}))
-    return parts
-
-
-def stage(ds: DataSet, n: int, folder: Path) -> list[Path]:
-    """Write the ``n`` partitions of ``ds`` as Parquet under ``folder`` (one folder each),
-    for workers to read: a partition read from a file is recomputed when the worker
-    holding it dies, where data handed over from this process would be lost."""
-    paths = []
-    for k, part in enumerate(split(ds, n)):
-        target = folder / f"{k:05d}"
-        target.mkdir(parents=True, exist_ok=True)
-        for name, table in part.tables.items():
-            table.to_parquet(target / f"{name}.parquet", index=False)
-        paths.append(target)
-    return paths
-
-
-def read_stage(folder: Path) -> DataSet:
-    """One staged partition, as ``stage`` wrote it."""
-    return DataSet(folder, {p.stem: pd.read_parquet(p) for p in sorted(folder.glob("*.parquet"))}, {}, {})
-
-
-def partitions(client, ds: DataSet, folder: Path, n: int | None = None) -> list:
-    """The partitions of ``ds`` on the cluster's workers (futures, spread evenly), read
-    from ``folder`` (see ``stage``; a folder the workers can read)."""
-    n = n or max(2, 2 * len(client.scheduler_info()["workers"]))
-    return client.map(read_stage, stage(ds, n, Path(folder)), pure=False)
 
 
 # ---------------------------------------------------------------------- history
@@ -120,7 +48,8 @@ def _level(partials: dict[str, pd.DataFrame], level: str) -> pd.DataFrame:
     return partials[level]
 
 
-def _end_of(part: DataSet) -> pd.Timestamp | None:
+def end_of(part: DataSet) -> pd.Timestamp | None:
+    """The latest fact of a partition (None when it has no shipment)."""
     return data_end(part["shipments"], part.get("scans")) if len(part["shipments"]) else None
 
 
@@ -133,7 +62,7 @@ def history_on(client, parts: list, end: pd.Timestamp | None = None) -> tuple[Hi
     """The History of the whole data set from its partitions, and the data's end."""
     import dask.dataframe as dd
 
-    ends = [e for e in client.gather(client.map(_end_of, parts)) if e is not None]
+    ends = [e for e in client.gather(client.map(end_of, parts)) if e is not None]
     end = end if end is not None else max(ends)
     partials = client.map(_partial_tables, parts)
     names = [*LEVELS, "volume"]

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pandas as pd
 
 from data.load import DataSet
-from features.history import data_end
+from features.distributed import end_of
 from runtime.batch import Scored, predict_data_set, scored_customers, scoring_of, shipment_of_orders
 from runtime.bundle import ModelBundle
 from runtime.store import Scoring
@@ -27,7 +27,7 @@ def predict_on(client, parts: list, bundle: ModelBundle, as_of: pd.Timestamp | N
                confidence: float = 0.95, explain: bool = True) -> Iterator[tuple[int, pd.DataFrame, pd.DataFrame]]:
     """(partition number, its predictions, its shipments) as partitions finish, one at a
     time, so the caller holds one partition's answers at once; ``parts`` are futures of
-    data sets (``data.partitioned.read_on`` or ``features.distributed.partitions``)."""
+    data sets (``data.partitioned.read_on``)."""
     from distributed import as_completed
 
     shared = client.scatter(bundle, broadcast=True)
@@ -46,10 +46,6 @@ def _customers_in(part: DataSet) -> set[str]:
         if part.get(name) is not None:
             ids.update(part[name].customer_id.dropna().astype("str").tolist())
     return ids
-
-
-def _end_of(part: DataSet) -> pd.Timestamp | None:
-    return data_end(part["shipments"], part.get("scans")) if len(part["shipments"]) else None
 
 
 def _score_part(part: DataSet, bundle: ModelBundle, moment, window_days: float,
@@ -73,7 +69,7 @@ def score_on(client, parts: list, bundle: ModelBundle, as_of: pd.Timestamp | Non
     if bundle.churn is None:
         raise RuntimeError("no churn model in this version: " + bundle.meta.get("skipped", {}).get("churn", "not trained"))
     if as_of is None:
-        ends = [e for e in client.gather(client.map(_end_of, parts)) if e is not None]
+        ends = [e for e in client.gather(client.map(end_of, parts)) if e is not None]
         as_of = max(ends) + pd.Timedelta(seconds=1) if ends else bundle.snapshot.end
     shared = client.scatter(bundle, broadcast=True)
     held = set().union(*client.gather(client.map(_customers_in, parts)))

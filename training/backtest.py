@@ -73,7 +73,7 @@ class Outcomes:
     def of(cls, ds: DataSet) -> "Outcomes":
         history = CustomerHistory.from_tables(ds["shipments"], ds.get("scans"), ds.get("orders"), ds.get("feedback"),
                                               ds.get("customers"))
-        return cls(ds, history, data_end(ds["shipments"], ds.get("scans")), truth_tables(ds))
+        return cls(ds, history, data_end(ds["shipments"], ds.get("scans")), truth_tables(ds.folder))
 
     def shipments_between(self, start: pd.Timestamp, until: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame | None]:
         s = self.ds["shipments"]

@@ -102,9 +102,12 @@ def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight:
     categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
     codes = {c: X[c].cat.codes.astype(np.float64).where(X[c].cat.codes >= 0) for c in categorical}
     frame = X.assign(**codes).astype(np.float64).assign(_y=y, _w=weight if weight is not None else 1.0)
-    # Shuffled, so every worker holds every period (the rows arrive in time order).
+    # Shuffled, so every worker holds every period (the rows arrive in time order), and
+    # scattered as pieces spread over the workers (not one large task graph).
     frame = frame.iloc[np.random.default_rng(0).permutation(len(frame))].reset_index(drop=True)
-    data = client.persist(dd.from_pandas(frame, npartitions=max(workers, 2), sort=False))
+    edges = np.linspace(0, len(frame), max(workers, 2) + 1).astype(int)
+    pieces = client.scatter([frame.iloc[a:b] for a, b in zip(edges[:-1], edges[1:])])
+    data = dd.from_delayed(pieces, meta=frame.iloc[:0], verify_meta=False)
     estimator = (DaskLGBMClassifier if options.get("objective") == "binary" else DaskLGBMRegressor)(client=client, **options)
     estimator.fit(data[list(X.columns)], data["_y"], sample_weight=data["_w"], categorical_feature=categorical)
     booster = estimator.booster_

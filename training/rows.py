@@ -28,13 +28,19 @@ from features.transit import keyed_uniform, training_moments
 # ----------------------------------------------------------------------- labels
 
 
-def censor_days(shipments: pd.DataFrame) -> float:
-    """How long before the end labels are complete: the 99th percentile lead time, 14 to 60 days."""
+def lead_days(shipments: pd.DataFrame) -> np.ndarray:
+    """Days from order to delivery of every delivered shipment."""
     done = shipments.delivered_at.notna()
-    if not done.any():
+    return ((shipments.delivered_at[done] - shipments.ordered_at[done]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
+
+
+def censor_days(shipments: pd.DataFrame | np.ndarray) -> float:
+    """How long before the end labels are complete: the 99th percentile lead time, 14 to
+    60 days (``shipments``, or their ``lead_days``)."""
+    lead = lead_days(shipments) if isinstance(shipments, pd.DataFrame) else shipments
+    if not len(lead):
         return 30.0
-    lead = (shipments.delivered_at[done] - shipments.ordered_at[done]) / pd.Timedelta(days=1)
-    return float(np.clip(np.ceil(lead.quantile(0.99)), 14, 60))
+    return float(np.clip(np.ceil(np.quantile(lead, 0.99)), 14, 60))
 
 
 def shipment_labels(shipments: pd.DataFrame, rows: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
@@ -97,8 +103,13 @@ def window_days(first: pd.Timestamp, label_end: pd.Timestamp) -> float:
 
 def shipment_split(snapshot: FeatureSnapshot, shipments: pd.DataFrame) -> Split:
     """EDD and delay: labelled moments end where censoring starts."""
-    label_end = snapshot.end - pd.Timedelta(days=censor_days(shipments))
-    return Split.before(label_end, window_days(shipments.ordered_at.min(), label_end))
+    return split_of_shipments(snapshot.end, lead_days(shipments), shipments.ordered_at.min())
+
+
+def split_of_shipments(end: pd.Timestamp, leads: np.ndarray, first_order: pd.Timestamp) -> Split:
+    """``shipment_split`` from what it reads: the data's end, every lead time, the first order."""
+    label_end = end - pd.Timedelta(days=censor_days(leads))
+    return Split.before(label_end, window_days(first_order, label_end))
 
 
 def churn_split(snapshot: FeatureSnapshot, ref_us: np.ndarray, horizon_days: float) -> tuple[Split, pd.Series]:
@@ -106,6 +117,90 @@ def churn_split(snapshot: FeatureSnapshot, ref_us: np.ndarray, horizon_days: flo
     ref = pd.Series(pd.to_datetime(ref_us, unit="us", utc=True)).astype("datetime64[us, UTC]")  # NAT stays NaT
     label_end = snapshot.end - pd.Timedelta(days=horizon_days)
     return Split.before(label_end, window_days(ref.min(), label_end)), ref
+
+
+MIN_TRAIN_ROWS = 300  # fewer, and a model is skipped with the reason
+#: most recent labelled training rows per model; older history reaches it through the
+#: features, and it bounds training time (and, on a cluster, the client's memory) at any scale
+MAX_TRAIN_ROWS = 600_000
+VALIDATION_SHARE = 0.1  # the newest tenth of those stops the boosting early
+LABEL = "_y"  # a window's label column
+REF = "_ref"  # a churn row's judged moment (its delivery), by which it is split and weighed
+
+
+def tail_bounds(train_us: np.ndarray, share: float = VALIDATION_SHARE) -> tuple[int, int]:
+    """The first moment of the newest ``MAX_TRAIN_ROWS`` training moments, and of the
+    newest ``share`` of those: rows from the first are used, and from the second on they
+    validate. Bounds, not positions, so every engine picks the same rows from its part."""
+    t = np.sort(np.asarray(train_us))[-MAX_TRAIN_ROWS:]
+    if not len(t):
+        return 0, 0
+    return int(t[0]), int(t[min(int(len(t) * (1 - share)), len(t) - 1)])
+
+
+def validation_tail(mask: np.ndarray, moments: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """Training rows split into fit and early-stopping parts (``tail_bounds``)."""
+    t = micros(moments)
+    first, cut = tail_bounds(t[mask])
+    return mask & (t >= first) & (t < cut), mask & (t >= cut)
+
+
+@dataclass
+class Windows:
+    """One model's labelled rows by window, the label in column ``LABEL``: the newest
+    training rows as ``fit`` and ``val`` (``tail_bounds``), then ``calibrate`` and
+    ``test``. ``n_train`` and ``positives`` count the whole training window's scored
+    rows (the delivered shipments at order, not their in-transit copies)."""
+
+    fit: pd.DataFrame
+    val: pd.DataFrame
+    calibrate: pd.DataFrame
+    test: pd.DataFrame
+    n_train: int
+    positives: float
+
+
+def windows_of(rows: pd.DataFrame, y: np.ndarray, window: np.ndarray, moments: pd.Series,
+               scored: np.ndarray | None = None) -> Windows:
+    """``rows`` with label ``y`` (NaN: unknown) and window ('train', 'calibrate', 'test')
+    as ``Windows``, the training tail chosen on ``moments``."""
+    y = np.asarray(y, dtype=float)
+    known = ~np.isnan(y)
+    train = known & (window == "train")
+    fit, val = validation_tail(train, moments)
+    rows = rows.assign(**{LABEL: y})
+    scored = np.ones(len(rows), dtype=bool) if scored is None else scored
+    return Windows(rows[fit], rows[val], rows[known & (window == "calibrate")], rows[known & (window == "test")],
+                   int((train & scored).sum()), float(y[train & scored].sum()))
+
+
+def windows_from(frames: list[pd.DataFrame], bounds: tuple[int, int], n_train: int, positives: float) -> Windows:
+    """``Windows`` from rows gathered with their window in ``_window`` (training rows from
+    the first bound on): what each partition of a cluster sends back."""
+    rows = pd.concat(frames, ignore_index=True)
+    t = micros(rows["_moment"])
+    w = rows.pop("_window").to_numpy()
+    rows = rows.drop(columns="_moment")
+    return Windows(rows[(w == "train") & (t < bounds[1])], rows[(w == "train") & (t >= bounds[1])],
+                   rows[w == "calibrate"], rows[w == "test"], n_train, positives)
+
+
+@dataclass
+class Labelled:
+    """Every model's labelled rows by window (``Windows``), and the splits that made them;
+    ``churn`` is the reason instead when there are too few mature churn labels."""
+
+    split: Split
+    edd: Windows
+    delay: Windows
+    churn: Windows | str
+    churn_split: Split | None
+    shipments: int
+
+
+def too_few_churn_labels(known: int, horizon_days: float) -> str:
+    return (f"too few mature churn labels: {known} deliveries are older than the {horizon_days:g}-day horizon at "
+            f"the end of the data (need {MIN_TRAIN_ROWS * 2})")
 
 
 # ---------------------------------------------------------------- model frames
@@ -140,8 +235,10 @@ def churn_training_rows(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: p
                         horizon_days: float, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """One row per judged order: half scored right after the delivery, half up to 60 days later."""
     exp = snapshot.customers.experience
-    rng = np.random.default_rng(seed)
-    lags = np.where(rng.random(size(exp)) < 0.5, 0.0, rng.uniform(0, 60, size(exp)))
+    # keyed draws per order, as the in-transit snapshots: the same on any partition
+    ids = np.asarray(exp["order_id"], dtype=object)
+    first, later = keyed_uniform(ids, exp["ref"], seed + 2), keyed_uniform(ids, exp["ref"], seed + 3)
+    lags = np.where(first < 0.5, 0.0, later * 60)
     rows = after_delivery(ds, snapshot, at_order_rows, churn_moments(exp, lags))
     ref = exp["ref"][Lookup(exp["order_id"]).codes(rows.order_id.to_numpy(dtype=object))]
     labels = churn_labels(snapshot.customers.orders, rows, ref, horizon_days, snapshot.end)

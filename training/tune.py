@@ -12,14 +12,13 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from data.load import DataSet
 from features.build import FeatureSnapshot
 from runtime.models import CategoricalEncoder
 from training.models import train_booster
 from features import spec
 from features.rhythm import rhythm_features
-from training.rows import churn_split, churn_training_rows, edd_training_rows, shipment_split
-from training.train import feature_columns, rhythm_params, validation_tail
+from training.rows import LABEL, Labelled, Windows
+from training.train import feature_columns, rhythm_params
 
 
 def search_space(trial: optuna.Trial) -> dict:
@@ -57,8 +56,11 @@ def _study(name: str, X, y, Xv, yv, objective_params: dict, n_trials: int, seed:
             "trials": len(study.trials), "pruned": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials)}
 
 
-def tune(ds: DataSet, n_trials: int, horizon_days: float = 90.0, seed: int = 0) -> dict[str, dict]:
-    """Best parameters per model, and what each study did."""
+def tune(snapshot: FeatureSnapshot, labelled: Labelled, n_trials: int, horizon_days: float = 90.0,
+         seed: int = 0) -> dict[str, dict]:
+    """Best parameters per model, and what each study did: trials fit on each model's
+    training rows (``Windows.fit``) and are judged on its early-stopping rows
+    (``Windows.val``), the rows the final fit uses, on either engine."""
     import mlflow
 
     def log_nested(model: str, number: int, params: dict, score: float) -> None:
@@ -66,30 +68,26 @@ def tune(ds: DataSet, n_trials: int, horizon_days: float = 90.0, seed: int = 0) 
             mlflow.log_params({k: v for k, v in params.items() if k not in ("objective",)})
             mlflow.log_metric("validation_loss", score)
 
-    snapshot = FeatureSnapshot.fit(ds)
-    split = shipment_split(snapshot, ds["shipments"])
-    rows, labels = edd_training_rows(ds, snapshot, seed=seed)
-    train_part = split.assign(rows.as_of) == "train"
-    features = feature_columns(rows, spec.EDD)
-    enc = CategoricalEncoder(spec.categorical(spec.EDD)).fit(rows[train_part])
-    X_all = enc.transform(rows.reindex(columns=features))
     out = {}
-    for name, y, extra in (("edd", np.log1p(labels.hours_left.to_numpy()), {"objective": "quantile", "alpha": 0.5}),
-                           ("delay", labels.late.to_numpy(), {"objective": "binary"})):
-        known = train_part & ~np.isnan(y)
-        fit, val = validation_tail(known, rows.as_of)
-        out[name] = _study(name, X_all[fit], y[fit], X_all[val], y[val], extra, n_trials, seed, log_nested)
-    churn_rows, churn_y, ref = churn_training_rows(ds, snapshot, rows[rows.hours_since_order == 0], horizon_days, seed)
-    known = ~np.isnan(churn_y)
-    if known.sum() > 600:
-        c_split, ref_ts = churn_split(snapshot, ref, horizon_days)
-        c_train = (c_split.assign(ref_ts) == "train") & known
-        rhythm = rhythm_params(snapshot, c_split.calibrate_from, {}, {})
-        churn_rows = churn_rows.assign(**rhythm_features(churn_rows, rhythm, horizon_days))
-        cfeat = feature_columns(churn_rows, spec.CHURN)
-        cX = CategoricalEncoder(spec.categorical(spec.CHURN)).fit(churn_rows[c_train]).transform(churn_rows.reindex(columns=cfeat))
-        fit, val = validation_tail(c_train, ref_ts)
-        out["churn"] = _study("churn", cX[fit], churn_y[fit], cX[val], churn_y[val],
-                              {"objective": "binary"}, n_trials, seed, log_nested)
+    hours = lambda y: np.log1p(np.maximum(y, 0))  # noqa: E731 - the EDD boosters learn log hours
+    for name, win, objective, label in (("edd", labelled.edd, {"objective": "quantile", "alpha": 0.5}, hours),
+                                        ("delay", labelled.delay, {"objective": "binary"}, None)):
+        out[name] = _study(name, *_matrices(win.fit, win.val, name, label), objective, n_trials, seed, log_nested)
+    if isinstance(labelled.churn, Windows):
+        rhythm = rhythm_params(snapshot, labelled.churn_split.calibrate_from, {}, {})
+        fit, val = (w.assign(**rhythm_features(w, rhythm, horizon_days)) for w in (labelled.churn.fit, labelled.churn.val))
+        out["churn"] = _study("churn", *_matrices(fit, val, spec.CHURN), {"objective": "binary"}, n_trials, seed,
+                              log_nested)
     logging.getLogger(__name__).info("tuned %s", {k: v["best_value"] for k, v in out.items()})
     return out
+
+
+def _matrices(fit: pd.DataFrame, val: pd.DataFrame, model: str, label=None):
+    """A model's feature matrices and labels for its fit and validation rows, categories
+    coded with the fit rows' levels, as the final fit codes them."""
+    features = feature_columns(fit, model)
+    encoder = CategoricalEncoder(spec.categorical(model)).fit(fit)
+    y, yv = fit[LABEL].to_numpy(dtype=float), val[LABEL].to_numpy(dtype=float)
+    if label is not None:
+        y, yv = label(y), label(yv)
+    return encoder.transform(fit.reindex(columns=features)), y, encoder.transform(val.reindex(columns=features)), yv

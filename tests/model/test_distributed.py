@@ -18,6 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from data.load import load_data_set
+from data.partitioned import read_on
 from eddy.cli import app
 from eddy.cluster import connect
 from features import distributed
@@ -56,7 +57,7 @@ def same_rows(a: pd.DataFrame, b: pd.DataFrame, key: list[str]) -> None:
 
 def test_features_on_dask_equal_the_in_process_build(client, ds, tmp_path):
     local = FeatureSnapshot.fit(ds)
-    parts = distributed.partitions(client, ds, tmp_path, n=5)
+    parts = read_on(client, ds.folder, n=5).parts
     remote = distributed.snapshot_on(client, parts, ds.get("locations"))
     assert remote.end == local.end and remote.history.last_day == local.history.last_day
     for level, table in {**local.history.tables, "volume": local.history.volume}.items():
@@ -78,8 +79,8 @@ def test_features_on_dask_equal_the_in_process_build(client, ds, tmp_path):
     same_rows(churn, distributed.rows_on(client, parts, remote, "after-delivery").compute(), ["order_id", "as_of"])
 
 
-def test_partitions_hold_whole_customers_with_their_scans(ds):
-    parts = distributed.split(ds, 4)
+def test_partitions_hold_whole_customers_with_their_scans(client, ds):
+    parts = client.gather(read_on(client, ds.folder, n=4).parts)
     assert sum(len(p["shipments"]) for p in parts) == len(ds["shipments"])
     assert sum(len(p["scans"]) for p in parts) == len(ds["scans"])
     owners = [set(p["customers"].customer_id) | set(p["shipments"].customer_id.dropna()) for p in parts]
@@ -93,7 +94,7 @@ def test_a_worker_killed_in_the_middle_of_the_build_changes_nothing(own_client, 
     client = own_client
     local = FeatureSnapshot.fit(ds)
     expected = in_transit(ds, local, at_order(ds, local))
-    parts = distributed.partitions(client, ds, tmp_path, n=8)
+    parts = read_on(client, ds.folder, n=8).parts
     rows = distributed.rows_on(client, parts, distributed.snapshot_on(client, parts, ds.get("locations")), "in-transit")
     victim, pid = next(iter(client.run(os.getpid).items()))
     future = client.compute(rows)
@@ -113,8 +114,6 @@ def test_predictions_on_dask_equal_eddy_predict_in_process(client, trained, tmp_
 
     result, ds = trained
     expected = predict_data_set(result.bundle, ds, WHEN)
-    from data.partitioned import read_on
-
     # as `eddy predict --cluster` does: the folder read by partition on the cluster
     got = list(predict_on(client, read_on(client, ds.folder).parts, result.bundle, WHEN))
     assert sorted(k for k, _, _ in got) == list(range(len(got))) and len(got) >= 2
@@ -143,7 +142,6 @@ def test_customer_scores_on_dask_equal_score_customers_in_process(client, traine
     """Each partition scores its own customers against the bundle's history cut to them;
     the customers only the bundle knows (half of them here) are scored in one more task.
     Every customer gets the in-process answer, and the drivers are the same."""
-    from data.partitioned import read_on
     from runtime.batch import score_data_set
     from runtime.distributed import score_on
 
@@ -178,6 +176,37 @@ def test_eddy_features_on_a_running_scheduler_writes_parts(client, sim_dir, tmp_
     assert bad.exit_code == 2 and "--cluster must be 'local' or a scheduler address" in bad.output
     file = CliRunner().invoke(app, ["features", str(sim_dir), "--out", str(tmp_path / "x.parquet"), "--cluster", "local"])
     assert file.exit_code == 2 and "--out is a folder" in file.output
+
+
+def test_training_windows_on_dask_equal_the_in_process_ones(client, trained, monkeypatch):
+    """What `train --cluster` learns from: every model's fit, early-stopping, calibration
+    and test rows, built by partition and sent back, equal the in-process windows row for
+    row (labels and judged moments included), with the same counts and splits. The cap on
+    training rows is lowered so that choosing the newest ones is tested too."""
+    from training import rows as training_rows
+    from training.distributed import labelled_on
+    from training.rows import LABEL, REF
+    from training.train import labelled_rows
+
+    monkeypatch.setattr(training_rows, "MAX_TRAIN_ROWS", 3000)
+    _, ds = trained
+    local_snapshot = FeatureSnapshot.fit(ds)
+    local = labelled_rows(ds, local_snapshot, 90.0, seed=3)
+    snapshot, remote = labelled_on(client, read_on(client, ds.folder, n=3), 90.0, seed=3)
+    assert snapshot.end == local_snapshot.end and remote.split == local.split and remote.churn_split == local.churn_split
+    assert remote.shipments == local.shipments
+    for name, key in (("edd", ["shipment_id", "as_of"]), ("delay", ["shipment_id", "as_of"]), ("churn", ["order_id", "as_of"])):
+        a, b = getattr(local, name), getattr(remote, name)
+        assert a.n_train == b.n_train and a.positives == pytest.approx(b.positives, rel=1e-12), name
+        for window in ("fit", "val", "calibrate", "test"):
+            x, y = getattr(a, window), getattr(b, window)
+            assert len(x) > 10, (name, window)
+            same_rows(x[sorted(x.columns)], y[sorted(x.columns)], key)
+    assert {LABEL, REF} <= set(remote.churn.fit.columns)
+    assert len(remote.edd.fit) + len(remote.edd.val) <= 3000 + 5 < remote.edd.n_train  # the cap held (ties aside)
+    # the gathered customer tables are the in-process ones, customer by customer
+    for table in ("orders", "experience"):
+        same_rows(local_snapshot.customers.frame(table), snapshot.customers.frame(table), ["order_id"])
 
 
 def test_boosters_trained_on_dask_match_the_in_process_fit(client, trained):
@@ -238,9 +267,6 @@ def _planted(sim_small, folder):
 def test_reading_on_dask_accepts_and_quarantines_what_the_reader_does(client, sim_small, tmp_path):
     """Per-partition validation: the same accepted rows, the same quarantined rows with
     their part, row, column and rule, and counts that add up, table by table."""
-    from data.load import load_data_set
-    from data.partitioned import read_on
-
     _planted(sim_small, tmp_path)
     whole = load_data_set(tmp_path)
     assert whole.total_quarantined >= 5

@@ -1,0 +1,131 @@
+"""Training rows on a Dask cluster: what ``eddy train --cluster`` learns from.
+
+Each partition (whole customers with their scans: ``data.partitioned``) builds its own
+training rows with the in-process functions of ``training.rows``, the snapshot sent
+once to every worker. Only what the models learn from leaves the workers:
+
+* The splits need facts about the whole data set (every lead time for censoring, the
+  first order, the earliest judged delivery for churn): gathered as arrays.
+* Each model learns from its newest ``MAX_TRAIN_ROWS`` training rows, chosen by moment
+  bounds (``training.rows.tail_bounds``) computed here from every partition's training
+  moments; each partition then sends back its training rows from the first bound on,
+  with its calibration and test windows.
+
+Rows are built twice on the workers (once for moments and labels, once for the windows):
+a second build costs less than keeping every row of a large data set in worker memory.
+So this process holds at most ``MAX_TRAIN_ROWS`` training rows per model, plus the
+calibration and test windows, whatever the size of the data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+
+from data.load import DataSet
+from features.build import FeatureSnapshot
+from features.customer import CustomerHistory
+from features.distributed import customers_of, snapshot_on
+from features.pit import micros
+from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, churn_split, churn_training_rows,
+                           edd_training_rows, lead_days, split_of_shipments, tail_bounds, too_few_churn_labels,
+                           windows_from)
+
+#: the shipment models and their label columns in a partition's rows
+SHIPMENT_LABELS = {"edd": "_hours", "delay": "_late"}
+
+
+def _snapshot(client, data, end: pd.Timestamp | None) -> FeatureSnapshot:
+    """``FeatureSnapshot.fit`` over the partitions: the history reduced on the cluster, the
+    customer tables gathered (the bundle serves them; partitions hold whole customers)."""
+    customers = CustomerHistory.joined(client.gather(client.map(customers_of, data.parts)))
+    return snapshot_on(client, data.parts, data.locations, None, end, customers)
+
+
+def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timestamp | None = None):
+    """The snapshot and every model's ``Windows`` (``training.train.Labelled``), built on the cluster."""
+    snapshot = _snapshot(client, data, end)
+    shared = client.scatter(snapshot, broadcast=True)
+    leads, firsts = zip(*client.gather(client.map(_shipment_facts, data.parts)))
+    split = split_of_shipments(snapshot.end, np.concatenate(leads), min(f for f in firsts if f is not None))
+    facts = client.gather(client.map(_label_facts, data.parts, snapshot=shared, split=split, horizon_days=horizon_days,
+                                     seed=seed))
+    bounds, counts = {}, {}
+    for name, label in SHIPMENT_LABELS.items():
+        moments, n, positives = zip(*(f[label] for f in facts))
+        bounds[name], counts[name] = tail_bounds(np.concatenate(moments)), (sum(n), sum(positives))
+    refs, y, first_ref = (np.concatenate([f["churn"][i] for f in facts]) for i in range(3))
+    c_split = None
+    if len(y) >= 2 * MIN_TRAIN_ROWS and len(first_ref):
+        c_split = churn_split(snapshot, first_ref.min(keepdims=True), horizon_days)[0]
+        train = refs < micros(pd.Series([c_split.calibrate_from]))[0]
+        bounds["churn"], counts["churn"] = tail_bounds(refs[train]), (int(train.sum()), float(y[train].sum()))
+    parts = client.gather(client.map(_windows, data.parts, snapshot=shared, split=split, churn=c_split, bounds=bounds,
+                                     horizon_days=horizon_days, seed=seed))
+    windows = {name: windows_from([p[name] for p in parts], bounds[name], *counts[name]) for name in bounds}
+    churn = windows["churn"] if c_split is not None else too_few_churn_labels(len(y), horizon_days)
+    shipments = data.report["shipments"].accepted
+    return snapshot, Labelled(split, windows["edd"], windows["delay"], churn, c_split, shipments)
+
+
+def _shipment_facts(part: DataSet) -> tuple[np.ndarray, pd.Timestamp | None]:
+    s = part["shipments"]
+    return lead_days(s), (s.ordered_at.min() if len(s) else None)
+
+
+def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days: float,
+            seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A partition's shipment rows with their labels and window, and its churn rows with
+    their label and judged moment (microseconds)."""
+    snap = dataclasses.replace(snapshot, customers=customers_of(part))
+    rows, labels = edd_training_rows(part, snap, seed=seed)
+    at_order = rows.hours_since_order.to_numpy() == 0
+    shipments = rows.assign(_hours=labels.hours_left.to_numpy(), _late=labels.late.to_numpy(),
+                            _window=split.assign(rows.as_of))
+    churn_rows, y, ref = churn_training_rows(part, snap, rows[at_order], horizon_days, seed)
+    return shipments, churn_rows.assign(**{LABEL: y, "_ref_us": ref})
+
+
+def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days: float, seed: int) -> dict:
+    """Per shipment model: the training rows' moments, and their count and positives at
+    order; for churn: every labelled row's judged moment and label, and the earliest."""
+    shipments, churn = _frames(part, snapshot, split, horizon_days, seed)
+    t = micros(shipments.as_of)
+    train = shipments._window.to_numpy() == "train"
+    at_order = shipments.hours_since_order.to_numpy() == 0
+    out = {}
+    for label in SHIPMENT_LABELS.values():
+        y = shipments[label].to_numpy()
+        known = train & ~np.isnan(y)
+        out[label] = (t[known], int((known & at_order).sum()), float(y[known & at_order].sum()))
+    y, ref = churn[LABEL].to_numpy(), churn["_ref_us"].to_numpy()
+    known = ~np.isnan(y)
+    out["churn"] = (ref[known], y[known], ref[:1] if not len(ref) else ref.min(keepdims=True))
+    return out
+
+
+def _windows(part: DataSet, snapshot: FeatureSnapshot, split: Split, churn: Split | None, bounds: dict,
+             horizon_days: float, seed: int) -> dict[str, pd.DataFrame]:
+    """A partition's rows of every window, its training rows from the first bound on."""
+    shipments, churn_rows = _frames(part, snapshot, split, horizon_days, seed)
+    out = {}
+    window = shipments._window.to_numpy()
+    for name, label in SHIPMENT_LABELS.items():
+        y = shipments[label].to_numpy()
+        keep = _kept(y, window, micros(shipments.as_of), bounds[name][0])
+        out[name] = (shipments[keep].drop(columns=list(SHIPMENT_LABELS.values()))
+                     .assign(**{LABEL: y[keep], "_moment": shipments.as_of[keep]}))
+    if churn is not None:
+        ref = pd.Series(pd.to_datetime(churn_rows.pop("_ref_us").to_numpy(), unit="us", utc=True),
+                        index=churn_rows.index).astype("datetime64[us, UTC]")
+        window = churn.assign(ref)
+        keep = _kept(churn_rows[LABEL].to_numpy(), window, micros(ref), bounds["churn"][0])
+        out["churn"] = churn_rows[keep].assign(**{REF: ref[keep], "_moment": ref[keep], "_window": window[keep]})
+    return out
+
+
+def _kept(y: np.ndarray, window: np.ndarray, t: np.ndarray, first: int) -> np.ndarray:
+    """Labelled rows of the calibration and test windows, and training rows from ``first`` on."""
+    return ~np.isnan(y) & (((window == "train") & (t >= first)) | (window == "calibrate") | (window == "test"))
