@@ -49,7 +49,7 @@ def latest_run(engine) -> tuple[dict, pd.DataFrame] | None:
     return out, frame
 
 
-def _clock_metric(metric: str) -> bool:
+def clock_metric(metric: str) -> bool:
     """A drift figure of a calendar-bound feature (``psi_edd@at_order:order_month``)."""
     head, _, name = metric.partition(":")
     try:
@@ -71,7 +71,7 @@ def headline(frame: pd.DataFrame, min_rows: int = 50, min_drift_rows: int = 200)
             if len(m):
                 figs[metric] = float(m.sort_values("week").value.iloc[-1])
         psi = t[t.metric.str.startswith("psi_") & (t.n >= min_drift_rows)]
-        psi = psi[~psi.metric.map(_clock_metric)] if len(psi) else psi
+        psi = psi[~psi.metric.map(clock_metric)] if len(psi) else psi
         if len(psi):
             model = psi.metric.str.split(":").str[0].str[4:].str.split("@").str[0]
             for name, p in psi.groupby(model):

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from features import spec
-from runtime.monitor_store import _clock_metric, headline, latest_run
+from runtime.monitor_store import clock_metric, headline, latest_run
 
 #: the live metrics plotted over time, their titles, and whether they are shares
 PLOTTED = [("coverage_80", "10-90% interval coverage", True), ("edd_mae_days", "EDD mean absolute error (days)", False),
@@ -116,14 +116,14 @@ def _drift(frame: pd.DataFrame) -> list[dict]:
     champion = psi[psi.alias == "champion"] if (psi.alias == "champion").any() else psi
     for key, p in champion.groupby(champion.metric.str.split(":").str[0].str[4:]):
         latest = p[p.week == _settled_week(p, MIN_DRIFT_ROWS)].assign(feature=lambda d: d.metric.str.split(":").str[1])
-        latest = latest.assign(clock=latest.metric.map(_clock_metric))
+        latest = latest.assign(clock=latest.metric.map(clock_metric))
         # what may need acting on first; calendar-bound features (which move by construction) after
         latest = latest.sort_values(["clock", "value"], ascending=[True, False]).head(15)
         shap = frame[frame.metric.str.startswith(f"mean_abs_shap_{key}:") & (frame.week == latest.week.iloc[0])
                      & (frame.alias.isin(latest.alias.unique()))]
         shap = shap.assign(feature=shap.metric.str.split(":").str[1]).drop_duplicates("feature").set_index("feature")
         model, _, moment = key.partition("@")
-        rows = [{"feature": r.feature, "psi": float(r.value), "clock": _clock_metric(r.metric),
+        rows = [{"feature": r.feature, "psi": float(r.value), "clock": clock_metric(r.metric),
                  "words": _words(model, r.feature),
                  "shap_live": _get(shap.value, r.feature), "shap_ref": _get(shap.reference, r.feature)}
                 for r in latest.itertuples()]

@@ -11,8 +11,9 @@ once to every worker. Only what the models learn from leaves the workers:
   moments; each partition then sends back its training rows from the first bound on,
   with its calibration and test windows.
 
-Rows are built twice on the workers (once for moments and labels, once for the windows):
-a second build costs less than keeping every row of a large data set in worker memory.
+A first pass computes only the rows' moments and labels (``edd_training_moments``,
+``churn_training_moments``: no feature is built), the second builds the rows of the
+windows: cheaper than keeping every row of a large data set in worker memory.
 So this process holds at most ``MAX_TRAIN_ROWS`` training rows per model, plus the
 calibration and test windows, whatever the size of the data.
 """
@@ -28,13 +29,14 @@ from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.customer import CustomerHistory
 from features.distributed import customers_of, snapshot_on
-from features.pit import micros
-from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, churn_split, churn_training_rows,
-                           edd_training_rows, lead_days, split_of_shipments, tail_bounds, too_few_churn_labels,
+from features.pit import frame_of, micros
+from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, churn_labels, churn_split,
+                           churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows,
+                           lead_days, shipment_labels, split_of_shipments, tail_bounds, too_few_churn_labels,
                            windows_from)
 
-#: the shipment models and their label columns in a partition's rows
-SHIPMENT_LABELS = {"edd": "_hours", "delay": "_late"}
+#: the shipment models and their labels (``training.rows.shipment_labels``)
+SHIPMENT_LABELS = {"edd": "hours_left", "delay": "late"}
 
 
 def _snapshot(client, data, end: pd.Timestamp | None) -> FeatureSnapshot:
@@ -45,16 +47,17 @@ def _snapshot(client, data, end: pd.Timestamp | None) -> FeatureSnapshot:
 
 
 def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timestamp | None = None):
-    """The snapshot and every model's ``Windows`` (``training.train.Labelled``), built on the cluster."""
+    """The snapshot and every model's ``Windows`` (``Labelled``), built on the cluster."""
     snapshot = _snapshot(client, data, end)
-    shared = client.scatter(snapshot, broadcast=True)
+    # every worker gets the history once; the customer tables each partition builds itself
+    shared = client.scatter(dataclasses.replace(snapshot, customers=None), broadcast=True)
     leads, firsts = zip(*client.gather(client.map(_shipment_facts, data.parts)))
     split = split_of_shipments(snapshot.end, np.concatenate(leads), min(f for f in firsts if f is not None))
     facts = client.gather(client.map(_label_facts, data.parts, snapshot=shared, split=split, horizon_days=horizon_days,
                                      seed=seed))
     bounds, counts = {}, {}
-    for name, label in SHIPMENT_LABELS.items():
-        moments, n, positives = zip(*(f[label] for f in facts))
+    for name in SHIPMENT_LABELS:
+        moments, n, positives = zip(*(f[name] for f in facts))
         bounds[name], counts[name] = tail_bounds(np.concatenate(moments)), (sum(n), sum(positives))
     refs, y, first_ref = (np.concatenate([f["churn"][i] for f in facts]) for i in range(3))
     c_split = None
@@ -82,7 +85,7 @@ def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days
     snap = dataclasses.replace(snapshot, customers=customers_of(part))
     rows, labels = edd_training_rows(part, snap, seed=seed)
     at_order = rows.hours_since_order.to_numpy() == 0
-    shipments = rows.assign(_hours=labels.hours_left.to_numpy(), _late=labels.late.to_numpy(),
+    shipments = rows.assign(**{f"_{c}": labels[c].to_numpy() for c in SHIPMENT_LABELS.values()},
                             _window=split.assign(rows.as_of))
     churn_rows, y, ref = churn_training_rows(part, snap, rows[at_order], horizon_days, seed)
     return shipments, churn_rows.assign(**{LABEL: y, "_ref_us": ref})
@@ -90,19 +93,23 @@ def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days
 
 def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days: float, seed: int) -> dict:
     """Per shipment model: the training rows' moments, and their count and positives at
-    order; for churn: every labelled row's judged moment and label, and the earliest."""
-    shipments, churn = _frames(part, snapshot, split, horizon_days, seed)
-    t = micros(shipments.as_of)
-    train = shipments._window.to_numpy() == "train"
-    at_order = shipments.hours_since_order.to_numpy() == 0
+    order; for churn: every labelled row's judged moment and label, and the earliest.
+    From the rows' moments alone: no feature is built for them."""
+    snap = dataclasses.replace(snapshot, customers=customers_of(part))
+    moments = frame_of(edd_training_moments(part, snap, seed), timestamps=("as_of",))
+    labels = shipment_labels(part["shipments"], moments, snap.end)
+    t = micros(moments.as_of)
+    train = split.assign(moments.as_of) == "train"
+    at_order = np.arange(len(moments)) < len(part["shipments"])  # the order-time rows come first
     out = {}
-    for label in SHIPMENT_LABELS.values():
-        y = shipments[label].to_numpy()
+    for label, column in SHIPMENT_LABELS.items():
+        y = labels[column].to_numpy()
         known = train & ~np.isnan(y)
         out[label] = (t[known], int((known & at_order).sum()), float(y[known & at_order].sum()))
-    y, ref = churn[LABEL].to_numpy(), churn["_ref_us"].to_numpy()
+    churn, ref, customers = churn_training_moments(snap, seed)
+    y = churn_labels(snap.customers.orders, {"customer_id": customers}, ref, horizon_days, snap.end)
     known = ~np.isnan(y)
-    out["churn"] = (ref[known], y[known], ref[:1] if not len(ref) else ref.min(keepdims=True))
+    out["churn"] = (ref[known], y[known], ref.min(keepdims=True) if len(ref) else ref)
     return out
 
 
@@ -112,11 +119,11 @@ def _windows(part: DataSet, snapshot: FeatureSnapshot, split: Split, churn: Spli
     shipments, churn_rows = _frames(part, snapshot, split, horizon_days, seed)
     out = {}
     window = shipments._window.to_numpy()
-    for name, label in SHIPMENT_LABELS.items():
-        y = shipments[label].to_numpy()
+    labels = [f"_{c}" for c in SHIPMENT_LABELS.values()]
+    for name, column in SHIPMENT_LABELS.items():
+        y = shipments[f"_{column}"].to_numpy()
         keep = _kept(y, window, micros(shipments.as_of), bounds[name][0])
-        out[name] = (shipments[keep].drop(columns=list(SHIPMENT_LABELS.values()))
-                     .assign(**{LABEL: y[keep], "_moment": shipments.as_of[keep]}))
+        out[name] = shipments[keep].drop(columns=labels).assign(**{LABEL: y[keep], "_moment": shipments.as_of[keep]})
     if churn is not None:
         ref = pd.Series(pd.to_datetime(churn_rows.pop("_ref_us").to_numpy(), unit="us", utc=True),
                         index=churn_rows.index).astype("datetime64[us, UTC]")

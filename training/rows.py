@@ -206,40 +206,55 @@ def too_few_churn_labels(known: int, horizon_days: float) -> str:
 # ---------------------------------------------------------------- model frames
 
 
-def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
-                      transit_per_shipment: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows at order time for every shipment, plus ``transit_per_shipment`` in-transit
-    snapshots each, with their labels."""
+def edd_training_moments(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
+                         transit_per_shipment: int = 1) -> dict[str, np.ndarray]:
+    """Every shipment at its order time, then ``transit_per_shipment`` in-transit snapshots
+    of each: ``shipment_id``, ``pos`` (the shipment's row) and ``as_of`` (microseconds)."""
     shipments, scans = ds["shipments"], ds.get("scans")
-    cols = columns_of(shipments)
-    at_order_rows = shipment_features(cols, snapshot.history, snapshot.locations, snapshot.country)
+    ids = shipments.shipment_id.astype("str").to_numpy(dtype=object)
     transit = training_moments(shipments, scans, snapshot.end, seed)
     if len(transit) and transit_per_shipment:
         # a keyed draw picks each shipment's snapshots, as it placed them: the same on any partition
         codes = transit.shipment_id.cat.codes.to_numpy()
-        draw = keyed_uniform(cols["shipment_id"][codes].astype(object), micros(transit.as_of), seed + 1)
+        draw = keyed_uniform(ids[codes], micros(transit.as_of), seed + 1)
         ranked = transit.iloc[np.lexsort((draw, codes))]
         transit = ranked[ranked.groupby("shipment_id", observed=True).cumcount() < transit_per_shipment]
     else:
         transit = transit.iloc[:0]
     # Every shipment at its order, then the snapshots; positions known, so no id lookup.
     pos = np.concatenate([np.arange(len(shipments)), transit.shipment_id.cat.codes.to_numpy().astype(np.int64)])
-    moments = {"shipment_id": cols["shipment_id"][pos], "pos": pos,
-               "as_of": np.concatenate([cols["ordered_at"], micros(transit.as_of)])}
+    return {"shipment_id": ids[pos], "pos": pos,
+            "as_of": np.concatenate([micros(shipments.ordered_at), micros(transit.as_of)])}
+
+
+def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
+                      transit_per_shipment: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The rows of ``edd_training_moments``, with their labels."""
+    shipments, scans = ds["shipments"], ds.get("scans")
+    cols = columns_of(shipments)
+    at_order_rows = shipment_features(cols, snapshot.history, snapshot.locations, snapshot.country)
+    moments = edd_training_moments(ds, snapshot, seed, transit_per_shipment)
     rows = frame_of(shipment_rows(cols, columns_of(scans) if scans is not None else None, moments, snapshot,
                                   at_order_rows), timestamps=("as_of",))
     return rows, shipment_labels(shipments, rows, snapshot.end)
 
 
-def churn_training_rows(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None,
-                        horizon_days: float, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    """One row per judged order: half scored right after the delivery, half up to 60 days later."""
+def churn_training_moments(snapshot: FeatureSnapshot, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """One moment per judged order (half right after the delivery, half up to 60 days
+    later), with the delivery's judged moment (microseconds) and the customer."""
     exp = snapshot.customers.experience
     # keyed draws per order, as the in-transit snapshots: the same on any partition
     ids = np.asarray(exp["order_id"], dtype=object)
     first, later = keyed_uniform(ids, exp["ref"], seed + 2), keyed_uniform(ids, exp["ref"], seed + 3)
-    lags = np.where(first < 0.5, 0.0, later * 60)
-    rows = after_delivery(ds, snapshot, at_order_rows, churn_moments(exp, lags))
+    moments = churn_moments(exp, np.where(first < 0.5, 0.0, later * 60))
+    at = Lookup(exp["order_id"]).codes(moments.order_id.to_numpy(dtype=object))
+    return moments, exp["ref"][at], np.asarray(exp["customer_id"], dtype=object)[at]
+
+
+def churn_training_rows(ds: DataSet, snapshot: FeatureSnapshot, at_order_rows: pd.DataFrame | None,
+                        horizon_days: float, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The rows of ``churn_training_moments``, with their labels and judged moments."""
+    rows = after_delivery(ds, snapshot, at_order_rows, churn_training_moments(snapshot, seed)[0])
+    exp = snapshot.customers.experience
     ref = exp["ref"][Lookup(exp["order_id"]).codes(rows.order_id.to_numpy(dtype=object))]
-    labels = churn_labels(snapshot.customers.orders, rows, ref, horizon_days, snapshot.end)
-    return rows, labels, ref
+    return rows, churn_labels(snapshot.customers.orders, rows, ref, horizon_days, snapshot.end), ref

@@ -100,7 +100,8 @@ def train(ds: DataSet | None, horizon_days: float = 90.0, params: dict[str, dict
     fitted: dict[str, object] = {}
     truth = truth_tables(folder)
 
-    tables["_sample_shipment_rows"] = labelled.edd.fit.drop(columns=LABEL).head(50)  # for MLflow signatures
+    sample = next((w.fit for w in (labelled.edd, labelled.delay) if len(w.fit)), labelled.edd.fit)
+    tables["_sample_shipment_rows"] = sample.drop(columns=LABEL).head(50)  # for MLflow signatures
     report("EDD model", 0.2)
     hl = recency_half_life_days
     edd = _train_edd(labelled.edd, params.get("edd"), metrics, skipped, evaluation, tables, truth, hl, client)

@@ -100,31 +100,32 @@ def test_predict_and_score_with_the_champion(store):
 
 
 def test_predict_and_score_on_a_cluster_answer_as_in_process(store):
-    """`--cluster local` through the real commands: parts written, every answer the one
-    the in-process command gave (the run above), and logged like it."""
+    """`--cluster` through the real commands, on a scheduler started apart (as in
+    production): parts written, every answer the one the in-process command gave (the
+    run above), and logged like it."""
+    from eddy.cluster import connect
+
     root, data, env = store
-    r = eddy(env, "predict", str(data), "--out", str(root / "p-parts"), "--cluster", "local")
-    assert "Dask: local cluster of" in r.stdout and "on the cluster to" in r.stdout
+    with connect("local", say=lambda _: None, n_workers=2, memory_limit="3GiB") as client:
+        address = client.scheduler.address
+        r = eddy(env, "predict", str(data), "--out", str(root / "p-parts"), "--cluster", address)
+        assert f"Dask: scheduler {address}" in r.stdout and "on the cluster to" in r.stdout
+        s = eddy(env, "score-customers", str(data), "--out", str(root / "s-parts"), "--cluster", address)
     parts = pd.read_parquet(root / "p-parts").sort_values("shipment_id").reset_index(drop=True)
     p = pd.read_parquet(root / "p.parquet").sort_values("shipment_id").reset_index(drop=True)
     assert len(list((root / "p-parts").glob("part-*.parquet"))) >= 2
     pd.testing.assert_frame_equal(p, parts[p.columns])
-    r = eddy(env, "score-customers", str(data), "--out", str(root / "s-parts"), "--cluster", "local")
     scored = pd.read_parquet(root / "s-parts")
     stored = pd.read_parquet(latest_run(root / "scores") / "latest.parquet")
-    assert f"scored {len(stored):,} customers" in r.stdout
+    assert f"scored {len(stored):,} customers" in s.stdout
     assert (scored.churn_risk.diff().dropna() <= 0).all()  # riskiest first, across parts
     key = lambda t: t.drop(columns="scored_at").sort_values("customer_id").reset_index(drop=True)  # noqa: E731
     pd.testing.assert_frame_equal(key(stored), key(scored))
     with sqlite3.connect(root / "mlruns" / "eddy.db") as db:
         logged = pd.read_sql("select source, shipment_id, customer_id from predictions", db)
     by_source = logged.groupby("source").size().to_dict()
-    assert by_source["score-customers"] == 2 * len(stored) and by_source["predict"] == 2 * len(p) + len(t_rows(root))
+    assert by_source["score-customers"] == 2 * len(stored) and by_source["predict"] == 2 * len(p) + len(pd.read_csv(root / "t.csv"))
     assert logged[logged.source == "score-customers"].shipment_id.notna().all()
-
-
-def t_rows(root: Path) -> pd.DataFrame:
-    return pd.read_csv(root / "t.csv")
 
 
 def test_a_second_tuned_training_is_only_the_challenger_and_promotion_follows_the_rule(store):
