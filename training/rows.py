@@ -18,7 +18,7 @@ import pandas as pd
 from data.load import DataSet
 from features.build import FeatureSnapshot, after_delivery
 from features.customer import churn_moments
-from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, Lookup, columns_of, frame_of, micros, size
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, Lookup, columns_of, frame_of, micros
 from features.rows import shipment_rows
 from features.shipment import shipment_features
 from features.transit import keyed_uniform, training_moments
