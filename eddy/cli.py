@@ -188,8 +188,7 @@ def _features_on_cluster(folder: Path, out_dir: Path, moment: str, when, holiday
     reduced and the rows built on Dask, written by the workers as Parquet parts."""
     from features import distributed
 
-    if out_dir.suffix:
-        fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
+    _require_parts_folder(out_dir)
     with _cluster(address) as client, status("features on the cluster"):
         data = _read_on(client, folder)
         snapshot = distributed.snapshot_on(client, data.parts, data.locations, country=holidays)
@@ -197,6 +196,12 @@ def _features_on_cluster(folder: Path, out_dir: Path, moment: str, when, holiday
         rows.to_parquet(out_dir, write_index=False, overwrite=True)
         n = int(rows.map_partitions(len).sum().compute())
     out.print(f"wrote {n:,} {moment} feature rows in {rows.npartitions} parts to {out_dir}/", highlight=False)
+
+
+def _require_parts_folder(out_dir: Path) -> None:
+    """With ``--cluster`` the workers write Parquet parts: ``--out`` names their folder."""
+    if out_dir.suffix:
+        fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
 
 
 def _read_on(client, folder: Path):
@@ -539,8 +544,7 @@ def _predict_on_cluster(folder: Path, out_dir: Path, when, confidence: float, re
     from runtime.distributed import predict_on
     from runtime.store import write_table
 
-    if out_dir.suffix:
-        fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
+    _require_parts_folder(out_dir)
     bundle, version = _champion()
     for old in out_dir.glob("part-*.parquet"):  # a previous run's parts would mix in
         old.unlink()
@@ -594,8 +598,8 @@ def _score_on_cluster(folder: Path, out_dir: Path | None, when, window_days: flo
     from runtime.distributed import score_on
     from runtime.store import write_scoring, write_table
 
-    if out_dir is not None and out_dir.suffix:
-        fail(f"with --cluster, --out is a folder for the Parquet parts, not a file ({out_dir.name})")
+    if out_dir is not None:
+        _require_parts_folder(out_dir)
     bundle, version = _champion()
     with _cluster(address) as client, status(f"scoring customers with model version {version} on the cluster"):
         data = _read_on(client, folder)

@@ -60,8 +60,7 @@ def scored_customers(bundle: ModelBundle, ds: DataSet, moment: pd.Timestamp, win
     of ``ds`` whose latest delivery falls in the window, scored at ``moment``. A customer's
     score reads only that customer's rows, so scoring a data set a part at a time (whole
     customers in each) gives every customer the same answer."""
-    if bundle.churn is None:
-        raise RuntimeError("no churn model in this version: " + bundle.meta.get("skipped", {}).get("churn", "not trained"))
+    bundle.require_churn()
     shipments, scans = ds["shipments"], ds.get("scans")
     history = (customers if customers is not None else bundle.snapshot.customers).with_orders(shipments, scans)
     t = int(micros(pd.Series([moment]))[0])

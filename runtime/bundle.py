@@ -151,11 +151,15 @@ class ModelBundle:
         """Churn risk per (order_id, as_of), the delivery it follows, and its reasons."""
         return self.score_churn_rows(self.churn_rows(shipments, scans, moments, history), explain)
 
+    def require_churn(self) -> None:
+        """Raises, with the training's reason, when this version has no churn model."""
+        if self.churn is None:
+            raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
+
     def score_churn(self, rows, explain: bool = True) -> Columns:
         """Churn risk and its percentile, the delivery facts a CX agent reads, and
         (``explain``) the reasons and the share of the risk the actionable ones explain."""
-        if self.churn is None:
-            raise RuntimeError("no churn model in this version: " + self.meta.get("skipped", {}).get("churn", "not trained"))
+        self.require_churn()
         rows = self.churn._derived(rows)  # the rhythm columns, so reasons show their values
         n = len(np.asarray(rows["customer_id"]))
         X = self.churn._matrix(rows) if n else None  # once: the risk and the reasons read it

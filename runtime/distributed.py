@@ -66,8 +66,7 @@ def score_on(client, parts: list, bundle: ModelBundle, as_of: pd.Timestamp | Non
     """``runtime.batch.score_data_set`` by partition: each scores its own customers; the
     customers only the bundle's history knows are scored in one more task; the tables and
     the loyalty drivers come together here. Also each scored order's shipment."""
-    if bundle.churn is None:
-        raise RuntimeError("no churn model in this version: " + bundle.meta.get("skipped", {}).get("churn", "not trained"))
+    bundle.require_churn()
     if as_of is None:
         ends = [e for e in client.gather(client.map(end_of, parts)) if e is not None]
         as_of = max(ends) + pd.Timedelta(seconds=1) if ends else bundle.snapshot.end

@@ -30,7 +30,7 @@ from features.transit import training_moments
 from runtime.bundle import ModelBundle
 from training import baselines
 from training.evaluate import edd_metrics, interval_metrics, probability_metrics, top_decile_lift
-from training.rows import censor_days, churn_labels, shipment_labels
+from training.rows import censor_days, churn_labels, lead_days, shipment_labels
 from training.train import (MIN_EVAL_ROWS, RECENCY_HALF_LIFE_DAYS, TrainResult, hours_to_end_of_day, train,
                             truth_tables)
 
@@ -52,7 +52,7 @@ def default_cutoffs(ds: DataSet, n: int, every: pd.Timedelta, horizon: pd.Timede
     """``n`` midnights ``every`` apart, the last one late enough that every label of its
     window is known by the end of the data (deliveries and the churn horizon)."""
     shipments = ds["shipments"]
-    lag = pd.Timedelta(days=max(censor_days(shipments), churn_horizon_days))
+    lag = pd.Timedelta(days=max(censor_days(lead_days(shipments)), churn_horizon_days))
     last = (data_end(shipments, ds.get("scans")) - horizon - lag).floor("D")
     return [last - k * every for k in reversed(range(n))]
 

@@ -30,8 +30,8 @@ from features.build import FeatureSnapshot
 from features.customer import CustomerHistory
 from features.distributed import customers_of, snapshot_on
 from features.pit import frame_of, micros
-from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, churn_labels, churn_split,
-                           churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows,
+from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, at_order, churn_labels, churn_split,
+                           churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows, kept,
                            lead_days, shipment_labels, split_of_shipments, tail_bounds, too_few_churn_labels,
                            windows_from)
 
@@ -84,10 +84,9 @@ def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days
     their label and judged moment (microseconds)."""
     snap = dataclasses.replace(snapshot, customers=customers_of(part))
     rows, labels = edd_training_rows(part, snap, seed=seed)
-    at_order = rows.hours_since_order.to_numpy() == 0
     shipments = rows.assign(**{f"_{c}": labels[c].to_numpy() for c in SHIPMENT_LABELS.values()},
                             _window=split.assign(rows.as_of))
-    churn_rows, y, ref = churn_training_rows(part, snap, rows[at_order], horizon_days, seed)
+    churn_rows, y, ref = churn_training_rows(part, snap, rows[at_order(rows)], horizon_days, seed)
     return shipments, churn_rows.assign(**{LABEL: y, "_ref_us": ref})
 
 
@@ -100,12 +99,12 @@ def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon
     labels = shipment_labels(part["shipments"], moments, snap.end)
     t = micros(moments.as_of)
     train = split.assign(moments.as_of) == "train"
-    at_order = np.arange(len(moments)) < len(part["shipments"])  # the order-time rows come first
+    ordered = np.arange(len(moments)) < len(part["shipments"])  # the order-time rows come first
     out = {}
     for label, column in SHIPMENT_LABELS.items():
         y = labels[column].to_numpy()
         known = train & ~np.isnan(y)
-        out[label] = (t[known], int((known & at_order).sum()), float(y[known & at_order].sum()))
+        out[label] = (t[known], int((known & ordered).sum()), float(y[known & ordered].sum()))
     churn, ref, customers = churn_training_moments(snap, seed)
     y = churn_labels(snap.customers.orders, {"customer_id": customers}, ref, horizon_days, snap.end)
     known = ~np.isnan(y)
@@ -120,19 +119,15 @@ def _windows(part: DataSet, snapshot: FeatureSnapshot, split: Split, churn: Spli
     out = {}
     window = shipments._window.to_numpy()
     labels = [f"_{c}" for c in SHIPMENT_LABELS.values()]
+    t = micros(shipments.as_of)
     for name, column in SHIPMENT_LABELS.items():
         y = shipments[f"_{column}"].to_numpy()
-        keep = _kept(y, window, micros(shipments.as_of), bounds[name][0])
-        out[name] = shipments[keep].drop(columns=labels).assign(**{LABEL: y[keep], "_moment": shipments.as_of[keep]})
+        keep = kept(y, window, t, bounds[name][0])
+        out[name] = shipments[keep].drop(columns=labels).assign(**{LABEL: y[keep], "_moment": t[keep]})
     if churn is not None:
-        ref = pd.Series(pd.to_datetime(churn_rows.pop("_ref_us").to_numpy(), unit="us", utc=True),
-                        index=churn_rows.index).astype("datetime64[us, UTC]")
+        ref_us = churn_rows.pop("_ref_us").to_numpy()
+        ref = pd.Series(pd.to_datetime(ref_us, unit="us", utc=True), index=churn_rows.index).astype("datetime64[us, UTC]")
         window = churn.assign(ref)
-        keep = _kept(churn_rows[LABEL].to_numpy(), window, micros(ref), bounds["churn"][0])
-        out["churn"] = churn_rows[keep].assign(**{REF: ref[keep], "_moment": ref[keep], "_window": window[keep]})
+        keep = kept(churn_rows[LABEL].to_numpy(), window, ref_us, bounds["churn"][0])
+        out["churn"] = churn_rows[keep].assign(**{REF: ref[keep], "_moment": ref_us[keep], "_window": window[keep]})
     return out
-
-
-def _kept(y: np.ndarray, window: np.ndarray, t: np.ndarray, first: int) -> np.ndarray:
-    """Labelled rows of the calibration and test windows, and training rows from ``first`` on."""
-    return ~np.isnan(y) & (((window == "train") & (t >= first)) | (window == "calibrate") | (window == "test"))

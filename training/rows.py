@@ -34,10 +34,9 @@ def lead_days(shipments: pd.DataFrame) -> np.ndarray:
     return ((shipments.delivered_at[done] - shipments.ordered_at[done]) / pd.Timedelta(days=1)).to_numpy(dtype=float)
 
 
-def censor_days(shipments: pd.DataFrame | np.ndarray) -> float:
-    """How long before the end labels are complete: the 99th percentile lead time, 14 to
-    60 days (``shipments``, or their ``lead_days``)."""
-    lead = lead_days(shipments) if isinstance(shipments, pd.DataFrame) else shipments
+def censor_days(lead: np.ndarray) -> float:
+    """How long before the end labels are complete: the 99th percentile of the lead times
+    (``lead_days``), 14 to 60 days."""
     if not len(lead):
         return 30.0
     return float(np.clip(np.ceil(np.quantile(lead, 0.99)), 14, 60))
@@ -160,27 +159,36 @@ class Windows:
     positives: float
 
 
+def at_order(rows: pd.DataFrame) -> np.ndarray:
+    """Rows at the order moment (the others are in-transit snapshots)."""
+    return rows.hours_since_order.to_numpy() == 0
+
+
+def kept(y: np.ndarray, window: np.ndarray, t: np.ndarray, first: int) -> np.ndarray:
+    """The rows a model learns from: labelled rows of the calibration and test windows,
+    and labelled training rows from ``first`` (``tail_bounds``) on."""
+    return ~np.isnan(y) & (((window == "train") & (t >= first)) | (window == "calibrate") | (window == "test"))
+
+
 def windows_of(rows: pd.DataFrame, y: np.ndarray, window: np.ndarray, moments: pd.Series,
                scored: np.ndarray | None = None) -> Windows:
     """``rows`` with label ``y`` (NaN: unknown) and window ('train', 'calibrate', 'test')
     as ``Windows``, the training tail chosen on ``moments``."""
     y = np.asarray(y, dtype=float)
-    known = ~np.isnan(y)
-    train = known & (window == "train")
-    fit, val = validation_tail(train, moments)
-    rows = rows.assign(**{LABEL: y})
+    t = micros(moments)
+    train = ~np.isnan(y) & (window == "train")
+    bounds = tail_bounds(t[train])
+    keep = kept(y, window, t, bounds[0])
     scored = np.ones(len(rows), dtype=bool) if scored is None else scored
-    return Windows(rows[fit], rows[val], rows[known & (window == "calibrate")], rows[known & (window == "test")],
-                   int((train & scored).sum()), float(y[train & scored].sum()))
+    picked = rows[keep].assign(**{LABEL: y[keep], "_window": window[keep], "_moment": t[keep]})
+    return windows_from([picked], bounds, int((train & scored).sum()), float(y[train & scored].sum()))
 
 
 def windows_from(frames: list[pd.DataFrame], bounds: tuple[int, int], n_train: int, positives: float) -> Windows:
-    """``Windows`` from rows gathered with their window in ``_window`` (training rows from
-    the first bound on): what each partition of a cluster sends back."""
+    """``Windows`` from the ``kept`` rows with their label, window (``_window``) and moment
+    (``_moment``, microseconds): in one process, or gathered from a cluster's partitions."""
     rows = pd.concat(frames, ignore_index=True)
-    t = micros(rows["_moment"])
-    w = rows.pop("_window").to_numpy()
-    rows = rows.drop(columns="_moment")
+    w, t = rows.pop("_window").to_numpy(), rows.pop("_moment").to_numpy()
     return Windows(rows[(w == "train") & (t < bounds[1])], rows[(w == "train") & (t >= bounds[1])],
                    rows[w == "calibrate"], rows[w == "test"], n_train, positives)
 

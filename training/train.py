@@ -27,7 +27,7 @@ from training import baselines
 from training.distributed import labelled_on
 from training.evaluate import coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift
 from training.models import EddEstimator, ProbabilityEstimator, recency_weights
-from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Windows, churn_split, churn_training_rows,
+from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Windows, at_order, churn_split, churn_training_rows,
                            edd_training_rows, shipment_split, too_few_churn_labels, windows_of)
 
 #: churn labels are noisy (a customer's own baseline is unknowable): small, slow trees
@@ -134,10 +134,10 @@ def labelled_rows(ds: DataSet, snapshot: FeatureSnapshot, horizon_days: float, s
     split = shipment_split(snapshot, ds["shipments"])
     rows, labels = edd_training_rows(ds, snapshot, seed=seed)
     window = split.assign(rows.as_of)
-    at_order = rows.hours_since_order.to_numpy() == 0
-    edd = windows_of(rows, labels.hours_left.to_numpy(), window, rows.as_of, at_order)
-    delay = windows_of(rows, labels.late.to_numpy(), window, rows.as_of, at_order)
-    churn_rows, y, ref = churn_training_rows(ds, snapshot, rows[at_order], horizon_days, seed)
+    ordered = at_order(rows)
+    edd = windows_of(rows, labels.hours_left.to_numpy(), window, rows.as_of, ordered)
+    delay = windows_of(rows, labels.late.to_numpy(), window, rows.as_of, ordered)
+    churn_rows, y, ref = churn_training_rows(ds, snapshot, rows[ordered], horizon_days, seed)
     known = int((~np.isnan(y)).sum())
     if known < MIN_TRAIN_ROWS * 2:
         return Labelled(split, edd, delay, too_few_churn_labels(known, horizon_days), None, len(ds["shipments"]))
@@ -150,19 +150,15 @@ def _y(rows: pd.DataFrame) -> np.ndarray:
     return rows[LABEL].to_numpy(dtype=float)
 
 
-def _at_order(rows: pd.DataFrame) -> np.ndarray:
-    return rows.hours_since_order.to_numpy() == 0
-
-
 def drift_references(edd, delay, churn, test_rows: pd.DataFrame, evaluation: dict) -> dict:
     """Each model's drift reference on its test rows, apart for each moment a request can
     come at (what ``eddy monitor`` compares live requests with)."""
     out = {}
-    at_order = test_rows.hours_since_order.to_numpy() == 0
+    ordered = at_order(test_rows)
     for name, model in (("edd", edd), ("delay", delay)):
         if model is not None:
-            out[name] = {"at_order": drift.reference(model, test_rows[at_order]),
-                         "in_transit": drift.reference(model, test_rows[~at_order])}
+            out[name] = {"at_order": drift.reference(model, test_rows[ordered]),
+                         "in_transit": drift.reference(model, test_rows[~ordered])}
     if churn is not None:
         out["churn"] = {"after_delivery": drift.reference(churn, evaluation["churn"]["rows"])}
     return out
@@ -178,7 +174,7 @@ def truth_tables(data_folder: Path) -> dict[str, pd.DataFrame]:
 def _train_edd(win: Windows, params, metrics, skipped, evaluation, tables, truth, half_life,
                client=None) -> EddEstimator | None:
     # Counted in delivered shipments (at-order rows), not in-transit snapshots of them.
-    n_train, n_cal, n_test = win.n_train, int(_at_order(win.calibrate).sum()), int(_at_order(win.test).sum())
+    n_train, n_cal, n_test = win.n_train, int(at_order(win.calibrate).sum()), int(at_order(win.test).sum())
     if n_train < MIN_TRAIN_ROWS or n_cal < MIN_EVAL_ROWS or n_test < MIN_EVAL_ROWS:
         skipped["edd"] = (f"too little delivered history: {n_train} training, {n_cal} calibration and {n_test} test "
                           f"shipments (need {MIN_TRAIN_ROWS}, {MIN_EVAL_ROWS}, {MIN_EVAL_ROWS})")
@@ -188,7 +184,7 @@ def _train_edd(win: Windows, params, metrics, skipped, evaluation, tables, truth
         win.fit, _y(win.fit), win.val, _y(win.val), weight=recency_weights(win.fit.as_of, half_life), client=client)
     model.calibrate(cal, _y(cal), cal.carrier)
 
-    r = test[_at_order(test)]
+    r = test[at_order(test)]
     q = model.predict_hours(r, r.carrier)
     actual = _y(r)
     metrics.update({f"edd_{k}": v for k, v in edd_metrics(q[:, 1], actual).items()})
@@ -196,7 +192,7 @@ def _train_edd(win: Windows, params, metrics, skipped, evaluation, tables, truth
     for name, pred in (("promise", baselines.promise_hours(r)), ("lane_median", baselines.lane_median_hours(r))):
         ok = ~np.isnan(pred)
         metrics.update({f"edd_baseline_{name}_{k}": v for k, v in edd_metrics(pred[ok], actual[ok]).items()})
-    tt = test[~_at_order(test)]
+    tt = test[~at_order(test)]
     if len(tt) >= MIN_EVAL_ROWS:
         qt = model.predict_hours(tt, tt.carrier)
         metrics.update({f"edd_in_transit_{k}": v for k, v in edd_metrics(qt[:, 1], _y(tt)).items()})
@@ -248,20 +244,20 @@ def hours_to_end_of_day(rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
 def _train_delay(win: Windows, params, metrics, skipped, evaluation, truth, half_life, client=None):
     n_train, n_late = win.n_train, int(win.positives)
     cal, test = win.calibrate, win.test
-    if (n_train < MIN_TRAIN_ROWS or n_late < 10 or _at_order(cal).sum() < MIN_EVAL_ROWS
-            or _at_order(test).sum() < MIN_EVAL_ROWS):
+    if (n_train < MIN_TRAIN_ROWS or n_late < 10 or at_order(cal).sum() < MIN_EVAL_ROWS
+            or at_order(test).sum() < MIN_EVAL_ROWS):
         skipped["delay"] = (f"too few promised shipments with a known outcome: {n_train} in training, {n_late} of them "
                             f"late (need {MIN_TRAIN_ROWS} and 10)")
         return None
     model = ProbabilityEstimator("delay", feature_columns(win.fit, spec.DELAY), spec.categorical(spec.DELAY), params).fit(
         win.fit, _y(win.fit), win.val, _y(win.val), weight=recency_weights(win.fit.as_of, half_life), client=client)
     model.calibrate(cal, _y(cal))
-    r = test[_at_order(test)]
+    r = test[at_order(test)]
     p = model.predict_proba(r)
     metrics.update({f"delay_{k}": v for k, v in probability_metrics(p, _y(r)).items()})
     metrics.update({f"delay_baseline_late_rate_{k}": v
                     for k, v in probability_metrics(baselines.late_rate_table(r), _y(r)).items()})
-    tt = test[~_at_order(test)]
+    tt = test[~at_order(test)]
     if len(tt) >= MIN_EVAL_ROWS:
         metrics.update({f"delay_in_transit_{k}": v for k, v in probability_metrics(model.predict_proba(tt), _y(tt)).items()
                         if k in ("roc_auc", "brier", "ece")})
