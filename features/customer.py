@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.pit import (NAT, US_PER_DAY, Columns, EventIndex, Lookup, as_columns, columns_of, concat, frame_of,
-                          groups, hours_between, positions_by_key, size, take)
+                          groups, hours_between, positions_by_key, shared_strings, size, take)
 
 CUSTOMER_CATEGORICAL = ("carrier", "service_level", "origin_region", "destination_region")
 COPY = "\x1f"  # joins an id and its copy number: a character no real id holds
@@ -100,9 +100,9 @@ class CustomerHistory:
 
     @classmethod
     def from_tables(cls, shipments, scans, orders, feedback, customers) -> "CustomerHistory":
-        optional = lambda t: as_columns(t) if t is not None else None  # noqa: E731
-        return cls(orders_table(shipments, orders), order_experience(shipments, scans), optional(feedback),
-                   optional(customers))
+        optional = lambda t: shared_strings(as_columns(t)) if t is not None else None  # noqa: E731
+        return cls(shared_strings(orders_table(shipments, orders)), shared_strings(order_experience(shipments, scans)),
+                   optional(feedback), optional(customers))
 
     def of_customers(self, customer_ids) -> "CustomerHistory":
         """Only these customers' rows: their features are the same as in the whole history

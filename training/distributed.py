@@ -9,13 +9,15 @@ once to every worker. Only what the models learn from leaves the workers:
 * Each model learns from its newest ``MAX_TRAIN_ROWS`` training rows, chosen by moment
   bounds (``training.rows.tail_bounds``) computed here from every partition's training
   moments; each partition then sends back its training rows from the first bound on,
-  with its calibration and test windows.
+  with its calibration and test windows (a keyed sample of them past ``MAX_EVAL_ROWS``,
+  at shares computed here from every partition's labelled rows: ``eval_shares``).
 
 A first pass computes only the rows' moments and labels (``edd_training_moments``,
 ``churn_training_moments``: no feature is built), the second builds the rows of the
 windows: cheaper than keeping every row of a large data set in worker memory.
-So this process holds at most ``MAX_TRAIN_ROWS`` training rows per model, plus the
-calibration and test windows, whatever the size of the data.
+So this process holds at most ``MAX_TRAIN_ROWS`` training rows and ``MAX_EVAL_ROWS``
+rows of each evaluation window per model, whatever the size of the data; and the
+customer tables the bundle serves (``CustomerHistory``, each text value held once).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ from features.customer import CustomerHistory
 from features.distributed import customers_of, snapshot_on
 from features.pit import frame_of, micros
 from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, at_order, churn_labels, churn_split,
-                           churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows, kept,
-                           lead_days, shipment_labels, split_of_shipments, tail_bounds, too_few_churn_labels,
-                           windows_from)
+                           churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows,
+                           eval_draw, eval_shares, kept, lead_days, shipment_labels, split_of_shipments, tail_bounds,
+                           too_few_churn_labels, windows_from)
 
 #: the shipment models and their labels (``training.rows.shipment_labels``)
 SHIPMENT_LABELS = {"edd": "hours_left", "delay": "late"}
@@ -55,22 +57,29 @@ def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timest
     split = split_of_shipments(snapshot.end, np.concatenate(leads), min(f for f in firsts if f is not None))
     facts = client.gather(client.map(_label_facts, data.parts, snapshot=shared, split=split, horizon_days=horizon_days,
                                      seed=seed))
-    bounds, counts = {}, {}
+    bounds, counts, shares = {}, {}, {}
     for name in SHIPMENT_LABELS:
-        moments, n, positives = zip(*(f[name] for f in facts))
+        moments, n, positives, evaluated = zip(*(f[name] for f in facts))
         bounds[name], counts[name] = tail_bounds(np.concatenate(moments)), (sum(n), sum(positives))
+        shares[name] = eval_shares(np.concatenate(evaluated))
     refs, y, first_ref = (np.concatenate([f["churn"][i] for f in facts]) for i in range(3))
     c_split = None
     if len(y) >= 2 * MIN_TRAIN_ROWS and len(first_ref):
         c_split = churn_split(snapshot, first_ref.min(keepdims=True), horizon_days)[0]
-        train = refs < micros(pd.Series([c_split.calibrate_from]))[0]
+        window = c_split.assign(_timestamps(refs))
+        train = window == "train"
         bounds["churn"], counts["churn"] = tail_bounds(refs[train]), (int(train.sum()), float(y[train].sum()))
+        shares["churn"] = eval_shares(window)
     parts = client.gather(client.map(_windows, data.parts, snapshot=shared, split=split, churn=c_split, bounds=bounds,
-                                     horizon_days=horizon_days, seed=seed))
+                                     shares=shares, horizon_days=horizon_days, seed=seed))
     windows = {name: windows_from([p[name] for p in parts], bounds[name], *counts[name]) for name in bounds}
     churn = windows["churn"] if c_split is not None else too_few_churn_labels(len(y), horizon_days)
     shipments = data.report["shipments"].accepted
     return snapshot, Labelled(split, windows["edd"], windows["delay"], churn, c_split, shipments)
+
+
+def _timestamps(us: np.ndarray) -> pd.Series:
+    return pd.Series(pd.to_datetime(us, unit="us", utc=True)).astype("datetime64[us, UTC]")
 
 
 def _shipment_facts(part: DataSet) -> tuple[np.ndarray, pd.Timestamp | None]:
@@ -91,20 +100,24 @@ def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days
 
 
 def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days: float, seed: int) -> dict:
-    """Per shipment model: the training rows' moments, and their count and positives at
-    order; for churn: every labelled row's judged moment and label, and the earliest.
-    From the rows' moments alone: no feature is built for them."""
+    """Per shipment model: the training rows' moments, their count and positives at
+    order, and the evaluation window of every labelled row of those windows; for churn:
+    every labelled row's judged moment and label, and the earliest. From the rows'
+    moments alone: no feature is built for them."""
     snap = dataclasses.replace(snapshot, customers=customers_of(part))
     moments = frame_of(edd_training_moments(part, snap, seed), timestamps=("as_of",))
     labels = shipment_labels(part["shipments"], moments, snap.end)
     t = micros(moments.as_of)
-    train = split.assign(moments.as_of) == "train"
+    window = split.assign(moments.as_of)
+    train = window == "train"
+    evaluated = (window == "calibrate") | (window == "test")
     ordered = np.arange(len(moments)) < len(part["shipments"])  # the order-time rows come first
     out = {}
     for label, column in SHIPMENT_LABELS.items():
         y = labels[column].to_numpy()
         known = train & ~np.isnan(y)
-        out[label] = (t[known], int((known & ordered).sum()), float(y[known & ordered].sum()))
+        out[label] = (t[known], int((known & ordered).sum()), float(y[known & ordered].sum()),
+                      window[evaluated & ~np.isnan(y)])
     churn, ref, customers = churn_training_moments(snap, seed)
     y = churn_labels(snap.customers.orders, {"customer_id": customers}, ref, horizon_days, snap.end)
     known = ~np.isnan(y)
@@ -113,21 +126,24 @@ def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon
 
 
 def _windows(part: DataSet, snapshot: FeatureSnapshot, split: Split, churn: Split | None, bounds: dict,
-             horizon_days: float, seed: int) -> dict[str, pd.DataFrame]:
-    """A partition's rows of every window, its training rows from the first bound on."""
+             shares: dict, horizon_days: float, seed: int) -> dict[str, pd.DataFrame]:
+    """A partition's rows of every window: its training rows from the first bound on, its
+    evaluation rows sampled at the whole data set's shares (``kept``)."""
     shipments, churn_rows = _frames(part, snapshot, split, horizon_days, seed)
     out = {}
     window = shipments._window.to_numpy()
     labels = [f"_{c}" for c in SHIPMENT_LABELS.values()]
     t = micros(shipments.as_of)
+    draw = eval_draw(shipments.shipment_id, t, seed)
     for name, column in SHIPMENT_LABELS.items():
         y = shipments[f"_{column}"].to_numpy()
-        keep = kept(y, window, t, bounds[name][0])
+        keep = kept(y, window, t, bounds[name][0], draw, shares[name])
         out[name] = shipments[keep].drop(columns=labels).assign(**{LABEL: y[keep], "_moment": t[keep]})
     if churn is not None:
         ref_us = churn_rows.pop("_ref_us").to_numpy()
-        ref = pd.Series(pd.to_datetime(ref_us, unit="us", utc=True), index=churn_rows.index).astype("datetime64[us, UTC]")
+        ref = _timestamps(ref_us).set_axis(churn_rows.index)
         window = churn.assign(ref)
-        keep = kept(churn_rows[LABEL].to_numpy(), window, ref_us, bounds["churn"][0])
+        draw = eval_draw(churn_rows.order_id, ref_us, seed)
+        keep = kept(churn_rows[LABEL].to_numpy(), window, ref_us, bounds["churn"][0], draw, shares["churn"])
         out["churn"] = churn_rows[keep].assign(**{REF: ref[keep], "_moment": ref_us[keep], "_window": window[keep]})
     return out

@@ -123,6 +123,10 @@ MIN_TRAIN_ROWS = 300  # fewer, and a model is skipped with the reason
 #: features, and it bounds training time (and, on a cluster, the client's memory) at any scale
 MAX_TRAIN_ROWS = 600_000
 VALIDATION_SHARE = 0.1  # the newest tenth of those stops the boosting early
+#: labelled rows per model in each of the calibration and test windows; beyond it, a
+#: keyed sample of them: enough to calibrate and to measure to a few thousandths, and
+#: it bounds the training process's memory however long those windows' data grows
+MAX_EVAL_ROWS = 250_000
 LABEL = "_y"  # a window's label column
 REF = "_ref"  # a churn row's judged moment (its delivery), by which it is split and weighed
 
@@ -135,6 +139,18 @@ def tail_bounds(train_us: np.ndarray, share: float = VALIDATION_SHARE) -> tuple[
     if not len(t):
         return 0, 0
     return int(t[0]), int(t[min(int(len(t) * (1 - share)), len(t) - 1)])
+
+
+def eval_shares(labelled_windows: np.ndarray) -> dict[str, float]:
+    """The share of each evaluation window's labelled rows kept (``MAX_EVAL_ROWS``), from
+    the window of every labelled row."""
+    return {w: min(1.0, MAX_EVAL_ROWS / max(int((labelled_windows == w).sum()), 1)) for w in ("calibrate", "test")}
+
+
+def eval_draw(keys, t_us: np.ndarray, seed: int) -> np.ndarray:
+    """A keyed draw per row (its shipment or order, its moment): the rows of a sampled
+    evaluation window are the same whichever engine or partition builds them."""
+    return keyed_uniform(np.asarray(keys, dtype=object), np.asarray(t_us), seed + 5)
 
 
 def validation_tail(mask: np.ndarray, moments: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -164,21 +180,25 @@ def at_order(rows: pd.DataFrame) -> np.ndarray:
     return rows.hours_since_order.to_numpy() == 0
 
 
-def kept(y: np.ndarray, window: np.ndarray, t: np.ndarray, first: int) -> np.ndarray:
-    """The rows a model learns from: labelled rows of the calibration and test windows,
-    and labelled training rows from ``first`` (``tail_bounds``) on."""
-    return ~np.isnan(y) & (((window == "train") & (t >= first)) | (window == "calibrate") | (window == "test"))
+def kept(y: np.ndarray, window: np.ndarray, t: np.ndarray, first: int, draw: np.ndarray,
+         shares: dict[str, float]) -> np.ndarray:
+    """The rows a model learns from: labelled training rows from ``first`` (``tail_bounds``)
+    on, and labelled rows of the calibration and test windows, those whose ``draw``
+    (``eval_draw``) falls below the window's share (``eval_shares``)."""
+    sampled = [(window == w) & (draw < share) for w, share in shares.items()]
+    return ~np.isnan(y) & (((window == "train") & (t >= first)) | np.logical_or.reduce(sampled))
 
 
-def windows_of(rows: pd.DataFrame, y: np.ndarray, window: np.ndarray, moments: pd.Series,
-               scored: np.ndarray | None = None) -> Windows:
+def windows_of(rows: pd.DataFrame, y: np.ndarray, window: np.ndarray, moments: pd.Series, keys: np.ndarray,
+               seed: int, scored: np.ndarray | None = None) -> Windows:
     """``rows`` with label ``y`` (NaN: unknown) and window ('train', 'calibrate', 'test')
-    as ``Windows``, the training tail chosen on ``moments``."""
+    as ``Windows``, the training tail chosen on ``moments``, the evaluation windows
+    sampled by ``keys`` (shipment or order ids) when large."""
     y = np.asarray(y, dtype=float)
     t = micros(moments)
     train = ~np.isnan(y) & (window == "train")
     bounds = tail_bounds(t[train])
-    keep = kept(y, window, t, bounds[0])
+    keep = kept(y, window, t, bounds[0], eval_draw(keys, t, seed), eval_shares(window[~np.isnan(y)]))
     scored = np.ones(len(rows), dtype=bool) if scored is None else scored
     picked = rows[keep].assign(**{LABEL: y[keep], "_window": window[keep], "_moment": t[keep]})
     return windows_from([picked], bounds, int((train & scored).sum()), float(y[train & scored].sum()))

@@ -135,14 +135,16 @@ def labelled_rows(ds: DataSet, snapshot: FeatureSnapshot, horizon_days: float, s
     rows, labels = edd_training_rows(ds, snapshot, seed=seed)
     window = split.assign(rows.as_of)
     ordered = at_order(rows)
-    edd = windows_of(rows, labels.hours_left.to_numpy(), window, rows.as_of, ordered)
-    delay = windows_of(rows, labels.late.to_numpy(), window, rows.as_of, ordered)
+    ids = rows.shipment_id.to_numpy(dtype=object)
+    edd = windows_of(rows, labels.hours_left.to_numpy(), window, rows.as_of, ids, seed, ordered)
+    delay = windows_of(rows, labels.late.to_numpy(), window, rows.as_of, ids, seed, ordered)
     churn_rows, y, ref = churn_training_rows(ds, snapshot, rows[ordered], horizon_days, seed)
     known = int((~np.isnan(y)).sum())
     if known < MIN_TRAIN_ROWS * 2:
         return Labelled(split, edd, delay, too_few_churn_labels(known, horizon_days), None, len(ds["shipments"]))
     c_split, ref_ts = churn_split(snapshot, ref, horizon_days)
-    churn = windows_of(churn_rows.assign(**{REF: ref_ts.to_numpy()}), y, c_split.assign(ref_ts), ref_ts)
+    churn = windows_of(churn_rows.assign(**{REF: ref_ts.to_numpy()}), y, c_split.assign(ref_ts), ref_ts,
+                       churn_rows.order_id.to_numpy(dtype=object), seed)
     return Labelled(split, edd, delay, churn, c_split, len(ds["shipments"]))
 
 

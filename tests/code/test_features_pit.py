@@ -20,7 +20,7 @@ from data.write import write_data_set
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
 from features.customer import churn_moments, order_experience
 from features.history import BIN_EDGES_H, N_BINS, hist_quantiles
-from features.pit import EventIndex, size
+from features.pit import EventIndex, shared_strings, size
 from features.transit import training_moments
 
 
@@ -148,6 +148,16 @@ def test_customer_features_match_a_loop_over_orders_and_feedback(tiny):
 def test_event_index_is_strict():
     idx = EventIndex(np.array([0, 0, 1]), np.array([10, 20, 10]))
     assert idx.count_before(np.array([0, 0, 0, 1]), np.array([10, 11, 21, 10])).tolist() == [0, 1, 2, 0]
+
+
+def test_shared_strings_keep_every_value_and_hold_each_once():
+    """The customer tables a bundle serves hold a lane or a customer id on many rows:
+    each text value is kept once, every value and missing one as it was."""
+    ids = np.array([f"customer-{i % 3}" for i in range(9)] + [None], dtype=object)
+    cols = shared_strings({"customer_id": ids, "value": np.arange(10.0)})
+    assert cols["customer_id"].tolist() == ids.tolist() and cols["customer_id"].dtype == object
+    assert len({id(v) for v in cols["customer_id"].tolist()}) == 4  # three ids and None
+    assert cols["value"] is not None and cols["value"].tolist() == list(np.arange(10.0))
 
 
 # ------------------------------------------------------------------- truncation

@@ -181,14 +181,16 @@ def test_eddy_features_on_a_running_scheduler_writes_parts(client, sim_dir, tmp_
 def test_training_windows_on_dask_equal_the_in_process_ones(client, trained, monkeypatch):
     """What `train --cluster` learns from: every model's fit, early-stopping, calibration
     and test rows, built by partition and sent back, equal the in-process windows row for
-    row (labels and judged moments included), with the same counts and splits. The cap on
-    training rows is lowered so that choosing the newest ones is tested too."""
+    row (labels and judged moments included), with the same counts and splits. The caps on
+    training and evaluation rows are lowered so that choosing the newest training rows and
+    sampling the calibration and test windows are tested too."""
     from training import rows as training_rows
     from training.distributed import labelled_on
     from training.rows import LABEL, REF
     from training.train import labelled_rows
 
     monkeypatch.setattr(training_rows, "MAX_TRAIN_ROWS", 3000)
+    monkeypatch.setattr(training_rows, "MAX_EVAL_ROWS", 400)
     _, ds = trained
     local_snapshot = FeatureSnapshot.fit(ds)
     local = labelled_rows(ds, local_snapshot, 90.0, seed=3)
@@ -204,6 +206,8 @@ def test_training_windows_on_dask_equal_the_in_process_ones(client, trained, mon
             same_rows(x[sorted(x.columns)], y[sorted(x.columns)], key)
     assert {LABEL, REF} <= set(remote.churn.fit.columns)
     assert len(remote.edd.fit) + len(remote.edd.val) <= 3000 + 5 < remote.edd.n_train  # the cap held (ties aside)
+    for name in ("edd", "churn"):  # a sample of about the cap's size (binomial: 4 sd either side)
+        assert all(320 <= len(getattr(getattr(remote, name), w)) <= 480 for w in ("calibrate", "test")), name
     # the gathered customer tables are the in-process ones, customer by customer
     for table in ("orders", "experience"):
         same_rows(local_snapshot.customers.frame(table), snapshot.customers.frame(table), ["order_id"])
