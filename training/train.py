@@ -166,11 +166,19 @@ def drift_references(edd, delay, churn, test_rows: pd.DataFrame, evaluation: dic
     return out
 
 
+#: what evaluation reads of a simulated data set's truth file: the oracle's answers
+ORACLE_COLUMNS = {"shipments": ["shipment_id", "p10_hours", "p50_hours", "p90_hours", "p_late"],
+                  "orders": ["order_id", "p_no_order_90d"]}
+
+
 def truth_tables(data_folder: Path) -> dict[str, pd.DataFrame]:
+    """The oracle's answers (``ORACLE_COLUMNS``) where the data set has a truth file; only
+    those columns, as the whole file of a large data set is gigabytes."""
     folder = Path(data_folder) / "truth"
     found = {name: folder / f"{name}.parquet" if (folder / f"{name}.parquet").exists() else folder / name
-             for name in ("shipments", "orders")}
-    return {name: pd.read_parquet(path) for name, path in found.items() if path.exists()}  # a file, or its parts
+             for name in ORACLE_COLUMNS}
+    return {name: pd.read_parquet(path, columns=ORACLE_COLUMNS[name])
+            for name, path in found.items() if path.exists()}  # a file, or its parts
 
 
 def _train_edd(win: Windows, params, metrics, skipped, evaluation, tables, truth, half_life,
