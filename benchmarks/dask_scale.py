@@ -17,6 +17,7 @@ Usage: .venv/bin/python benchmarks/dask_scale.py --part equality [--data data/se
        .venv/bin/python benchmarks/dask_scale.py --part scale [--sizes 1000000,3000000,10000000]
          [--in-process-up-to 3000000] [--workers 2] [--memory 8GiB]
        .venv/bin/python benchmarks/dask_scale.py --part train [--sizes ...] [--in-process-up-to 1000000]
+         [--memory-cap-gb 18] [--workers 0: in-process training only]
 """
 
 from __future__ import annotations
@@ -173,39 +174,67 @@ def training(args) -> None:
     lines = []
     for n in [int(x) for x in args.sizes.split(",")]:
         folder = work / f"sim-{n}"
+        local = in_process_training(folder, args.memory_cap_gb) if n <= args.in_process_up_to else None
+        if not args.workers:  # the in-process training alone
+            lines.append((n, float("nan"), "-", "-", {}, local))
+            print(n, local, flush=True)
+            continue
         with connect("local", n_workers=args.workers, memory_limit=args.memory) as client, \
                 PeakMemory(client) as peak, OwnPeak(None) as own:
             t = time.time()
             result = train(None, client=client, data=read_on(client, folder))
             total_s = time.time() - t
         m = result.metrics
-        local = in_process_training(folder) if n <= args.in_process_up_to else None
         lines.append((result.bundle.meta["shipments"], total_s, peak.gib(), own.gib(), m, local))
         print(lines[-1][:4], {k: round(m[k], 4) for k in METRICS if k in m}, local, flush=True)
     print("\n| shipments | Dask: training s | worker peak | client peak | EDD MAE | coverage | delay AUC | churn AUC "
           "| in-process: s, peak |")
     print("|---|---|---|---|---|---|---|---|---|")
     for ships, total_s, workers, client, m, local in lines:
-        inproc = f"{local[0]:.1f} s, {local[1]:.2f} GB" if local else "not run"
+        inproc = (local if isinstance(local, str) else f"{local[0]:.1f} s, {local[1]:.2f} GB") if local else "not run"
         print(f"| {ships:,} | {total_s:.1f} | {workers} | {client} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in METRICS)
               + f" | {inproc} |")
 
 
-def in_process_training(folder: Path) -> tuple[float, float]:
-    """``train`` in one process on the same data (time, peak GB)."""
+def in_process_training(folder: Path, cap_gb: float) -> tuple[float, float] | str:
+    """``train`` in one process on the same data (time, peak GB); stopped at ``cap_gb``
+    of resident memory, the stage it had reached is the answer instead."""
     return _timed_child("import time,resource,sys; t=time.time(); from data.load import load_data_set; "
-                        "from training.train import train; train(load_data_set(sys.argv[1])); "
-                        "print(time.time()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)", folder)
+                        "from training.train import train; ds=load_data_set(sys.argv[1]); print('stage: training', flush=True); "
+                        "train(ds, progress=lambda s, f: print('stage:', s, flush=True)); "
+                        "print(time.time()-t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/2**20)", folder, cap_gb)
 
 
-def _timed_child(code: str, folder: Path) -> tuple[float, float]:
+def _timed_child(code: str, folder: Path, cap_gb: float = float("inf")) -> tuple[float, float] | str:
+    """Run ``code`` in a child on ``folder``: its time and peak GB, or, when its resident
+    set passes ``cap_gb``, where it was (killed there, so this machine stays usable)."""
     import subprocess
 
-    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True, cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)})
-    if out.returncode:
-        return float("nan"), float("nan")
-    seconds, gb = out.stdout.split()[-2:]
+    import psutil
+
+    t = time.time()
+    child = subprocess.Popen([sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                             text=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)
+    reader.start()
+    peak = 0
+    while child.poll() is None:
+        try:
+            peak = max(peak, psutil.Process(child.pid).memory_info().rss)
+        except psutil.NoSuchProcess:
+            break
+        if peak > cap_gb * 2**30:
+            child.kill()
+            child.wait()
+            reader.join()
+            stage = next((ln.strip() for ln in reversed(lines) if ln.startswith("stage:")), "stage: reading the data set")
+            return f"stopped at {peak / 2**30:.1f} GiB after {time.time() - t:.0f} s ({stage})"
+        time.sleep(0.5)
+    reader.join()
+    if child.returncode:
+        return f"failed (exit {child.returncode}) after {time.time() - t:.0f} s"
+    seconds, gb = lines[-1].split()[-2:]
     return float(seconds), float(gb)
 
 
@@ -226,6 +255,8 @@ def main() -> None:
     ap.add_argument("--workdir", default="/tmp/eddy-dask-scale")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory", default=None)
+    ap.add_argument("--memory-cap-gb", type=float, default=18.0,
+                    help="an in-process training past this resident memory is stopped, and where it was is reported")
     args = ap.parse_args()
     args.memory = args.memory or ("4GiB" if args.part == "equality" else "8GiB")
     {"equality": equality, "scale": scale, "train": training}[args.part](args)
