@@ -194,14 +194,16 @@ def bare(args, bodies: list[dict]) -> None:
     from runtime.bundle import ModelBundle
     from runtime.registry import download_bundle
     from serving.schemas import ShipmentIn
-    from serving.service import _columns
+    from serving.columns import columns_of
 
     bundle = ModelBundle.load(args.bundle or download_bundle()[0])
     requests = [ShipmentIn(**b) for b in bodies]
 
     def run(batch: list, explain: bool) -> None:
-        ship, scans, moments = _columns(batch)
-        bundle.predict_columns(bundle.shipment_rows(ship, scans, moments), 0.95, explain)
+        # as the service's _predict does: per-row confidence and explain
+        ship, scans, moments = columns_of(batch)
+        bundle.predict_columns(bundle.shipment_rows(ship, scans, moments), np.full(len(batch), 0.95),
+                               np.full(len(batch), explain))
 
     for explain in (True, False):
         times = []
