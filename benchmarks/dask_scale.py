@@ -155,7 +155,7 @@ def scale(args) -> None:
           "| in-process: total s, peak |")
     print("|---|---|---|---|---|---|---|")
     for n, ships, scans, read_s, history_s, total_s, peak, local in rows_out:
-        inproc = f"{local[0]:.1f} s, {local[1]:.2f} GB" if local else "not run (see README)"
+        inproc = _in_process_cell(local) if local else "not run (see README)"
         print(f"| {ships:,} | {scans:,} | {read_s:.1f} | {history_s:.1f} | {total_s:.1f} | {peak} | {inproc} |")
 
 
@@ -191,9 +191,14 @@ def training(args) -> None:
           "| in-process: s, peak |")
     print("|---|---|---|---|---|---|---|---|---|")
     for ships, total_s, workers, client, m, local in lines:
-        inproc = (local if isinstance(local, str) else f"{local[0]:.1f} s, {local[1]:.2f} GB") if local else "not run"
+        inproc = _in_process_cell(local) if local else "not run"
         print(f"| {ships:,} | {total_s:.1f} | {workers} | {client} | " + " | ".join(f"{m.get(k, float('nan')):.4f}" for k in METRICS)
               + f" | {inproc} |")
+
+
+def _in_process_cell(local: tuple[float, float] | str) -> str:
+    """An in-process run's table cell: its time and peak, or where it stopped or failed."""
+    return local if isinstance(local, str) else f"{local[0]:.1f} s, {local[1]:.2f} GB"
 
 
 def in_process_training(folder: Path, cap_gb: float) -> tuple[float, float] | str:

@@ -74,13 +74,18 @@ def columns_of(table: pd.DataFrame, names: Iterable[str] | None = None) -> Colum
     return out
 
 
+def timestamps_of(us) -> pd.Series:
+    """Microseconds as UTC timestamps (NAT as NaT): the way back to pandas."""
+    return pd.Series(np.asarray(us, dtype=np.int64).view("datetime64[us]")).dt.tz_localize("UTC")
+
+
 def frame_of(cols: Mapping[str, np.ndarray], timestamps: Iterable[str] = ()) -> pd.DataFrame:
     """Columns as a DataFrame (an edge: writing a table, fitting a model); ``timestamps`` back to UTC."""
     stamps = set(timestamps)
 
     def column(name, values):
         if name in stamps:
-            return pd.Series(np.asarray(values, dtype=np.int64).view("datetime64[us]")).dt.tz_localize("UTC")
+            return timestamps_of(values)
         if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in ("string", "empty"):
             return pd.Series(values, dtype="str")  # text stays text, whether or not a value is missing
         return values

@@ -31,10 +31,10 @@ from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.customer import CustomerHistory
 from features.distributed import customers_of, snapshot_on
-from features.pit import frame_of, micros
+from features.pit import frame_of, micros, timestamps_of
 from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, at_order, churn_labels, churn_split,
                            churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows,
-                           eval_draw, eval_shares, kept, lead_days, shipment_labels, split_of_shipments, tail_bounds,
+                           eval_counts, eval_draw, eval_shares, kept, lead_days, shipment_labels, split_of_shipments, tail_bounds,
                            too_few_churn_labels, windows_from)
 
 #: the shipment models and their labels (``training.rows.shipment_labels``)
@@ -61,25 +61,21 @@ def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timest
     for name in SHIPMENT_LABELS:
         moments, n, positives, evaluated = zip(*(f[name] for f in facts))
         bounds[name], counts[name] = tail_bounds(np.concatenate(moments)), (sum(n), sum(positives))
-        shares[name] = eval_shares(np.concatenate(evaluated))
+        shares[name] = eval_shares({w: sum(c[w] for c in evaluated) for w in evaluated[0]})
     refs, y, first_ref = (np.concatenate([f["churn"][i] for f in facts]) for i in range(3))
     c_split = None
     if len(y) >= 2 * MIN_TRAIN_ROWS and len(first_ref):
         c_split = churn_split(snapshot, first_ref.min(keepdims=True), horizon_days)[0]
-        window = c_split.assign(_timestamps(refs))
+        window = c_split.assign(timestamps_of(refs))
         train = window == "train"
         bounds["churn"], counts["churn"] = tail_bounds(refs[train]), (int(train.sum()), float(y[train].sum()))
-        shares["churn"] = eval_shares(window)
+        shares["churn"] = eval_shares(eval_counts(window))
     parts = client.gather(client.map(_windows, data.parts, snapshot=shared, split=split, churn=c_split, bounds=bounds,
                                      shares=shares, horizon_days=horizon_days, seed=seed))
     windows = {name: windows_from([p[name] for p in parts], bounds[name], *counts[name]) for name in bounds}
     churn = windows["churn"] if c_split is not None else too_few_churn_labels(len(y), horizon_days)
     shipments = data.report["shipments"].accepted
     return snapshot, Labelled(split, windows["edd"], windows["delay"], churn, c_split, shipments)
-
-
-def _timestamps(us: np.ndarray) -> pd.Series:
-    return pd.Series(pd.to_datetime(us, unit="us", utc=True)).astype("datetime64[us, UTC]")
 
 
 def _shipment_facts(part: DataSet) -> tuple[np.ndarray, pd.Timestamp | None]:
@@ -101,7 +97,7 @@ def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days
 
 def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days: float, seed: int) -> dict:
     """Per shipment model: the training rows' moments, their count and positives at
-    order, and the evaluation window of every labelled row of those windows; for churn:
+    order, and the labelled rows each evaluation window has; for churn:
     every labelled row's judged moment and label, and the earliest. From the rows'
     moments alone: no feature is built for them."""
     snap = dataclasses.replace(snapshot, customers=customers_of(part))
@@ -110,14 +106,13 @@ def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon
     t = micros(moments.as_of)
     window = split.assign(moments.as_of)
     train = window == "train"
-    evaluated = (window == "calibrate") | (window == "test")
     ordered = np.arange(len(moments)) < len(part["shipments"])  # the order-time rows come first
     out = {}
     for label, column in SHIPMENT_LABELS.items():
         y = labels[column].to_numpy()
         known = train & ~np.isnan(y)
         out[label] = (t[known], int((known & ordered).sum()), float(y[known & ordered].sum()),
-                      window[evaluated & ~np.isnan(y)])
+                      eval_counts(window[~np.isnan(y)]))
     churn, ref, customers = churn_training_moments(snap, seed)
     y = churn_labels(snap.customers.orders, {"customer_id": customers}, ref, horizon_days, snap.end)
     known = ~np.isnan(y)
@@ -141,7 +136,7 @@ def _windows(part: DataSet, snapshot: FeatureSnapshot, split: Split, churn: Spli
         out[name] = shipments[keep].drop(columns=labels).assign(**{LABEL: y[keep], "_moment": t[keep]})
     if churn is not None:
         ref_us = churn_rows.pop("_ref_us").to_numpy()
-        ref = _timestamps(ref_us).set_axis(churn_rows.index)
+        ref = timestamps_of(ref_us).set_axis(churn_rows.index)
         window = churn.assign(ref)
         draw = eval_draw(churn_rows.order_id, ref_us, seed)
         keep = kept(churn_rows[LABEL].to_numpy(), window, ref_us, bounds["churn"][0], draw, shares["churn"])

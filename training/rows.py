@@ -18,7 +18,7 @@ import pandas as pd
 from data.load import DataSet
 from features.build import FeatureSnapshot, after_delivery
 from features.customer import churn_moments
-from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, Lookup, columns_of, frame_of, micros
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, Lookup, columns_of, frame_of, micros, timestamps_of
 from features.rows import shipment_rows
 from features.shipment import shipment_features
 from features.transit import keyed_uniform, training_moments
@@ -113,7 +113,7 @@ def split_of_shipments(end: pd.Timestamp, leads: np.ndarray, first_order: pd.Tim
 
 def churn_split(snapshot: FeatureSnapshot, ref_us: np.ndarray, horizon_days: float) -> tuple[Split, pd.Series]:
     """Churn: split on the judged moment; labels are mature up to the end minus the horizon."""
-    ref = pd.Series(pd.to_datetime(ref_us, unit="us", utc=True)).astype("datetime64[us, UTC]")  # NAT stays NaT
+    ref = timestamps_of(ref_us)
     label_end = snapshot.end - pd.Timedelta(days=horizon_days)
     return Split.before(label_end, window_days(ref.min(), label_end)), ref
 
@@ -141,10 +141,17 @@ def tail_bounds(train_us: np.ndarray, share: float = VALIDATION_SHARE) -> tuple[
     return int(t[0]), int(t[min(int(len(t) * (1 - share)), len(t) - 1)])
 
 
-def eval_shares(labelled_windows: np.ndarray) -> dict[str, float]:
-    """The share of each evaluation window's labelled rows kept (``MAX_EVAL_ROWS``), from
-    the window of every labelled row."""
-    return {w: min(1.0, MAX_EVAL_ROWS / max(int((labelled_windows == w).sum()), 1)) for w in ("calibrate", "test")}
+EVAL_WINDOWS = ("calibrate", "test")
+
+
+def eval_counts(labelled_windows: np.ndarray) -> dict[str, int]:
+    """How many labelled rows each evaluation window has, from every labelled row's window."""
+    return {w: int((labelled_windows == w).sum()) for w in EVAL_WINDOWS}
+
+
+def eval_shares(counts: dict[str, int]) -> dict[str, float]:
+    """The share of each evaluation window's labelled rows kept (``MAX_EVAL_ROWS``)."""
+    return {w: min(1.0, MAX_EVAL_ROWS / max(counts[w], 1)) for w in EVAL_WINDOWS}
 
 
 def eval_draw(keys, t_us: np.ndarray, seed: int) -> np.ndarray:
@@ -198,7 +205,7 @@ def windows_of(rows: pd.DataFrame, y: np.ndarray, window: np.ndarray, moments: p
     t = micros(moments)
     train = ~np.isnan(y) & (window == "train")
     bounds = tail_bounds(t[train])
-    keep = kept(y, window, t, bounds[0], eval_draw(keys, t, seed), eval_shares(window[~np.isnan(y)]))
+    keep = kept(y, window, t, bounds[0], eval_draw(keys, t, seed), eval_shares(eval_counts(window[~np.isnan(y)])))
     scored = np.ones(len(rows), dtype=bool) if scored is None else scored
     picked = rows[keep].assign(**{LABEL: y[keep], "_window": window[keep], "_moment": t[keep]})
     return windows_from([picked], bounds, int((train & scored).sum()), float(y[train & scored].sum()))
