@@ -56,6 +56,7 @@ def calendar_features(ordered_at, promised_at, country: str) -> Columns:
     to_xmas = _next_date(day, christmases)
     business = np.busday_count(day, np.maximum(promise_day, day), holidays=hol).astype(float)
     hol_pos = np.searchsorted(hol, day, side="right")
+    hol_today = hol_pos - np.searchsorted(hol, day, side="left")  # holidays on the day itself
     holidays_to_promise = np.searchsorted(hol, promise_day, side="right") - hol_pos
     minute_of_day = (ordered_us - day_n * US_PER_DAY) // 60_000_000
     cols = {
@@ -66,7 +67,7 @@ def calendar_features(ordered_at, promised_at, country: str) -> Columns:
         "days_to_black_friday": to_bf,
         "days_to_christmas": to_xmas,
         "in_peak": ((to_xmas <= 30) & (to_xmas > 0) & (to_bf > to_xmas)).astype(float),
-        "holiday_today": np.isin(day, hol).astype(float),
+        "holiday_today": (hol_today > 0).astype(float),
         "holidays_next_7d": (np.searchsorted(hol, day + 7, side="right") - hol_pos).astype(float),
         "business_days_to_promise": np.where(has_promise, business, np.nan),
         "holidays_to_promise": np.where(has_promise, holidays_to_promise, np.nan),

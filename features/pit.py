@@ -187,6 +187,11 @@ class EventIndex:
         end = np.searchsorted(self.key, key, side="right")
         return start, start + count_less_in_ranges(self.time, start, end, time_us)
 
+    def ranges_before(self, key: np.ndarray, time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per query, the sorted events of its key before t: positions start..before-1
+        (the caller's positions too when the events came presorted)."""
+        return self._bounds(key, time_us)
+
     def count_before(self, key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
         start, before = self._bounds(key, time_us)
         return before - start

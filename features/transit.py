@@ -8,6 +8,8 @@ only once it has happened.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,13 @@ MAX_SNAPSHOT_GAP_H = 24.0
 #: the contract's events; a scan's event is its position here
 EVENT_CODES = Lookup(EVENTS)
 EVENT_NAMES = np.array([*EVENTS, None], dtype=object)  # code -1 (no scan yet) reads None
+
+
+@lru_cache(maxsize=None)
+def _event_mask(events: tuple[str, ...]) -> np.ndarray:
+    """Indexed by event code, whether the event is one of ``events`` (the last entry,
+    code -1, is an unknown event: never)."""
+    return np.array([e in events for e in EVENTS] + [False])
 
 
 def positions(shipments, keyed) -> np.ndarray:
@@ -55,19 +64,26 @@ def transit_features(shipments, scans, moments) -> Columns:
     at = micros(moments["as_of"])
     sc = _sorted_scans(shipments, scans)
 
-    def is_event(*names: str) -> np.ndarray:
-        return np.isin(sc["event"], EVENT_CODES.codes(np.array(names, dtype=object)))
+    # One search finds each moment's scans so far, sc[start:before]; a count of any kind
+    # of event is then a difference of its cumulative sum (no per-kind search).
+    start, before = EventIndex(sc["pos"], sc["at"], presorted=True).ranges_before(pos, at)
 
-    def count(mask: np.ndarray) -> np.ndarray:
-        return EventIndex(sc["pos"][mask], sc["at"][mask], presorted=True).count_before(pos, at).astype(np.float32)
+    def cumulative(events: tuple[str, ...] | None) -> np.ndarray:
+        """Scans of these events (None: every scan) among the first i, for i = 0..len."""
+        mask = np.ones(len(sc["event"]), dtype=bool) if events is None else _event_mask(events)[sc["event"]]
+        return np.r_[0, np.cumsum(mask, dtype=np.int64)]
 
-    last = EventIndex(sc["pos"], sc["at"], presorted=True).last_before(pos, at)
-    has_last = last >= 0
-    safe = np.maximum(last, 0)
+    def count(events: tuple[str, ...] | None) -> np.ndarray:
+        cum = cumulative(events)
+        return (cum[before] - cum[start]).astype(np.float32)
+
+    has_last = before > start
+    safe = np.maximum(before - 1, 0)
     last_at = np.where(has_last, sc["at"][safe] if len(sc["at"]) else NAT, NAT)
-    picked = is_event("picked_up")
-    pickups = EventIndex(sc["pos"][picked], sc["at"][picked], presorted=True)
-    first_pickup = np.where(pickups.count_before(pos, at) > 0, pickups.first_time(pos), NAT)
+    pickups = cumulative(("picked_up",))
+    first_pickup_scan = np.searchsorted(pickups, pickups[start] + 1, side="left") - 1  # the range's first pickup
+    first_pickup = np.where(pickups[before] > pickups[start],
+                            sc["at"][np.minimum(first_pickup_scan, len(sc["at"]) - 1)] if len(sc["at"]) else NAT, NAT)
     shipped = micros(shipments["shipped_at"])[pos]
     shipped_known = (shipped != NAT) & (shipped < at)
     pickup = np.where(shipped_known & ((first_pickup == NAT) | (shipped < first_pickup)), shipped, first_pickup)
@@ -83,11 +99,11 @@ def transit_features(shipments, scans, moments) -> Columns:
         "hours_since_pickup": hours_between(at, pickup).astype(np.float32),
         "last_event": EVENT_NAMES[last_event_code],
         "last_event_age_h": hours_between(at, last_at).astype(np.float32),
-        "scans_so_far": count(np.ones(len(sc["pos"]), dtype=bool)),
-        "facility_scans": count(is_event(*FACILITY_EVENTS)),
-        "exceptions_so_far": count(is_event("exception")),
-        "attempts_so_far": count(is_event("delivery_attempted")),
-        "out_for_delivery_seen": count(is_event("out_for_delivery")),
+        "scans_so_far": count(None),
+        "facility_scans": count(FACILITY_EVENTS),
+        "exceptions_so_far": count(("exception",)),
+        "attempts_so_far": count(("delivery_attempted",)),
+        "out_for_delivery_seen": count(("out_for_delivery",)),
         "in_destination_region": (has_last & ~pd.isna(last_region) & (last_region == destination)).astype(np.float32),
         "pos": pos,
     }

@@ -98,7 +98,8 @@ class ModelBundle:
         if explain.any():
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
-            ranked = self.reasons(_take(rows, pick), hours[pick, 1], X[pick], top=CANDIDATES)
+            chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
+            ranked = self.reasons(chosen, hours[pick, 1], X[pick], top=CANDIDATES)
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons

@@ -109,17 +109,23 @@ class _Model:
         rows = self._derived(rows)
         n = len(next(iter(rows.values()))) if isinstance(rows, dict) else len(rows)
         out = np.full((n, len(self.features)), np.nan, dtype=np.float64)
-        categorical = self.encoder_.levels_
-        for j, c in enumerate(self.features):
+        for j, c, categorical in self._columns():
             if c not in rows:
                 continue
             values = rows[c]
-            if c in categorical:
+            if categorical:
                 out[:, j] = self.encoder_.codes(values, c)
+            elif isinstance(values, pd.Series):
+                out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
             else:
-                out[:, j] = np.asarray(values, dtype=np.float64) if not isinstance(values, pd.Series) \
-                    else values.to_numpy(dtype=np.float64, na_value=np.nan)
+                out[:, j] = values  # numpy casts to float64 as it copies
         return out
+
+    def _columns(self) -> list[tuple[int, str, bool]]:
+        """(position, name, is categorical) per feature, worked out once per model."""
+        if getattr(self, "_columns_", None) is None:
+            self._columns_ = [(j, c, c in self.encoder_.levels_) for j, c in enumerate(self.features)]
+        return self._columns_
 
     def _meta(self) -> dict:
         return {"kind": self.kind, "features": self.features, "categorical": list(self.categorical),

@@ -104,6 +104,8 @@ def test_transit_features_match_a_loop_over_scans(tiny):
         assert row.scans_so_far == len(seen)
         assert row.exceptions_so_far == (seen.event == "exception").sum()
         assert row.facility_scans == seen.event.isin(["arrived_at_facility", "departed_facility", "in_transit"]).sum()
+        assert row.attempts_so_far == (seen.event == "delivery_attempted").sum()
+        assert row.out_for_delivery_seen == (seen.event == "out_for_delivery").sum()
         assert row.last_event == (seen.event.iloc[-1] if len(seen) else None) or (pd.isna(row.last_event) and not len(seen))
         pickups = list(seen.scanned_at[seen.event == "picked_up"])
         if pd.notna(ship.shipped_at) and ship.shipped_at < m.as_of:
