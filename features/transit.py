@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from data.contract import EVENTS
-from features.pit import NAT, US_PER_HOUR, Columns, EventIndex, Lookup, hours_between, micros
+from features.pit import NAT, US_PER_HOUR, Columns, EventIndex, Lookup, hours_between, micros, timestamps_of
 
 FACILITY_EVENTS = ("arrived_at_facility", "departed_facility", "in_transit")
 MAX_SNAPSHOT_GAP_H = 24.0
@@ -145,5 +145,5 @@ def training_moments(shipments: pd.DataFrame, scans: pd.DataFrame | None, end: p
     return pd.DataFrame({
         # Categorical on the shipments' ids: its codes are the positions, so no lookup later.
         "shipment_id": pd.Categorical.from_codes(pos[keep], categories=ids),
-        "as_of": pd.to_datetime(as_of[keep], unit="us", utc=True).astype("datetime64[us, UTC]"),
+        "as_of": timestamps_of(as_of[keep]).array,
     })

@@ -11,7 +11,7 @@ from data.load import DataSet
 from features.build import moments_at
 from features.history import data_end
 from features.customer import CustomerHistory
-from features.pit import NAT, US_PER_DAY, concat, micros, size, take
+from features.pit import NAT, US_PER_DAY, concat, micros, size, take, timestamps_of
 from features.rows import order_moments
 from runtime.bundle import ModelBundle
 from runtime.predlog import churn_records, eta_records
@@ -68,7 +68,7 @@ def scored_customers(bundle: ModelBundle, ds: DataSet, moment: pd.Timestamp, win
     moments = {"order_id": latest["order_id"], "as_of": np.full(size(latest), t, dtype=np.int64)}
     rows = bundle.churn_rows(shipments, scans, moments, history=history)
     table = bundle.score_churn_rows(rows)
-    table.insert(3, "delivery_judged_at", pd.to_datetime(latest["ref"], unit="us", utc=True))
+    table.insert(3, "delivery_judged_at", timestamps_of(latest["ref"]).array)
     return Scored(table, rows, customer_orders(history, table.customer_id, t))
 
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from features.build import FeatureSnapshot, usual_hours
 from features.customer import customer_features
-from features.pit import US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of, groups, micros, take
+from features.pit import US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of, groups, micros, take, timestamps_of
 from features.rows import shipment_rows
 from features.shipment import shipment_features
 from runtime.models import EddModel, ProbabilityModel
@@ -115,7 +115,7 @@ class ModelBundle:
         out = self.predict_columns(rows, confidence, explain)
         if not explain:
             out.pop("reasons")
-        return pd.DataFrame({k: _timestamps(v) if k in TIMESTAMPS else v for k, v in out.items()})
+        return pd.DataFrame({k: timestamps_of(v).array if k in TIMESTAMPS else v for k, v in out.items()})
 
     def reasons(self, rows, p50_hours: np.ndarray, X: np.ndarray | None = None,
                 top: int = REASONS) -> list[list[dict]]:
@@ -220,10 +220,6 @@ def confidence_label(rows) -> np.ndarray:
     n = np.nan_to_num(np.asarray(rows["carrier_lane_91d_n"], dtype=float))
     unseen_carrier = np.nan_to_num(np.asarray(rows["carrier_91d_n"], dtype=float)) == 0
     return np.where(unseen_carrier | (n < 5), "low", np.where(n >= 50, "high", "normal"))
-
-
-def _timestamps(us: np.ndarray) -> pd.DatetimeIndex:
-    return pd.DatetimeIndex(np.asarray(us, dtype=np.int64).view("datetime64[us]")).tz_localize("UTC")
 
 
 def end_of_day(us: np.ndarray) -> np.ndarray:
