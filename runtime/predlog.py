@@ -359,22 +359,15 @@ def eta_records(out: dict, ship: dict, source: str, alias: str, version: str, co
     """One log entry per ETA answer: ``out`` from ``ModelBundle.predict_columns``, ``ship``
     the shipments' contract columns (same order)."""
     n = len(out["as_of"])
-    at, now = np.asarray(out["as_of"], dtype=np.int64).tolist(), now_us()
-    conf = np.broadcast_to(np.asarray(confidence, dtype=float), n).tolist()
-    late = np.asarray(out["late_probability"], dtype=float).tolist()
-    reasons = out.get("reasons")
     customers = ship.get("customer_id")
-    p10, p50, p90, promise = (np.asarray(out[k], dtype=np.int64).tolist() for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at"))
-    lanes = _lanes(ship["origin_region"], ship["destination_region"])
-    carrier, service = np.asarray(ship["carrier"]).tolist(), np.asarray(ship["service_level"]).tolist()
-    ids = np.asarray(ship["shipment_id"]).tolist()
-    return [{"logged_at": now, "source": source, "alias": alias, "model_version": version, "kind": "eta",
-             "shipment_id": ids[i], "customer_id": None if customers is None else _text(customers[i]),
-             "carrier": carrier[i], "service_level": service[i], "lane": lanes[i], "as_of": at[i],
-             "eta_p10": p10[i], "eta_p50": p50[i], "eta_p90": p90[i], "promise_at": promise[i],
-             "promise_confidence": conf[i], "late_probability": _opt_float(late[i]), "churn_risk": None,
-             "reasons": _reasons(reasons[i], "effect_hours") if reasons is not None else None}
-            for i in range(n)]
+    reasons = out.get("reasons")
+    own = {**{k: np.asarray(out[k], dtype=np.int64).tolist() for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},
+           "promise_confidence": np.broadcast_to(np.asarray(confidence, dtype=float), n).tolist(),
+           "late_probability": [_opt_float(v) for v in np.asarray(out["late_probability"], dtype=float).tolist()]}
+    return _records("eta", (source, alias, version), out["as_of"], ship,
+                    ids=np.asarray(ship["shipment_id"]).tolist(),
+                    customers=[None] * n if customers is None else [_text(c) for c in customers],
+                    own=own, reasons=[None] * n if reasons is None else [_reasons(r, "effect_hours") for r in reasons])
 
 
 def churn_records(out: dict, shipment_ids, source: str, alias: str, version: str, customer_ids=None) -> list[dict]:
@@ -382,20 +375,33 @@ def churn_records(out: dict, shipment_ids, source: str, alias: str, version: str
     as the requests named them (the service scores a customer named twice under two copy
     names, which must not reach the log)."""
     n = len(out["churn_risk"])
-    at, now = np.asarray(out["as_of"], dtype=np.int64).tolist(), now_us()
-    risk = np.asarray(out["churn_risk"], dtype=float).tolist()
     reasons = out.get("reasons")
-    lanes = _lanes(out["origin_region"], out["destination_region"])
-    customers = np.asarray(out["customer_id"] if customer_ids is None else customer_ids).tolist()
-    ids = np.asarray(shipment_ids).tolist()
-    carrier, service = np.asarray(out["carrier"]).tolist(), np.asarray(out["service_level"]).tolist()
-    return [{"logged_at": now, "source": source, "alias": alias, "model_version": version, "kind": "churn",
-             "shipment_id": _text(ids[i]), "customer_id": customers[i], "carrier": carrier[i],
-             "service_level": service[i], "lane": lanes[i], "as_of": at[i], "eta_p10": None, "eta_p50": None,
-             "eta_p90": None, "promise_at": None, "promise_confidence": None, "late_probability": None,
-             "churn_risk": risk[i],
-             "reasons": _reasons(reasons[i], "effect_log_odds") if reasons is not None and len(reasons) else None}
-            for i in range(n)]
+    return _records("churn", (source, alias, version), out["as_of"], out,
+                    ids=[_text(v) for v in np.asarray(shipment_ids).tolist()],
+                    customers=np.asarray(out["customer_id"] if customer_ids is None else customer_ids).tolist(),
+                    own={"churn_risk": np.asarray(out["churn_risk"], dtype=float).tolist()},
+                    reasons=[_reasons(r, "effect_log_odds") for r in reasons] if reasons is not None and len(reasons)
+                    else [None] * n)
+
+
+#: the fields only one kind of answer fills; the other kind logs them as None
+ANSWER_FIELDS = ("eta_p10", "eta_p50", "eta_p90", "promise_at", "promise_confidence", "late_probability", "churn_risk")
+
+
+def _records(kind: str, run: tuple[str, str, str], as_of, delivery: dict, ids: list, customers: list,
+             own: dict[str, list], reasons: list) -> list[dict]:
+    """Log entries in the log's column order: who answered (``run``: source, alias,
+    version), the shipment and its lane (carrier, service and regions from ``delivery``),
+    the moment, the kind's ``own`` answer fields and the reasons."""
+    source, alias, version = run
+    now, at = now_us(), np.asarray(as_of, dtype=np.int64).tolist()
+    carrier, service = np.asarray(delivery["carrier"]).tolist(), np.asarray(delivery["service_level"]).tolist()
+    lanes = _lanes(delivery["origin_region"], delivery["destination_region"])
+    blank = dict.fromkeys(ANSWER_FIELDS)
+    return [{"logged_at": now, "source": source, "alias": alias, "model_version": version, "kind": kind,
+             "shipment_id": ids[i], "customer_id": customers[i], "carrier": carrier[i], "service_level": service[i],
+             "lane": lanes[i], "as_of": at[i], **blank, **{k: v[i] for k, v in own.items()}, "reasons": reasons[i]}
+            for i in range(len(at))]
 
 
 def _text(v) -> str | None:
