@@ -296,8 +296,8 @@ def _order_feedback(feedback, order_ids: np.ndarray, at: np.ndarray) -> tuple[np
     last = EventIndex(fb_key[rated], submitted[rated]).last_before(q_key, at)
     rating = np.where(last >= 0, ratings[rated][np.maximum(last, 0)] if rated.any() else np.nan, np.nan)
     has_contacts = ~np.isnan(contacts)
-    cidx = EventIndex(fb_key[has_contacts], submitted[has_contacts])
-    contact_sum = np.where(cidx.count_before(q_key, at) > 0, cidx.sum_before(contacts[has_contacts], q_key, at), np.nan)
+    contacted = EventIndex(fb_key[has_contacts], submitted[has_contacts]).before(q_key, at)
+    contact_sum = np.where(contacted.count() > 0, contacted.sum(contacts[has_contacts]), np.nan)
     return rating, contact_sum
 
 
@@ -310,20 +310,22 @@ def _history(history: CustomerHistory, cur: Columns, at: np.ndarray) -> Columns:
     placed = EventIndex(vocab.codes(orders["customer_id"]), o_at)
     cur_ordered = _value_of(orders, "order_id", cur["order_id"], "ordered_at")
     ref = cur["ref"]
-    orders_so_far = placed.count_before(q, at)
+    so_far = placed.before(q, at)  # one search for the count, the spend and the latest order
+    orders_so_far = so_far.count()
     first = placed.first_time(q)
     if customers is not None and "first_seen_at" in customers:
         seen = _value_of(customers, "customer_id", cur["customer_id"], "first_seen_at")
         first = np.where((seen != NAT) & ((first == NAT) | (seen < first)) & (seen < at), seen, first)
     previous = placed.last_before(q, cur_ordered)
-    latest = placed.last_before(q, at)
+    latest = so_far.last()
     previous_at = np.where(previous >= 0, o_at[np.maximum(previous, 0)] if len(o_at) else NAT, NAT)
 
     judged = exp["ref"] != NAT
     j_idx = EventIndex(vocab.codes(exp["customer_id"][judged]), exp["ref"][judged])
     # Earlier deliveries: every judged order before the moment, minus the current one.
-    earlier = j_idx.count_before(q, at) - 1
-    earlier_late = j_idx.sum_before(exp["late"][judged], q, at) - cur["late"]
+    judged_before = j_idx.before(q, at)
+    earlier = judged_before.count() - 1
+    earlier_late = judged_before.sum(exp["late"][judged]) - cur["late"]
 
     out = {
         "orders_so_far": orders_so_far,
@@ -333,7 +335,7 @@ def _history(history: CustomerHistory, cur: Columns, at: np.ndarray) -> Columns:
                                               (cur_ordered - previous_at) / US_PER_DAY),
         "days_since_last_order": np.where(latest >= 0, (at - (o_at[np.maximum(latest, 0)] if len(o_at) else at))
                                           / US_PER_DAY, np.nan),
-        "spend_so_far": placed.sum_before(orders["value"], q, at),
+        "spend_so_far": so_far.sum(orders["value"]),
         # The customer's own buying rate: what RFM and BG/NBD live on, given to the trees directly.
         "orders_per_year": np.where(first == NAT, np.nan, orders_so_far / np.maximum((at - first) / US_PER_DAY, 30.0) * 365.0),
         "earlier_deliveries": earlier,
@@ -372,11 +374,11 @@ def _feedback_history(feedback, orders: Columns, vocab: Lookup, q, at, current_o
 
 def _feedback_sums(fb: Columns, key: np.ndarray, q, at) -> dict[str, np.ndarray]:
     """Ratings given, their sum, low ratings and contacts of feedback keyed ``key``, before each moment."""
-    idx = EventIndex(key, fb["submitted_at"])
+    given = EventIndex(key, fb["submitted_at"]).before(q, at)
     rating = fb["rating"]
     return {
-        "n_rated": idx.sum_before(~np.isnan(rating), q, at),
-        "rating_sum": idx.sum_before(rating, q, at),
-        "low": idx.sum_before(rating <= 2, q, at),
-        "contacts": idx.sum_before(fb["contacts"], q, at),
+        "n_rated": given.sum(~np.isnan(rating)),
+        "rating_sum": given.sum(rating),
+        "low": given.sum(rating <= 2),
+        "contacts": given.sum(fb["contacts"]),
     }

@@ -187,20 +187,16 @@ class EventIndex:
         end = np.searchsorted(self.key, key, side="right")
         return start, start + count_less_in_ranges(self.time, start, end, time_us)
 
-    def ranges_before(self, key: np.ndarray, time_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Per query, the sorted events of its key before t: positions start..before-1
-        (the caller's positions too when the events came presorted)."""
-        return self._bounds(key, time_us)
+    def before(self, key: np.ndarray, time_us: np.ndarray) -> "Before":
+        """Each query's events before t, found once for any number of counts and sums."""
+        return Before(self, *self._bounds(key, time_us))
 
     def count_before(self, key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
-        start, before = self._bounds(key, time_us)
-        return before - start
+        return self.before(key, time_us).count()
 
     def sum_before(self, values: np.ndarray, key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
         """Sum of ``values`` (aligned with the caller's events) over events before t."""
-        cum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(np.asarray(values, dtype=float)[self.order]))])
-        start, before = self._bounds(key, time_us)
-        return cum[before] - cum[start]
+        return self.before(key, time_us).sum(values)
 
     def first_time(self, key: np.ndarray) -> np.ndarray:
         """Each key's earliest event time (any time), NAT when the key has none."""
@@ -212,10 +208,30 @@ class EventIndex:
 
     def last_before(self, key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
         """Caller positions of the latest event before t per query, -1 when none."""
-        start, before = self._bounds(key, time_us)
-        if not len(self.order):
-            return np.full(len(key), -1)
-        return np.where(before > start, self.order[np.maximum(before - 1, 0)], -1)
+        return self.before(key, time_us).last()
+
+
+class Before:
+    """Per query, the events of its key before its moment: sorted positions
+    ``start`` .. ``end - 1`` of an ``EventIndex`` (the caller's positions too when the
+    events came presorted). One search answers every count, sum and latest event."""
+
+    def __init__(self, index: EventIndex, start: np.ndarray, end: np.ndarray):
+        self.index, self.start, self.end = index, start, end
+
+    def count(self) -> np.ndarray:
+        return self.end - self.start
+
+    def sum(self, values: np.ndarray) -> np.ndarray:
+        """Sum of ``values`` (aligned with the caller's events; NaN counts as 0)."""
+        cum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(np.asarray(values, dtype=float)[self.index.order]))])
+        return cum[self.end] - cum[self.start]
+
+    def last(self) -> np.ndarray:
+        """Caller position of the latest event per query, -1 when none."""
+        if not len(self.index.order):
+            return np.full(len(self.start), -1)
+        return np.where(self.end > self.start, self.index.order[np.maximum(self.end - 1, 0)], -1)
 
 
 def count_less_in_ranges(values: np.ndarray, start: np.ndarray, end: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -66,7 +66,8 @@ def transit_features(shipments, scans, moments) -> Columns:
 
     # One search finds each moment's scans so far, sc[start:before]; a count of any kind
     # of event is then a difference of its cumulative sum (no per-kind search).
-    start, before = EventIndex(sc["pos"], sc["at"], presorted=True).ranges_before(pos, at)
+    seen = EventIndex(sc["pos"], sc["at"], presorted=True).before(pos, at)
+    start, before = seen.start, seen.end
 
     def cumulative(events: tuple[str, ...] | None) -> np.ndarray:
         """Scans of these events (None: every scan) among the first i, for i = 0..len."""
