@@ -26,17 +26,15 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
 def one(bundle_dir: Path, data: Path, n: int, explain: bool, endpoint: str) -> None:
     """The counted part: load, one warm-up request, then ``n`` single requests."""
-    from benchmarks.serve_latency import churn_bodies, requests_from
+    from benchmarks.serve_latency import churn_bodies, eta_in_process, requests_from
     from runtime.bundle import ModelBundle
-    from serving.columns import columns_of, deliveries_of
+    from serving.columns import deliveries_of
     from serving.schemas import ChurnIn, ShipmentIn
 
     bundle = ModelBundle.load(bundle_dir)
@@ -46,9 +44,8 @@ def one(bundle_dir: Path, data: Path, n: int, explain: bool, endpoint: str) -> N
             ship, scans, moments = deliveries_of([r])
             bundle.score_churn(bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments), explain)
         return
-    for r in [ShipmentIn(**b) for b in bodies]:  # as the service's _predict does for a batch of one
-        ship, scans, moments = columns_of([r])
-        bundle.predict_columns(bundle.shipment_rows(ship, scans, moments), np.full(1, 0.95), np.full(1, explain))
+    for r in [ShipmentIn(**b) for b in bodies]:  # a batch of one each
+        eta_in_process(bundle, [r], explain)
 
 
 def counted(bundle_dir: Path, data: Path, n: int, explain: bool, endpoint: str, out: Path) -> int:

@@ -189,21 +189,27 @@ def main() -> None:
     bare(args, bodies)
 
 
+def eta_in_process(bundle, batch: list, explain: bool) -> dict:
+    """What the service's _predict does for ``batch`` (ShipmentIn requests), without HTTP:
+    request columns, features, models and, where ``explain``, reasons."""
+    from serving.columns import columns_of
+
+    ship, scans, moments = columns_of(batch)
+    return bundle.predict_columns(bundle.shipment_rows(ship, scans, moments), np.full(len(batch), 0.95),
+                                  np.full(len(batch), explain))
+
+
 def bare(args, bodies: list[dict]) -> None:
     """The same code in-process, no HTTP: request columns, features, models, reasons."""
     from runtime.bundle import ModelBundle
     from runtime.registry import download_bundle
     from serving.schemas import ShipmentIn
-    from serving.columns import columns_of
 
     bundle = ModelBundle.load(args.bundle or download_bundle()[0])
     requests = [ShipmentIn(**b) for b in bodies]
 
     def run(batch: list, explain: bool) -> None:
-        # as the service's _predict does: per-row confidence and explain
-        ship, scans, moments = columns_of(batch)
-        bundle.predict_columns(bundle.shipment_rows(ship, scans, moments), np.full(len(batch), 0.95),
-                               np.full(len(batch), explain))
+        eta_in_process(bundle, batch, explain)
 
     for explain in (True, False):
         times = []

@@ -58,8 +58,9 @@ SHRINK_ORDER = ("global", "carrier", "lane", "destination", "carrier_lane", "pos
 SHRINK_WINDOW = {"global": 91, "carrier": 91, "lane": 91, "carrier_lane": 91, "postal_lane": 365, "destination": 28}
 PRIOR_COUNT = 20.0  # a group with n deliveries weighs n / (n + 20) against its parent
 SCALAR_SUMS = ("n", "n_promised", "n_late", "n_exception")
-#: the statistics shrunk toward the parent: hours first, then rates (see ``_parent_values``)
+#: the statistics shrunk toward the parent (hours end in "_h"; the rest are rates)
 SHRUNK_STATS = ("median_h", "p90_h", "late_rate", "exception_rate")
+_HOURS = np.array([stat.endswith("_h") for stat in SHRUNK_STATS])[:, None]
 #: days of daily rows a snapshot keeps: two of the longest window, so any moment in the
 #: final year before the end (and every later request) sees complete windows
 HISTORY_SPAN = 731
@@ -75,7 +76,10 @@ def group_keys(cols, level: str, missing: dict[str, np.ndarray] | None = None) -
         return np.full(size(cols) if isinstance(cols, dict) else len(cols), "all", dtype=object)
     parts = [np.asarray(cols[c], dtype=object) for c in names]
     missing = {} if missing is None else missing
-    gaps = [missing[c] if c in missing else missing.setdefault(c, pd.isna(p)) for c, p in zip(names, parts)]
+    for c, p in zip(names, parts):
+        if c not in missing:
+            missing[c] = pd.isna(p)
+    gaps = [missing[c] for c in names]
     key = np.where(gaps[0], "", parts[0])
     for p, gap in zip(parts[1:], gaps[1:]):
         key = key + "|" + np.where(gap, "", p)
@@ -316,9 +320,7 @@ class History:
         lane = np.stack([cols[f"lane_{stat}"] for stat in SHRUNK_STATS])
         glob = np.stack([cols[f"global_{stat}"] for stat in SHRUNK_STATS])
         with np.errstate(invalid="ignore", divide="ignore"):
-            hours = parent[:2] * lane[:2] / glob[:2]  # median_h, p90_h
-            rates = np.clip(parent[2:] + lane[2:] - glob[2:], 0.0, 1.0)  # late_rate, exception_rate
-        blended = np.concatenate([hours, rates])
+            blended = np.where(_HOURS, parent * lane / glob, np.clip(parent + lane - glob, 0.0, 1.0))
         return np.where(np.isfinite(blended), blended, parent)
 
     @staticmethod

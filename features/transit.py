@@ -64,27 +64,20 @@ def transit_features(shipments, scans, moments) -> Columns:
     at = micros(moments["as_of"])
     sc = _sorted_scans(shipments, scans)
 
-    # One search finds each moment's scans so far, sc[start:before]; a count of any kind
-    # of event is then a difference of its cumulative sum (no per-kind search).
+    # One search finds each moment's scans so far; a count of any kind of event is a
+    # sum over them (no search per kind).
     seen = EventIndex(sc["pos"], sc["at"], presorted=True).before(pos, at)
-    start, before = seen.start, seen.end
 
-    def cumulative(events: tuple[str, ...] | None) -> np.ndarray:
-        """Scans of these events (None: every scan) among the first i, for i = 0..len."""
-        mask = np.ones(len(sc["event"]), dtype=bool) if events is None else _event_mask(events)[sc["event"]]
-        return np.r_[0, np.cumsum(mask, dtype=np.int64)]
+    def count(events: tuple[str, ...]) -> np.ndarray:
+        return seen.sum(_event_mask(events)[sc["event"]]).astype(np.float32)
 
-    def count(events: tuple[str, ...] | None) -> np.ndarray:
-        cum = cumulative(events)
-        return (cum[before] - cum[start]).astype(np.float32)
-
-    has_last = before > start
-    safe = np.maximum(before - 1, 0)
+    last = seen.last()
+    has_last = last >= 0
+    safe = np.maximum(last, 0)
     last_at = np.where(has_last, sc["at"][safe] if len(sc["at"]) else NAT, NAT)
-    pickups = cumulative(("picked_up",))
-    first_pickup_scan = np.searchsorted(pickups, pickups[start] + 1, side="left") - 1  # the range's first pickup
-    first_pickup = np.where(pickups[before] > pickups[start],
-                            sc["at"][np.minimum(first_pickup_scan, len(sc["at"]) - 1)] if len(sc["at"]) else NAT, NAT)
+    picked = _event_mask(("picked_up",))[sc["event"]]
+    pickups = EventIndex(sc["pos"][picked], sc["at"][picked], presorted=True)
+    first_pickup = np.where(seen.sum(picked) > 0, pickups.first_time(pos), NAT)
     shipped = micros(shipments["shipped_at"])[pos]
     shipped_known = (shipped != NAT) & (shipped < at)
     pickup = np.where(shipped_known & ((first_pickup == NAT) | (shipped < first_pickup)), shipped, first_pickup)
@@ -100,7 +93,7 @@ def transit_features(shipments, scans, moments) -> Columns:
         "hours_since_pickup": hours_between(at, pickup).astype(np.float32),
         "last_event": EVENT_NAMES[last_event_code],
         "last_event_age_h": hours_between(at, last_at).astype(np.float32),
-        "scans_so_far": count(None),
+        "scans_so_far": seen.count().astype(np.float32),
         "facility_scans": count(FACILITY_EVENTS),
         "exceptions_so_far": count(("exception",)),
         "attempts_so_far": count(("delivery_attempted",)),
