@@ -7,8 +7,9 @@ Targets (issue 14), each printed as measured:
   most twice that; the rest get 503 with ``Retry-After``; no other 5xx; resident memory
   bounded; single-client latency back to normal within 5 s after the load stops.
   Clients retry a 503 at once (the worst case: a polite client waits Retry-After).
-* **Review pages beside /eta**: /eta p50 with one client while another loops over the
-  at-risk page and the CSV export, at most 1.5x its p50 alone.
+* **Review pages beside /eta**: /eta p50 with one client while another (its own
+  process, as a browser is) loops over the at-risk page and the CSV export, at most
+  1.5x its p50 alone.
 * **SIGKILL** at random moments of ``validate``, ``train`` and ``score-customers`` (20 in
   all): afterwards the quarantine report, the registry and the scoring store are each
   the old or the new state, whole, and every command and page works.
@@ -142,7 +143,29 @@ def overload(args, env: dict, bodies: list[dict]) -> None:
         proc.wait(timeout=60)
 
 
+REVIEW_PAGES = ("/review", "/review/export.csv", "/review?sort=days_late&page=2", "/review/drivers")
+
+
+def browse(url: str, stop, pages) -> None:
+    """A CX agent's browser gone mad: the review pages and the CSV export back to back
+    until ``stop``, counting pages in ``pages`` (shared with the parent)."""
+    with httpx.Client(timeout=60) as c:
+        while not stop.is_set():
+            for path in REVIEW_PAGES:
+                c.get(f"{url}{path}").raise_for_status()
+                with pages.get_lock():
+                    pages.value += 1
+
+
 def review_beside_eta(args, env: dict, bodies: list[dict]) -> None:
+    """/eta p50 with one client, alone and beside a client looping over the review pages.
+
+    The browsing client is its own process, as an agent's browser is: as a thread of
+    this one it would hold this process's GIL while parsing 4 MB CSVs, and the /eta
+    client measured here would wait on its own load generator (it did: x1.63-1.68 with
+    a thread)."""
+    import multiprocessing as mp
+
     scores = Path(env["EDDY_SCORES_DIR"])
     if not (scores / "LATEST").exists():
         subprocess.run([EDDY, "score-customers", str(args.data)], env=env, check=True, capture_output=True)
@@ -150,23 +173,20 @@ def review_beside_eta(args, env: dict, bodies: list[dict]) -> None:
     try:
         closed_loop(url, bodies, 2, 3)
         alone = closed_loop(url, bodies, 1, args.seconds)["ok_ms"]
-        stop, pages = threading.Event(), [0]
-
-        def browse() -> None:
-            with httpx.Client(timeout=60) as c:
-                while not stop.is_set():
-                    for path in ("/review", "/review/export.csv", "/review?sort=days_late&page=2", "/review/drivers"):
-                        c.get(f"{url}{path}").raise_for_status()
-                        pages[0] += 1
-
-        browser = threading.Thread(target=browse, daemon=True)
+        ctx = mp.get_context("spawn")
+        stop, pages = ctx.Event(), ctx.Value("q", 0)
+        browser = ctx.Process(target=browse, args=(url, stop, pages), daemon=True)
         browser.start()
+        while pages.value < len(REVIEW_PAGES) and browser.is_alive():
+            time.sleep(0.05)  # the browser is up and has loaded every page once
         beside = closed_loop(url, bodies, 1, args.seconds)["ok_ms"]
         stop.set()
-        browser.join()
+        browser.join(timeout=120)
+        if browser.exitcode != 0:
+            raise SystemExit(f"the browsing client failed (exit code {browser.exitcode})")
         ratio = pct(beside, 50) / pct(alone, 50)
-        print(f"/eta 1 client alone p50 {pct(alone, 50):.1f} ms | beside a client looping over the review pages and "
-              f"CSV export ({pages[0]} pages) p50 {pct(beside, 50):.1f} ms = x{ratio:.2f} "
+        print(f"/eta 1 client alone p50 {pct(alone, 50):.1f} ms | beside a client (its own process) looping over "
+              f"the review pages and CSV export ({pages.value} pages) p50 {pct(beside, 50):.1f} ms = x{ratio:.2f} "
               f"({'met' if ratio <= 1.5 else 'missed'} <= x1.5)")
     finally:
         proc.terminate()
