@@ -42,7 +42,7 @@ def one(bundle_dir: Path, data: Path, n: int, explain: bool, endpoint: str) -> N
     if endpoint == "churn":  # as the service's _churn does for one request
         for r in [ChurnIn(**b) for b in churn_bodies(bodies, data)]:
             ship, scans, moments = deliveries_of([r])
-            bundle.score_churn(bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments), explain)
+            bundle.score_churn(bundle.churn_rows(ship, scans, moments), explain)
         return
     for r in [ShipmentIn(**b) for b in bodies]:  # a batch of one each
         eta_in_process(bundle, [r], explain)

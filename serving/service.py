@@ -318,8 +318,7 @@ class Eddy:
         if bundle.churn is None:
             raise ServiceUnavailable("the champion has no churn model: " + bundle.meta.get("skipped", {}).get("churn", ""))
         ship, scans, moments = deliveries_of(requests)
-        out = bundle.score_churn(bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments),
-                                 explain=any(r.explain for r in requests))
+        out = bundle.score_churn(bundle.churn_rows(ship, scans, moments), explain=any(r.explain for r in requests))
         known = bundle.snapshot.customers.index()["orders"]
         _record(lambda: churn_records(out, [r.delivery.shipment_id for r in requests], source, "champion", STATE.version,
                                       [r.customer_id for r in requests]))

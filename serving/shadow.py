@@ -65,7 +65,7 @@ class Shadow:
         if self.bundle.churn is None:
             return []
         ship, scans, moments = deliveries_of(requests)
-        rows = self.bundle.churn_rows(ship, scans if len(scans["shipment_id"]) else None, moments)
+        rows = self.bundle.churn_rows(ship, scans, moments)
         out = self.bundle.score_churn(rows, explain=False)
         return churn_records(out, [r.delivery.shipment_id for r in requests], source, self.alias, self.version,
                              [r.customer_id for r in requests])

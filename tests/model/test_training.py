@@ -113,6 +113,23 @@ def test_scoring_for_the_review_pages_history_and_drivers(trained):
     assert np.allclose(ours, theirs, atol=1e-6)
 
 
+def test_churn_rows_take_an_empty_scan_table_for_no_scans(trained):
+    """A delivery with no scans at all: None and the empty columns a request without scans
+    gives are the same request, so the service passes a request's scans as they are."""
+    result, ds = trained
+    s = ds["shipments"][ds["shipments"].delivered_at.notna()].tail(20)
+    moments = pd.DataFrame({"order_id": s.order_id.to_numpy(),
+                            "as_of": (s.delivered_at + pd.Timedelta(minutes=5)).to_numpy()})
+    no_scans = {"shipment_id": np.array([], dtype=object), "scanned_at": np.array([], dtype=np.int64),
+                "event": np.array([], dtype=object), "region": np.array([], dtype=object)}  # as a request gives them
+    empty = result.bundle.score_churn(result.bundle.churn_rows(s, no_scans, moments))
+    none = result.bundle.score_churn(result.bundle.churn_rows(s, None, moments))
+    assert set(empty) == set(none)
+    for k in none:
+        assert repr(np.asarray(empty[k]).tolist()) == repr(np.asarray(none[k]).tolist()), k
+    assert np.isfinite(np.asarray(none["churn_risk"], dtype=float)).all()
+
+
 def test_recency_weights_halve_every_half_life_and_default_to_equal():
     from training.models import recency_weights
 
