@@ -41,22 +41,24 @@ from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, at_order
 SHIPMENT_LABELS = {"edd": "hours_left", "delay": "late"}
 
 
-def _snapshot(client, data, end: pd.Timestamp | None) -> FeatureSnapshot:
+def _snapshot(client, data, end: pd.Timestamp | None, customers: list) -> FeatureSnapshot:
     """``FeatureSnapshot.fit`` over the partitions: the history reduced on the cluster, the
-    customer tables gathered (the bundle serves them; partitions hold whole customers)."""
-    customers = CustomerHistory.joined(client.gather(client.map(customers_of, data.parts)))
-    return snapshot_on(client, data.parts, data.locations, None, end, customers)
+    customer tables (``customers``: each partition's, as futures) gathered (the bundle serves
+    them; partitions hold whole customers)."""
+    return snapshot_on(client, data.parts, data.locations, None, end, CustomerHistory.joined(client.gather(customers)))
 
 
 def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timestamp | None = None):
     """The snapshot and every model's ``Windows`` (``Labelled``), built on the cluster."""
-    snapshot = _snapshot(client, data, end)
-    # every worker gets the history once; the customer tables each partition builds itself
+    # each partition's customer tables, built once and kept on the workers for every pass below
+    customers = client.map(customers_of, data.parts)
+    snapshot = _snapshot(client, data, end, customers)
+    # every worker gets the history once; each partition's rows use its own customer tables
     shared = client.scatter(dataclasses.replace(snapshot, customers=None), broadcast=True)
     leads, firsts = zip(*client.gather(client.map(_shipment_facts, data.parts)))
     split = split_of_shipments(snapshot.end, np.concatenate(leads), min(f for f in firsts if f is not None))
-    facts = client.gather(client.map(_label_facts, data.parts, snapshot=shared, split=split, horizon_days=horizon_days,
-                                     seed=seed))
+    facts = client.gather(client.map(_label_facts, data.parts, customers, snapshot=shared, split=split,
+                                     horizon_days=horizon_days, seed=seed))
     bounds, counts, shares = {}, {}, {}
     for name in SHIPMENT_LABELS:
         moments, n, positives, evaluated = zip(*(f[name] for f in facts))
@@ -70,8 +72,9 @@ def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timest
         train = window == "train"
         bounds["churn"], counts["churn"] = tail_bounds(refs[train]), (int(train.sum()), float(y[train].sum()))
         shares["churn"] = eval_shares(eval_counts(window))
-    parts = client.gather(client.map(_windows, data.parts, snapshot=shared, split=split, churn=c_split, bounds=bounds,
-                                     shares=shares, horizon_days=horizon_days, seed=seed))
+    parts = client.gather(client.map(_windows, data.parts, customers, snapshot=shared, split=split, churn=c_split,
+                                     bounds=bounds, shares=shares, horizon_days=horizon_days, seed=seed))
+    client.cancel(customers)
     windows = {name: windows_from([p[name] for p in parts], bounds[name], *counts[name]) for name in bounds}
     churn = windows["churn"] if c_split is not None else too_few_churn_labels(len(y), horizon_days)
     shipments = data.report["shipments"].accepted
@@ -83,11 +86,11 @@ def _shipment_facts(part: DataSet) -> tuple[np.ndarray, pd.Timestamp | None]:
     return lead_days(s), (s.ordered_at.min() if len(s) else None)
 
 
-def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days: float,
+def _frames(part: DataSet, customers: CustomerHistory, snapshot: FeatureSnapshot, split: Split, horizon_days: float,
             seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A partition's shipment rows with their labels and window, and its churn rows with
     their label and judged moment (microseconds)."""
-    snap = dataclasses.replace(snapshot, customers=customers_of(part))
+    snap = dataclasses.replace(snapshot, customers=customers)
     rows, labels = edd_training_rows(part, snap, seed=seed)
     shipments = rows.assign(**{f"_{c}": labels[c].to_numpy() for c in SHIPMENT_LABELS.values()},
                             _window=split.assign(rows.as_of))
@@ -95,12 +98,13 @@ def _frames(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days
     return shipments, churn_rows.assign(**{LABEL: y, "_ref_us": ref})
 
 
-def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon_days: float, seed: int) -> dict:
+def _label_facts(part: DataSet, customers: CustomerHistory, snapshot: FeatureSnapshot, split: Split,
+                 horizon_days: float, seed: int) -> dict:
     """Per shipment model: the training rows' moments, their count and positives at
     order, and the labelled rows each evaluation window has; for churn:
     every labelled row's judged moment and label, and the earliest. From the rows'
     moments alone: no feature is built for them."""
-    snap = dataclasses.replace(snapshot, customers=customers_of(part))
+    snap = dataclasses.replace(snapshot, customers=customers)
     moments = frame_of(edd_training_moments(part, snap, seed), timestamps=("as_of",))
     labels = shipment_labels(part["shipments"], moments, snap.end)
     t = micros(moments.as_of)
@@ -120,11 +124,11 @@ def _label_facts(part: DataSet, snapshot: FeatureSnapshot, split: Split, horizon
     return out
 
 
-def _windows(part: DataSet, snapshot: FeatureSnapshot, split: Split, churn: Split | None, bounds: dict,
-             shares: dict, horizon_days: float, seed: int) -> dict[str, pd.DataFrame]:
+def _windows(part: DataSet, customers: CustomerHistory, snapshot: FeatureSnapshot, split: Split, churn: Split | None,
+             bounds: dict, shares: dict, horizon_days: float, seed: int) -> dict[str, pd.DataFrame]:
     """A partition's rows of every window: its training rows from the first bound on, its
     evaluation rows sampled at the whole data set's shares (``kept``)."""
-    shipments, churn_rows = _frames(part, snapshot, split, horizon_days, seed)
+    shipments, churn_rows = _frames(part, customers, snapshot, split, horizon_days, seed)
     out = {}
     window = shipments._window.to_numpy()
     labels = [f"_{c}" for c in SHIPMENT_LABELS.values()]
