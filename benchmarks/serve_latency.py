@@ -207,21 +207,17 @@ def bare(args, bodies: list[dict]) -> None:
 
     bundle = ModelBundle.load(args.bundle or download_bundle()[0])
     requests = [ShipmentIn(**b) for b in bodies]
-
-    def run(batch: list, explain: bool) -> None:
-        eta_in_process(bundle, batch, explain)
-
     for explain in (True, False):
         times = []
         for r in requests[:300]:
             t = time.perf_counter()
-            run([r], explain)
+            eta_in_process(bundle, [r], explain)
             times.append((time.perf_counter() - t) * 1000)
         print(f"in-process, one shipment {'with' if explain else 'without'} reasons  "
               f"p50 {pct(times, 50):.2f} ms, p99 {pct(times, 99):.2f} ms")
     for explain in (False, True):
         t = time.perf_counter()
-        run(requests[:1000], explain)
+        eta_in_process(bundle, requests[:1000], explain)
         print(f"in-process, 1,000 shipments {'with' if explain else 'without'} reasons  {(time.perf_counter() - t) * 1000:.0f} ms")
 
 

@@ -281,8 +281,8 @@ def _scan_counts(s: Columns, scans, sp: np.ndarray, t: np.ndarray) -> dict[str, 
     if scans is None or not size(scans):
         return {k: np.zeros(len(sp)) for k in names}
     pos = Lookup(s["shipment_id"]).codes(scans["shipment_id"])
-    scan_at, event = scans["scanned_at"], scans["event"]
-    return {k: EventIndex(pos[event == e], scan_at[event == e]).count_before(sp, t).astype(float) for k, e in names.items()}
+    seen = EventIndex(pos, scans["scanned_at"]).before(sp, t)  # one search; each kind is a sum over it
+    return {k: seen.sum(scans["event"] == e) for k, e in names.items()}
 
 
 def _order_feedback(feedback, order_ids: np.ndarray, at: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -194,10 +194,6 @@ class EventIndex:
     def count_before(self, key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
         return self.before(key, time_us).count()
 
-    def sum_before(self, values: np.ndarray, key: np.ndarray, time_us: np.ndarray) -> np.ndarray:
-        """Sum of ``values`` (aligned with the caller's events) over events before t."""
-        return self.before(key, time_us).sum(values)
-
     def first_time(self, key: np.ndarray) -> np.ndarray:
         """Each key's earliest event time (any time), NAT when the key has none."""
         start = np.searchsorted(self.key, key, side="left")
