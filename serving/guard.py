@@ -7,9 +7,10 @@ An ASGI middleware, so it holds for every route whatever framework answers it:
   an object whose only key is the API's own (``shipment``, ``shipments``, ``request`` or
   ``requests``); anything else is a 400 naming the key. BentoML would ignore unknown
   keys and keep the last of duplicates, so a client's typo would pass silently.
-* **Load shedding**: at most ``EDDY_MAX_IN_FLIGHT`` prediction requests at once; beyond
-  that a 503 with ``Retry-After`` at once, so accepted requests keep their latency and
-  the rest know to come back, instead of every client waiting longer and longer.
+* **Load shedding** (:class:`Shedder`, the outermost layer): at most ``EDDY_MAX_IN_FLIGHT``
+  prediction requests at once; beyond that a 503 with ``Retry-After`` at once, so accepted
+  requests keep their latency and the rest know to come back, instead of every client
+  waiting longer and longer.
 * **Security headers** on every answer (no sniffing, no framing, no referrer, a content
   security policy that allows nothing from elsewhere) and ``Cache-Control: no-store`` on
   the review pages, which show customers.
@@ -80,19 +81,89 @@ def strict_json(body: bytes, key: str) -> None:
                             f"key, {key!r}")
 
 
-class RequestGuard:
-    """The ASGI middleware; ``shed`` and ``cancelled`` count the requests answered 503 and
-    the ones whose work was stopped (for ``/status``). ``routes`` are the routes with
-    review pages, for the metrics' route labels."""
+class Counts:
+    """What the front door did in this process, for ``/status``: prediction requests in
+    flight, answered 503 (shed) and stopped before their answer (cancelled)."""
 
-    def __init__(self, app, max_body: int | None = None, in_flight: int | None = None, routes=()):
+    in_flight = shed = cancelled = 0
+
+
+COUNTS = Counts()
+
+
+class Shedder:
+    """The outermost ASGI layer: a prediction request beyond capacity gets its 503 here.
+
+    It sits outside BentoML's own layers (tracing, access log, time limit), because under
+    overload a refusal must cost next to nothing: every layer a refusal passes takes
+    event-loop time from the accepted requests (measured in ``benchmarks/reliability.py``).
+    So refusals are counted in the metrics and ``/status``, not in BentoML's access log."""
+
+    def __init__(self, app, in_flight: int | None = None):
+        self.app = app
+        self.capacity = max_in_flight() if in_flight is None else in_flight
+        self.refused_at: dict = {}  # connection (client address and port) -> its latest refusal
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http" or scope["path"] not in API_KEYS or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        if COUNTS.in_flight >= self.capacity:
+            return await self._refuse(scope, send)
+        COUNTS.in_flight += 1
+        counted = True
+
+        async def sending(message):
+            nonlocal counted
+            # Out of flight once the answer is sent, not when the layers inside have
+            # unwound: the client may already have sent its next request by then.
+            if counted and message["type"] == "http.response.body" and not message.get("more_body"):
+                COUNTS.in_flight -= 1
+                counted = False
+            await send(message)
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if counted:
+                COUNTS.in_flight -= 1
+
+    async def _refuse(self, scope, send) -> None:
+        """503 with Retry-After. A connection back before its Retry-After has passed gets
+        its next refusal when that time is up: clients that retry at once would otherwise
+        fill the event loop with refusals, and the accepted requests would wait behind them."""
+        started = time.perf_counter()
+        COUNTS.shed += 1
+        client = scope.get("client")
+        early = RETRY_AFTER_S - (time.monotonic() - self.refused_at.get(client, -RETRY_AFTER_S))
+        if client is not None and early > 0:
+            await asyncio.sleep(early)
+        self._remember(client)
+        await send(REFUSAL_START)
+        await send(REFUSAL_BODY)
+        metrics().refused(scope["path"], time.perf_counter() - started)  # an API path is its own label
+
+    def _remember(self, client) -> None:
+        now = time.monotonic()
+        if len(self.refused_at) >= 10_000:  # bounded: forget connections refused over a Retry-After ago
+            self.refused_at = {c: t for c, t in self.refused_at.items() if now - t < RETRY_AFTER_S}
+        self.refused_at[client] = now
+
+
+RETRY_AFTER_S = 1
+_REFUSAL = b'{"error": "the service is at capacity; retry shortly"}'
+REFUSAL_START = {"type": "http.response.start", "status": 503,
+                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_REFUSAL)).encode()),
+                             (b"retry-after", str(RETRY_AFTER_S).encode()), *SECURITY_HEADERS]}
+REFUSAL_BODY = {"type": "http.response.body", "body": _REFUSAL}
+
+
+class RequestGuard:
+    """The ASGI middleware inside BentoML's layers: strict bodies, headers, metrics and
+    cancellation. ``routes`` are the routes with review pages, for the metrics' labels."""
+
+    def __init__(self, app, max_body: int | None = None, routes=()):
         self.app = app
         self.max_body = max_body or max_body_bytes()
-        self.capacity = in_flight or max_in_flight()
         self.routes = routes
-        self.in_flight = 0
-        self.shed = self.cancelled = 0
-        GUARDS.append(self)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -106,21 +177,11 @@ class RequestGuard:
         if key is None or scope["method"] != "POST":
             return await self.app(scope, receive, send)
         try:
-            # Capacity first: under overload a 503 must cost next to nothing, or answering
-            # the surplus takes the CPU the accepted requests need.
-            if self.in_flight >= self.capacity:
-                self.shed += 1
-                metrics().shed.labels(endpoint=label).inc()
-                raise Rejected(503, "the service is at capacity; retry shortly", [(b"retry-after", b"1")])
             body = await self._body(scope, receive)
             strict_json(body, key)
         except Rejected as exc:
             return await _answer(send, exc.status, json.dumps({"error": str(exc)}).encode(), exc.headers)
-        self.in_flight += 1
-        try:
-            await self._until_gone(scope, body, receive, send, label)
-        finally:
-            self.in_flight -= 1
+        await self._until_gone(scope, body, receive, send, label)
 
     async def _until_gone(self, scope, body: bytes, receive, send, label: str) -> None:
         """Run the request as a task and cancel it if the client disconnects before its
@@ -158,7 +219,7 @@ class RequestGuard:
 
     def _cancel(self, task: asyncio.Future, label: str) -> None:
         task.cancel()
-        self.cancelled += 1
+        COUNTS.cancelled += 1
         metrics().cancelled.labels(endpoint=label).inc()
 
     async def _body(self, scope, receive) -> bytes:
@@ -181,10 +242,6 @@ class RequestGuard:
             chunks.append(chunk)
             if not message.get("more_body"):
                 return b"".join(chunks)
-
-
-#: guards made in this process (one per app); ``/status`` reports their counts
-GUARDS: list[RequestGuard] = []
 
 
 def _with_headers(send, extra: list[tuple[bytes, bytes]]):

@@ -78,12 +78,25 @@ class Metrics:
                                   multiprocess_mode="mostrecent")
 
     def observe(self, endpoint: str, status: int, seconds: float) -> None:
+        total, duration = self._series(endpoint, status)
+        total.inc()
+        duration.observe(seconds)
+
+    def refused(self, endpoint: str, seconds: float) -> None:
+        self._shed(endpoint).inc()
+        self.observe(endpoint, 503, seconds)
+
+    @lru_cache(maxsize=64)
+    def _shed(self, endpoint: str):
+        return self.shed.labels(endpoint=endpoint)
+
+    @lru_cache(maxsize=4096)  # routes x statuses: bounded; labels() costs as much as a refusal
+    def _series(self, endpoint: str, status: int):
         from bentoml._internal.context import server_context
 
         labels = dict(endpoint=endpoint, service_name=server_context.bento_name or "eddy",
                       service_version=server_context.bento_version or "", http_response_code=str(status))
-        self.total.labels(**labels).inc()
-        self.duration.labels(**labels).observe(seconds)
+        return self.total.labels(**labels), self.duration.labels(**labels)
 
 
 @lru_cache(maxsize=1)

@@ -39,7 +39,7 @@ from starlette.routing import Route
 from eddy import settings
 from runtime.predlog import NoLog, churn_records, eta_records, open_log
 from serving import review
-from serving.guard import GUARDS, RequestGuard
+from serving.guard import COUNTS, RequestGuard, Shedder
 from runtime.reasons import churn_actionable, churn_words
 from serving.columns import columns_of, datetime_of, deliveries_of
 from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
@@ -156,8 +156,7 @@ def _status(_: Request) -> JSONResponse:
                "mean_size": round(batcher.items / batcher.calls, 2) if batcher.calls else None} if batcher else None
     return JSONResponse({"ready": ready, "reason": STATE.reason, "version": STATE.version,
                          "uptime_s": round(time.time() - STATE.started_at, 1), "eta_batches": batches,
-                         "shed": sum(g.shed for g in GUARDS), "in_flight": sum(g.in_flight for g in GUARDS),
-                         "cancelled": sum(g.cancelled for g in GUARDS),
+                         "shed": COUNTS.shed, "in_flight": COUNTS.in_flight, "cancelled": COUNTS.cancelled,
                          "prediction_log": STATE.predlog.status(),
                          "shadow": STATE.shadow.status() if STATE.shadow else (
                              {"off": STATE.shadow_reason} if STATE.shadow_reason else None)},
@@ -255,9 +254,18 @@ def _num(v) -> float | None:
     return None if v is None or np.isnan(v) else float(v)
 
 
+class _Fronted(bentoml.Service):
+    """BentoML's service with the load shedder in front of BentoML's own layers (its
+    middlewares option would put it behind tracing, the access log and the time limit)."""
+
+    def to_asgi(self, is_main: bool = True):
+        return Shedder(super().to_asgi(is_main))
+
+
 # Loopback unless told; BentoML's metrics off because they label by raw path (serving.metrics
 # records the same series by route).
-@bentoml.service(name="eddy", traffic={"timeout": 30}, http={"host": "127.0.0.1"}, metrics={"enabled": False})
+@bentoml.service(name="eddy", traffic={"timeout": 30}, http={"host": "127.0.0.1"}, metrics={"enabled": False},
+                 service_class=_Fronted)
 @bentoml.asgi_app(info_app, path="/")
 class Eddy:
     def __init__(self) -> None:

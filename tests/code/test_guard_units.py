@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 
 import pytest
@@ -64,3 +65,97 @@ def test_the_review_answer_cache_is_bounded_and_keyed_by_scoring():
     assert answers.get(("run-1", "/review", (("page", "2"),))).body == b"page 2"
     assert answers.get(("run-2", "/review", (("page", "2"),))) is None  # a new scoring: nothing cached
     assert answers.get(None) is None
+
+
+# ------------------------------------------------------------------ the load shedder
+
+
+def _call(app, client=("10.0.0.1", 5000), path="/eta"):
+    """One POST through ``app``: the messages it sent."""
+    sent = []
+
+    async def receive():
+        return {"type": "http.request", "body": b"{}", "more_body": False}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [], "client": client}
+    return scope, receive, send, sent
+
+
+def test_beyond_capacity_the_shedder_answers_503_with_retry_after_and_lets_the_rest_through():
+    from serving.guard import COUNTS, Shedder
+
+    release = asyncio.Event()
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+        await release.wait()  # the layers inside still unwinding after the answer went out
+
+    async def scenario():
+        shedder = Shedder(app, in_flight=1)
+        before = COUNTS.shed
+        holding = asyncio.Event()
+
+        async def slow(scope, receive, send):
+            holding.set()
+            await asyncio.sleep(3600)
+
+        busy = Shedder(slow, in_flight=1)
+        first = asyncio.ensure_future(busy(*_call(busy)[:3]))
+        await holding.wait()
+        scope, receive, send, refused = _call(busy, client=("10.0.0.2", 1))
+        await busy(scope, receive, send)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        assert refused[0]["status"] == 503 and (b"retry-after", b"1") in refused[0]["headers"]
+        assert (b"x-content-type-options", b"nosniff") in refused[0]["headers"]
+        assert b"capacity" in refused[1]["body"] and COUNTS.shed == before + 1
+
+        # A request is out of flight once its answer is sent: the client's next one is
+        # accepted although the first is still unwinding inside.
+        one = asyncio.ensure_future(shedder(*_call(shedder)[:3]))
+        await asyncio.sleep(0.01)
+        scope, receive, send, second = _call(shedder)
+        two = asyncio.ensure_future(shedder(scope, receive, send))
+        await asyncio.sleep(0.01)
+        assert second[0]["status"] == 200
+        release.set()
+        await asyncio.gather(one, two)
+        assert COUNTS.in_flight == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_connection_that_retries_at_once_gets_its_next_refusal_after_retry_after():
+    """Clients that ignore Retry-After are held to it, so their retries cannot fill the
+    event loop; another connection's first refusal is not held."""
+    import time
+
+    from serving.guard import RETRY_AFTER_S, Shedder
+
+    async def never(scope, receive, send):
+        raise AssertionError("nothing is accepted at capacity 0")
+
+    async def scenario():
+        shedder = Shedder(never, in_flight=0)
+        await shedder(*_call(shedder, client=("10.0.0.1", 5000))[:3])
+        finished = []
+
+        async def refuse(client):
+            scope, receive, send, sent = _call(shedder, client=client)
+            started = time.monotonic()
+            await shedder(scope, receive, send)
+            finished.append((client, time.monotonic() - started, sent[0]["status"]))
+
+        await asyncio.gather(refuse(("10.0.0.1", 5000)), refuse(("10.0.0.1", 5001)))
+        return finished
+
+    finished = asyncio.run(scenario())
+    assert [c for c, _, _ in finished] == [("10.0.0.1", 5001), ("10.0.0.1", 5000)]  # the new connection first
+    assert all(status == 503 for _, _, status in finished)
+    assert finished[1][1] >= RETRY_AFTER_S * 0.9  # held until its Retry-After was up
+
