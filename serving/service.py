@@ -200,11 +200,18 @@ class MicroBatcher:
     already on the wire are parsed and join (the models hold the GIL, so without the
     pause the loop reads one request per call); the batch grows with the load, up to
     ``max_size``. A lone request (the last call had one, none other waits) goes at
-    once. The models run in a worker thread.
+    once.
+
+    A call of up to ``inline_max`` requests (a few to some tens of milliseconds) runs on
+    the event loop; a bigger one in a worker thread. In a thread the model work and the
+    loop hand the GIL back and forth on every call into numpy or LightGBM, and each
+    hand-over can wait out the loop's turn: measured on 2 cores, 8 clients got 168
+    answers a second that way against 250 on the loop, and one client beside a browser
+    on the review pages waited 1.9x its time alone against 1.3x (README, Serving).
     """
 
-    def __init__(self, predict, max_size: int = 64, gather_s: float = 0.002):
-        self.predict, self.max_size, self.gather_s = predict, max_size, gather_s
+    def __init__(self, predict, max_size: int = 64, gather_s: float = 0.002, inline_max: int = 32):
+        self.predict, self.max_size, self.gather_s, self.inline_max = predict, max_size, gather_s, inline_max
         self.pending: list[tuple[object, asyncio.Future]] = []
         self.running = False
         self.calls = self.items = 0  # reported by /status: the mean batch size under load
@@ -237,7 +244,9 @@ class MicroBatcher:
                     await asyncio.sleep(0)
                 batch, self.pending = self.pending[:self.max_size], self.pending[self.max_size:]
                 self.calls, self.items, self.last_size = self.calls + 1, self.items + len(batch), len(batch)
-                results = await asyncio.to_thread(self._predict_each, [item for item, _ in batch])
+                items = [item for item, _ in batch]
+                results = (self._predict_each(items) if len(items) <= self.inline_max
+                           else await asyncio.to_thread(self._predict_each, items))
                 for (_, future), result in zip(batch, results):
                     if not future.done():
                         future.set_exception(result) if isinstance(result, Exception) else future.set_result(result)

@@ -159,3 +159,31 @@ def test_a_connection_that_retries_at_once_gets_its_next_refusal_after_retry_aft
     assert all(status == 503 for _, _, status in finished)
     assert finished[1][1] >= RETRY_AFTER_S * 0.9  # held until its Retry-After was up
 
+
+# ------------------------------------------------------------------ micro-batching
+
+
+def test_small_micro_batches_run_on_the_event_loop_big_ones_in_a_thread_and_a_bad_item_fails_alone():
+    from serving.service import MicroBatcher
+
+    threads = []
+
+    def predict(items):
+        threads.append((len(items), threading.get_ident()))
+        if "bad" in items:
+            raise ValueError("bad item")
+        return [f"answer {i}" for i in items]
+
+    async def scenario():
+        batcher = MicroBatcher(predict, max_size=64, inline_max=4)
+        loop_thread = threading.get_ident()
+        small = await asyncio.gather(*(batcher.submit(i) for i in range(3)))
+        big = await asyncio.gather(*(batcher.submit(i) for i in range(10)))
+        mixed = await asyncio.gather(*(batcher.submit(i) for i in (1, "bad", 2)), return_exceptions=True)
+        return loop_thread, small, big, mixed
+
+    loop_thread, small, big, mixed = asyncio.run(scenario())
+    assert small == [f"answer {i}" for i in range(3)] and big == [f"answer {i}" for i in range(10)]
+    assert mixed[0] == "answer 1" and mixed[2] == "answer 2" and isinstance(mixed[1], ValueError)
+    sizes = {n: t for n, t in threads}
+    assert sizes[3] == loop_thread and sizes[10] != loop_thread
