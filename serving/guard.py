@@ -133,7 +133,7 @@ class Shedder:
         started = time.perf_counter()
         COUNTS.shed += 1
         client = scope.get("client")
-        early = RETRY_AFTER_S - (time.monotonic() - self.refused_at.get(client, -RETRY_AFTER_S))
+        early = RETRY_AFTER_S - (time.monotonic() - self.refused_at.get(client, float("-inf")))
         if client is not None and early > 0:
             await asyncio.sleep(early)
         self._remember(client)
@@ -143,12 +143,15 @@ class Shedder:
 
     def _remember(self, client) -> None:
         now = time.monotonic()
-        if len(self.refused_at) >= 10_000:  # bounded: forget connections refused over a Retry-After ago
+        if len(self.refused_at) >= REMEMBERED:  # bounded: forget connections refused over a Retry-After ago
             self.refused_at = {c: t for c, t in self.refused_at.items() if now - t < RETRY_AFTER_S}
+            if len(self.refused_at) >= REMEMBERED // 2:  # a flood of connections: forget them all rather
+                self.refused_at.clear()                  # than scan the table on every refusal
         self.refused_at[client] = now
 
 
 RETRY_AFTER_S = 1
+REMEMBERED = 10_000  # connections whose latest refusal is kept, to hold their early retries
 _REFUSAL = b'{"error": "the service is at capacity; retry shortly"}'
 REFUSAL_START = {"type": "http.response.start", "status": 503,
                  "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_REFUSAL)).encode()),

@@ -187,3 +187,19 @@ def test_small_micro_batches_run_on_the_event_loop_big_ones_in_a_thread_and_a_ba
     assert mixed[0] == "answer 1" and mixed[2] == "answer 2" and isinstance(mixed[1], ValueError)
     sizes = {n: t for n, t in threads}
     assert sizes[3] == loop_thread and sizes[10] != loop_thread
+
+
+def test_the_shedders_memory_of_refused_connections_stays_bounded_in_a_flood():
+    import serving.guard as guard
+
+    async def never(scope, receive, send):
+        raise AssertionError("nothing is accepted at capacity 0")
+
+    async def flood():
+        shedder = guard.Shedder(never, in_flight=0)
+        for port in range(guard.REMEMBERED + 50):  # every connection new, all within one Retry-After
+            await shedder(*_call(shedder, client=("10.0.0.9", port))[:3])
+        return shedder
+
+    shedder = asyncio.run(flood())
+    assert 0 < len(shedder.refused_at) <= guard.REMEMBERED
