@@ -54,9 +54,9 @@ def max_in_flight() -> int:
 
 
 class Rejected(Exception):
-    def __init__(self, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None):
+    def __init__(self, status: int, message: str):
         super().__init__(message)
-        self.status, self.headers = status, headers or []
+        self.status = status
 
 
 def strict_json(body: bytes, key: str) -> None:
@@ -137,8 +137,8 @@ class Shedder:
         if client is not None and early > 0:
             await asyncio.sleep(early)
         self._remember(client)
-        await send(REFUSAL_START)
-        await send(REFUSAL_BODY)
+        for message in REFUSAL:
+            await send(message)
         metrics().refused(scope["path"], time.perf_counter() - started)  # an API path is its own label
 
     def _remember(self, client) -> None:
@@ -152,11 +152,6 @@ class Shedder:
 
 RETRY_AFTER_S = 1
 REMEMBERED = 10_000  # connections whose latest refusal is kept, to hold their early retries
-_REFUSAL = b'{"error": "the service is at capacity; retry shortly"}'
-REFUSAL_START = {"type": "http.response.start", "status": 503,
-                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(_REFUSAL)).encode()),
-                             (b"retry-after", str(RETRY_AFTER_S).encode()), *SECURITY_HEADERS]}
-REFUSAL_BODY = {"type": "http.response.body", "body": _REFUSAL}
 
 
 class RequestGuard:
@@ -183,7 +178,7 @@ class RequestGuard:
             body = await self._body(scope, receive)
             strict_json(body, key)
         except Rejected as exc:
-            return await _answer(send, exc.status, json.dumps({"error": str(exc)}).encode(), exc.headers)
+            return await _answer(send, exc.status, json.dumps({"error": str(exc)}).encode(), [])
         await self._until_gone(scope, body, receive, send, label)
 
     async def _until_gone(self, scope, body: bytes, receive, send, label: str) -> None:
@@ -285,8 +280,18 @@ def _measured(send, label: str):
     return wrapped
 
 
-async def _answer(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+def _messages(status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> tuple[dict, dict]:
     kind = [(b"content-type", b"application/json")] if body else []
-    await send({"type": "http.response.start", "status": status,
-                "headers": [*kind, (b"content-length", str(len(body)).encode()), *headers]})
-    await send({"type": "http.response.body", "body": body})
+    return ({"type": "http.response.start", "status": status,
+             "headers": [*kind, (b"content-length", str(len(body)).encode()), *headers]},
+            {"type": "http.response.body", "body": body})
+
+
+async def _answer(send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    for message in _messages(status, body, headers):
+        await send(message)
+
+
+#: the shedder's answer, made once: under overload it is sent thousands of times a second
+REFUSAL = _messages(503, b'{"error": "the service is at capacity; retry shortly"}',
+                    [(b"retry-after", str(RETRY_AFTER_S).encode()), *SECURITY_HEADERS])
