@@ -106,7 +106,7 @@ def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500,
     names = bundle.churn.features
     if not len(np.asarray(rows["customer_id"])):
         return {"importance": [], "dependence": {}, "base_rate": None, "actionable_share": None}
-    contrib = bundle.churn.contributions(rows, bundle.churn.booster_)
+    contrib = bundle.churn.contributions(rows, bundle.churn.explained)
     importance = np.abs(contrib).mean(axis=0) if len(rows) else np.zeros(len(names))
     order = np.argsort(-importance)[:top]
     pick = np.random.default_rng(0).permutation(len(rows))[:sample]

@@ -62,6 +62,10 @@ class ModelBundle:
         # Online tables: a later request's statistics and a customer's rows are lookups.
         bundle.snapshot.history.materialize()
         bundle.snapshot.customers.index()
+        # TreeSHAP tables of the explained boosters: the first answer with reasons pays nothing
+        for model in (bundle.edd, bundle.churn):
+            if model is not None:
+                model.explainer(model.explained)
         return bundle
 
     # -- shipments
@@ -119,8 +123,8 @@ class ModelBundle:
 
     def reasons(self, rows, p50_hours: np.ndarray, X: np.ndarray | None = None,
                 top: int = REASONS) -> list[list[dict]]:
-        """Top features by |effect| on the median ETA, in hours (LightGBM's pred_contrib)."""
-        values = self.edd.contributions(rows, self.edd.boosters_[1], X)
+        """Top features by |effect| on the median ETA, in hours (TreeSHAP: ``_Model.contributions``)."""
+        values = self.edd.contributions(rows, self.edd.explained, X)
         order, raw = _ranked(values, rows, self.edd.features, top)
         p50 = np.asarray(p50_hours, dtype=float)
         log_p50 = np.log1p(p50)
@@ -169,7 +173,7 @@ class ModelBundle:
                "risk_percentile": percentile, **{c: np.asarray(rows[c]) for c in CHURN_OUTPUT}}
         out["new_customer"] = np.asarray(rows["orders_so_far"]) <= 1
         if explain and n:
-            contrib = self.churn.contributions(rows, self.churn.booster_, X)
+            contrib = self.churn.contributions(rows, self.churn.explained, X)
             out["reasons"] = _objects(_top_contributions(contrib, rows, self.churn.features))
             out["actionable_share"] = actionable_share(contrib, self.churn.features)
         elif explain:

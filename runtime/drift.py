@@ -28,8 +28,7 @@ def _sample(rows, sample: int, seed: int):
 
 def _mean_abs_shap(model, rows, seed: int = 0) -> dict[str, float]:
     rows, _ = _sample(rows, SHAP_SAMPLE, seed)
-    booster = model.boosters_[1] if model.kind == "edd" else model.booster_
-    contrib = model.contributions(rows, booster)
+    contrib = model.contributions(rows, model.explained)
     return {f: round(float(v), 5) for f, v in zip(model.features, np.abs(contrib).mean(axis=0))}
 
 

@@ -200,3 +200,20 @@ def test_recency_weighted_conformal_follows_the_latest_errors():
     recent = _conformal_quantile(worse_lately, 0.8, recency_weights(moments, 14.0))
     latest_only = np.quantile(worse_lately[(moments >= pd.Timestamp("2025-02-15", tz="UTC")).to_numpy()], 0.8)
     assert plain < recent <= latest_only + 0.1
+
+
+def test_shipped_reasons_read_treeshap_tables_with_lightgbms_numbers(trained):
+    """The boosters the service explains are within the tables' limits (so no request
+    falls back to LightGBM's slower TreeSHAP), and the tables give its numbers."""
+    result, ds = trained
+    from features.rows import order_moments
+
+    s = ds["shipments"].tail(300)
+    rows = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
+    edd = result.bundle.edd
+    assert edd.explainer(edd.explained) is not None
+    X = edd._matrix(rows)
+    np.testing.assert_allclose(edd.contributions(rows, edd.explained),
+                               edd.explained.predict(X, pred_contrib=True)[:, :-1], rtol=0, atol=1e-12)
+    churn = result.bundle.churn
+    assert churn.explainer(churn.explained) is not None

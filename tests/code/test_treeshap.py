@@ -1,0 +1,132 @@
+"""TreeSHAP tables give LightGBM's own pred_contrib numbers, row for row.
+
+Boosters are trained here on data made to exercise every way a row decides at a split:
+categorical splits (unseen, negative and missing codes go right), NaN learned as its
+own side, "zero as missing" splits, a feature split on several times along one path.
+Hypothesis draws the rows, with missing values, zeros and codes the booster never saw.
+"""
+
+from __future__ import annotations
+
+import lightgbm as lgb
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from runtime.treeshap import MAX_PATH_FEATURES, ContributionTables
+
+N_FEATURES = 6
+
+
+def training_data(seed: int = 0, rows: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, N_FEATURES))
+    X[:, 0] = rng.integers(0, 12, rows)  # a categorical code
+    X[rng.random(rows) < 0.1, 0] = np.nan  # missing codes: a categorical split that knows NaN
+    X[rng.random(rows) < 0.15, 1] = np.nan  # missing: a side learned for NaN
+    X[rng.random(rows) < 0.3, 2] = 0.0  # zeros: "zero as missing" splits
+    y = np.sin(X[:, 3] * 2) + (np.nan_to_num(X[:, 0], nan=1.0) % 3) - np.nan_to_num(X[:, 1]) ** 2 + 0.5 * (X[:, 2] == 0) + X[:, 4] * X[:, 5]
+    return X, y + rng.normal(scale=0.3, size=rows)
+
+
+def booster(objective: str, **params) -> lgb.Booster:
+    X, y = training_data()
+    if objective == "binary":
+        y = (y > np.median(y)).astype(float)
+    data = lgb.Dataset(X, y, categorical_feature=[0], params={"verbose": -1})
+    return lgb.train({"objective": objective, "num_leaves": 15, "max_depth": 6, "learning_rate": 0.2,
+                      "min_data_in_leaf": 20, "verbose": -1, "seed": 1, "num_threads": 1, **params}, data, 40)
+
+
+BOOSTERS = {
+    "quantile": booster("quantile", alpha=0.5),
+    "binary": booster("binary"),
+    "zero as missing": booster("regression", zero_as_missing=True),
+}
+TABLES = {name: ContributionTables.of(b) for name, b in BOOSTERS.items()}
+
+
+def lightgbm_contributions(b: lgb.Booster, X: np.ndarray) -> np.ndarray:
+    return b.predict(X, pred_contrib=True, num_threads=1)[:, :-1]
+
+
+def odd_rows(seed: int, n: int = 300) -> np.ndarray:
+    """Rows a booster may meet in service: missing values, exact zeros, unseen codes."""
+    X, _ = training_data(seed, n)
+    rng = np.random.default_rng(seed + 1)
+    X[rng.random(X.shape) < 0.1] = np.nan
+    X[rng.random(X.shape) < 0.1] = 0.0
+    X[rng.random(n) < 0.1, 0] = 99  # a code the booster never saw
+    X[rng.random(n) < 0.05, 0] = -1
+    X[rng.random(n) < 0.05, 0] = -0.5  # LightGBM truncates it to code 0
+    X[rng.random(n) < 0.05, 0] = 1e12  # past any int32 code: goes right
+    return X
+
+
+@pytest.mark.parametrize("name", list(BOOSTERS))
+def test_tables_equal_lightgbm_pred_contrib(name):
+    b, tables = BOOSTERS[name], TABLES[name]
+    assert tables is not None
+    X = odd_rows(7)
+    expected = lightgbm_contributions(b, X)
+    assert np.abs(expected).max() > 0.1  # the features matter: the comparison is not of zeros
+    np.testing.assert_allclose(tables.contributions(X), expected, rtol=0, atol=1e-12)
+    # rows split over threads add up to the same numbers
+    np.testing.assert_array_equal(tables.contributions(X, threads=2), tables.contributions(X))
+
+
+def test_the_data_exercises_every_kind_of_split():
+    """Otherwise the equality above would prove less than it says."""
+    kinds = set()
+
+    def walk(node, seen=()):
+        if "split_index" not in node:
+            if len(seen) != len(set(seen)):
+                kinds.add("feature repeated on a path")
+            return
+        kinds.add((node["decision_type"], node["missing_type"]))
+        for child in (node["left_child"], node["right_child"]):
+            walk(child, seen + (node["split_feature"],))
+
+    for b in BOOSTERS.values():
+        for tree in b.dump_model()["tree_info"]:
+            walk(tree["tree_structure"])
+    assert {("==", "NaN"), ("<=", "NaN"), ("<=", "None"), ("<=", "Zero"), "feature repeated on a path"} <= kinds
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=False, width=32), st.just(0.0),
+                          st.integers(-2, 14).map(float)), min_size=N_FEATURES, max_size=N_FEATURES))
+def test_any_single_row_equals_lightgbm(values):
+    X = np.array([values], dtype=np.float64)
+    for name, b in BOOSTERS.items():
+        np.testing.assert_allclose(TABLES[name].contributions(X), lightgbm_contributions(b, X),
+                                   rtol=1e-9, atol=1e-12)
+
+
+def test_deep_trees_are_left_to_lightgbm():
+    """A leaf with more distinct path features than the tables hold: no tables, and a
+    model's contributions still come (from LightGBM), the same numbers."""
+    from runtime.models import EddModel
+
+    X = np.random.default_rng(3).normal(size=(4000, 20))
+    deep = lgb.train({"objective": "regression", "num_leaves": 512, "max_depth": 16, "min_data_in_leaf": 2,
+                      "verbose": -1, "num_threads": 1}, lgb.Dataset(X, np.sign(X).sum(axis=1)), 3)
+    depth = max(len({f for f, _ in path}) for path in _paths(deep))
+    assert depth > MAX_PATH_FEATURES
+    assert ContributionTables.of(deep) is None
+    model = EddModel([f"f{j}" for j in range(X.shape[1])], ())
+    np.testing.assert_array_equal(model.contributions(None, deep, X[:50]), lightgbm_contributions(deep, X[:50]))
+
+
+def _paths(b: lgb.Booster):
+    def walk(node, path):
+        if "split_index" not in node:
+            yield path
+            return
+        for child in (node["left_child"], node["right_child"]):
+            yield from walk(child, path + ((node["split_feature"], 0),))
+
+    for tree in b.dump_model()["tree_info"]:
+        yield from walk(tree["tree_structure"], ())
