@@ -5,7 +5,8 @@ its cost grows with trees x leaves x depth squared. For each candidate size this
 the median booster on the default data set's training window (early stopping on its
 tail, as ``eddy train`` does), and prints the at-order MAE on the test window, the
 number of trees, and the time of one row's prediction and of its contributions on one
-thread.
+thread: LightGBM's own TreeSHAP, and the tables the service reads (``runtime.treeshap``,
+the same numbers; "-" where a booster is past the tables' limits).
 
 Usage: .venv/bin/python benchmarks/explained_booster.py [--data data/sets/demo]
 """
@@ -38,6 +39,19 @@ def per_row_ms(booster, X: np.ndarray, **kwargs) -> float:
     return (time.perf_counter() - t) / 200 * 1000
 
 
+def tables_ms(booster, X: np.ndarray) -> str:
+    from runtime.treeshap import ContributionTables
+
+    tables = ContributionTables.of(booster)
+    if tables is None:
+        return "-"
+    tables.contributions(X[:1])
+    t = time.perf_counter()
+    for i in range(200):
+        tables.contributions(X[i % len(X):i % len(X) + 1])
+    return f"{(time.perf_counter() - t) / 200 * 1000:.3f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "sets" / "demo")
@@ -65,7 +79,8 @@ def main() -> None:
     enc = CategoricalEncoder(spec.categorical(spec.EDD)).fit(rows[fit])
     X = enc.transform(rows.reindex(columns=feature_columns(rows, spec.EDD)))
     y = np.log1p(np.maximum(hours, 0))
-    print(f"{'median booster':<40} {'trees':>6} {'MAE days':>9} {'predict ms':>11} {'TreeSHAP ms':>12}")
+    print(f"{'median booster':<40} {'trees':>6} {'MAE days':>9} {'predict ms':>11} {'TreeSHAP ms':>12} "
+          f"{'tables ms':>10}")
     for name, params in CANDIDATES.items():
         booster = train_booster({**params, "objective": "quantile", "alpha": 0.5}, X[fit], y[fit], X[val], y[val])
         mae = np.mean(np.abs(np.expm1(booster.predict(X[test])) - hours[test])) / 24.0
@@ -73,7 +88,7 @@ def main() -> None:
         dense = X[test].head(200).apply(lambda c: c.cat.codes.where(c.cat.codes >= 0) if hasattr(c, "cat") else c)
         dense = dense.to_numpy(dtype=np.float64, na_value=np.nan)
         print(f"{name:<40} {booster.num_trees():>6} {mae:>9.3f} {per_row_ms(booster, dense):>11.3f} "
-              f"{per_row_ms(booster, dense, pred_contrib=True):>12.3f}")
+              f"{per_row_ms(booster, dense, pred_contrib=True):>12.3f} {tables_ms(booster, dense):>10}")
 
 
 if __name__ == "__main__":

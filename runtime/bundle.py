@@ -10,6 +10,7 @@ answer from each.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -214,9 +215,13 @@ def _top_contributions(values: np.ndarray, rows: pd.DataFrame, names: list[str],
 
 
 def _plain(v):
-    if v is None or (not isinstance(v, str) and pd.isna(v)):
+    if v is None or isinstance(v, str):
+        return v
+    try:
+        v = float(v)
+    except (TypeError, ValueError):  # pandas' NA and the like: not known
         return None
-    return v if isinstance(v, str) else float(v)
+    return None if math.isnan(v) else v
 
 
 def confidence_label(rows) -> np.ndarray:

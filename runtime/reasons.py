@@ -24,16 +24,20 @@ def _known(v) -> bool:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
-def _sentence(template: str, value, row: dict) -> str:
-    fields = {
+def _fields(row: dict) -> dict:
+    """The words a sentence may fill in from the row (worked out once per row)."""
+    return {
         "lane": f"{row.get('origin_region')} → {row.get('destination_region')}",
         "carrier": " ".join(str(row[k]).replace("_", " ") for k in ("carrier", "service_level")
                             if _known(row.get(k))) or "the carrier",
         "destination": row.get("destination_region") if _known(row.get("destination_region")) else "the destination",
         "last_event": str(row["last_event"]).replace("_", " ") if _known(row.get("last_event")) else "none yet",
     }
+
+
+def _sentence(template: str, value, fields: dict) -> str:
     if "{day}" in template:
-        fields["day"] = DAYS[int(value) % 7] if _known(value) else ""
+        fields = {**fields, "day": DAYS[int(value) % 7] if _known(value) else ""}
     if "{value" in template and not _known(value):
         return template.split("{value")[0].strip() or "distance to go"
     text = template.format(value=value if _known(value) and "{value" in template else 0, **fields)
@@ -52,13 +56,15 @@ def plain_reasons(reasons: list[dict], row: dict, top: int = 3) -> list[dict]:
     added; at order time every in-transit feature is one reason, "not handed to the
     carrier yet", not "time already spent in transit" at 0 hours."""
     merged: dict[str, dict] = {}
+    fields = _fields(row)
+    at_order = _at_order(row)
     for r in reasons:
         f, v, e = r["feature"], r["value"], float(r["effect_hours"])
         spec = feature(EDD, f)
-        if spec.in_transit and _at_order(row):
+        if spec.in_transit and at_order:
             text = NOT_HANDED_OVER
         else:
-            text = _sentence(spec.words[0] if e > 0 else spec.words[1], v, row)
+            text = _sentence(spec.words[0] if e > 0 else spec.words[1], v, fields)
         if text in merged:
             merged[text]["effect_hours"] = round(merged[text]["effect_hours"] + e, 2)
         else:
