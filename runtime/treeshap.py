@@ -6,8 +6,9 @@ cost (0.86 ms of a 3.7 ms answer with reasons). The same numbers come cheaper fr
 table: a leaf's share of each feature's contribution depends only on its value, the
 cover fractions along its path (fixed by training) and which of its path's features
 the row follows (one of 2^m subsets for m distinct features). So the tables hold, per
-leaf, that share for every subset, and a row costs one decision per split, one lookup
-per (leaf, path feature) and a sum per feature: no per-row path arithmetic.
+leaf, a sum for every subset, and a row costs one decision per split, one step per
+edge down each tree (depth first, carrying the subset of followed features) and one
+lookup per (leaf, path feature): no per-row path arithmetic.
 
 For a leaf with value v and distinct path features U (|U| = m), each with zero fraction
 z_j (the product of child cover / parent cover where it splits on the path) and one
@@ -16,7 +17,9 @@ of feature k is
 
     v * (o_k - z_k) * sum over S subset of O - {k} of |S|! (m - |S| - 1)! / m! * prod_{j in U - S - {k}} z_j
 
-where O is the set of features the row follows: the sum is the table's entry. It is the
+where O is the set of features the row follows. Taking prod_{j in U} z_j out of the sum
+leaves H(O - {k}), with H(A) = sum over S within A of |S|! (m - |S| - 1)! / m! * prod_{j in S}
+1 / z_j: one number per subset, whatever k, which is what the tables hold. It is the
 quantity LightGBM's ``TreeSHAP`` recursion computes (tested equal to ``pred_contrib``).
 Leaves with more distinct path features than ``MAX_PATH_FEATURES``, or tables past
 ``MAX_TABLE_ENTRIES``, are left to LightGBM (``ContributionTables.of`` returns None).
@@ -56,12 +59,14 @@ class ContributionTables:
     """One booster's TreeSHAP as lookups; ``contributions(X)`` equals
     ``booster.predict(X, pred_contrib=True)[:, :-1]`` (the bias column left out)."""
 
-    def __init__(self, splits: _Splits, leaf_slots: np.ndarray, leaf_occurrences: np.ndarray, occ_split: np.ndarray,
-                 occ_left: np.ndarray, occ_bit: np.ndarray, slot_feature: np.ndarray, slot_inv_z: np.ndarray,
-                 leaf_offset: np.ndarray, leaf_vz: np.ndarray, table: np.ndarray, n_features: int):
+    def __init__(self, splits: _Splits, leaf_slots: np.ndarray, edges: np.ndarray, slot_feature: np.ndarray,
+                 slot_inv_z: np.ndarray, leaf_offset: np.ndarray, leaf_vz: np.ndarray, table: np.ndarray,
+                 n_features: int):
         self.splits = splits
-        self.leaf_slots, self.leaf_occurrences = leaf_slots, leaf_occurrences  # each leaf's first slot, occurrence
-        self.occ_split, self.occ_left, self.occ_bit = occ_split, occ_left, occ_bit
+        self.leaf_slots = leaf_slots  # each leaf's first (leaf, path feature) slot
+        self.edge_split, self.edge_left, self.edge_bit, self.edge_first, self.edge_depth, self.edge_leaf = (
+            np.ascontiguousarray(c) for c in edges.T)
+        self.max_depth = int(self.edge_depth.max(initial=0))
         self.slot_feature, self.slot_inv_z = slot_feature, slot_inv_z
         self.leaf_offset, self.leaf_vz, self.table = leaf_offset, leaf_vz, table
         self.n_features = n_features
@@ -94,19 +99,11 @@ class ContributionTables:
             v = np.array([paths.leaves[i][0] for i in pick])
             table[leaf_offset[pick][:, None] + np.arange(2 ** size)[None, :]] = _subset_sums(1.0 / z)
             leaf_vz[pick] = v * z.prod(axis=1)
-        slot_feature, slot_z, occ_split, occ_left, occ_bit, leaf_occurrences = [], [], [], [], [], [0]
-        for _, feats in paths.leaves:
-            for bit, (feature, z, occurrences) in enumerate(feats):
-                slot_feature.append(feature)
-                slot_z.append(z)
-                occ_split += [split for split, _ in occurrences]
-                occ_left += [left for _, left in occurrences]
-                occ_bit += [bit] * len(occurrences)
-            leaf_occurrences.append(len(occ_split))
+        slot_feature = [feature for _, feats in paths.leaves for feature, _ in feats]
+        slot_z = [z for _, feats in paths.leaves for _, z in feats]
+        edges = np.array(paths.edges, dtype=np.int64).reshape(-1, 6)
         leaf_slots = np.concatenate([[0], np.cumsum(m)]).astype(np.int64)
-        return cls(paths.splits(), leaf_slots, np.array(leaf_occurrences, dtype=np.int64),
-                   np.array(occ_split, dtype=np.int64), np.array(occ_left, dtype=np.bool_),
-                   np.array(occ_bit, dtype=np.int64), np.array(slot_feature, dtype=np.int64), 1.0 / np.array(slot_z),
+        return cls(paths.splits(), leaf_slots, edges, np.array(slot_feature, dtype=np.int64), 1.0 / np.array(slot_z),
                    leaf_offset, leaf_vz, table, n_features)
 
     def contributions(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
@@ -125,8 +122,9 @@ class ContributionTables:
     def _into(self, X: np.ndarray, out: np.ndarray) -> None:
         sp = self.splits
         _kernel()(X, sp.feature, sp.threshold, sp.categorical, sp.default_left, sp.missing, sp.cat_row, sp.left_set,
-                  self.leaf_slots, self.leaf_occurrences, self.occ_split, self.occ_left, self.occ_bit,
-                  self.slot_feature, self.slot_inv_z, self.leaf_offset, self.leaf_vz, self.table, out)
+                  self.leaf_slots, self.edge_split, self.edge_left, self.edge_bit, self.edge_first, self.edge_depth,
+                  self.edge_leaf, self.max_depth, self.slot_feature, self.slot_inv_z, self.leaf_offset, self.leaf_vz,
+                  self.table, out)
 
 
 @lru_cache(maxsize=1)
@@ -139,8 +137,8 @@ def _kernel():
 
     @numba.njit(cache=True, nogil=True)
     def contributions(X, feature, threshold, categorical, default_left, missing, cat_row, left_set,
-                      leaf_slots, leaf_occurrences, occ_split, occ_left, occ_bit, slot_feature, slot_inv_z,
-                      leaf_offset, leaf_vz, table, out):
+                      leaf_slots, edge_split, edge_left, edge_bit, edge_first, edge_depth, edge_leaf, max_depth,
+                      slot_feature, slot_inv_z, leaf_offset, leaf_vz, table, out):
         n_splits = feature.shape[0]
         width = left_set.shape[1]
         left = np.empty(n_splits, dtype=np.bool_)
@@ -159,32 +157,43 @@ def _kernel():
                     left[s] = default_left[s]
                 else:
                     left[s] = x <= threshold[s]
-            # Branch-free: which way a row goes is as good as random, and a mispredicted
-            # branch per path split cost more than the arithmetic (13 ns against 2 ns).
-            for leaf in range(leaf_slots.shape[0] - 1):
+            # Down every tree once, depth first: a node's subset of followed path features
+            # is its parent's with the edge's feature set (first split on it) and cleared
+            # when the row goes the other way. Branch-free: which way a row goes is as good
+            # as random, and a mispredicted branch costs more than the arithmetic.
+            subset = np.zeros(max_depth + 1, dtype=np.int64)
+            for e in range(edge_split.shape[0]):
+                d = edge_depth[e]
+                away = np.int64(left[edge_split[e]] != edge_left[e])
+                subset[d] = (subset[d - 1] | (edge_first[e] << edge_bit[e])) & ~(away << edge_bit[e])
+                leaf = edge_leaf[e]
+                if leaf < 0:
+                    continue
                 first, last = leaf_slots[leaf], leaf_slots[leaf + 1]
-                subset = (1 << (last - first)) - 1
-                for o in range(leaf_occurrences[leaf], leaf_occurrences[leaf + 1]):
-                    subset &= ~(np.int64(left[occ_split[o]] != occ_left[o]) << occ_bit[o])
+                followed_set = subset[d]
                 base = leaf_offset[leaf]
                 vz = leaf_vz[leaf]
                 for k in range(first, last):
                     j = k - first
-                    followed = (subset >> j) & 1
+                    followed = (followed_set >> j) & 1
                     # followed: (1 - z_k) / z_k x H(O without k); not: -z_k / z_k x H(O)
-                    out[r, slot_feature[k]] += vz * (followed * slot_inv_z[k] - 1.0) * table[base + (subset & ~(1 << j))]
+                    out[r, slot_feature[k]] += vz * (followed * slot_inv_z[k] - 1.0) * \
+                        table[base + (followed_set & ~(1 << j))]
         return out
 
     return contributions
 
 
 class _Paths:
-    """Root-to-leaf paths of a dumped model: per leaf its value and, per distinct
-    feature on its path, (feature, zero fraction, [(split, goes left), ...])."""
+    """A dumped model's splits, its edges in depth-first order, and per leaf its value
+    and, per distinct feature on its path, (feature, zero fraction)."""
 
     def __init__(self):
-        self.leaves: list[tuple[float, list[tuple[int, float, list[tuple[int, bool]]]]]] = []
+        self.leaves: list[tuple[float, list[tuple[int, float]]]] = []
         self._split_rows: list[tuple] = []
+        #: every edge in depth-first order: (split, goes left, bit of its feature on the
+        #: path, first split on that feature, depth of the child, leaf number or -1)
+        self.edges: list[tuple[int, bool, int, bool, int, int]] = []
 
     def walk(self, node: dict, path: tuple = ()) -> None:
         if "split_index" not in node:
@@ -194,9 +203,14 @@ class _Paths:
         split = len(self._split_rows)
         self._split_rows.append(_split_row(node))
         parent = float(node["internal_count"])
+        seen = list(dict.fromkeys(p[0] for p in path))  # the path's features, in the leaves' bit order
+        feature = node["split_feature"]
+        bit, first = (seen.index(feature), False) if feature in seen else (len(seen), True)
         for child, left in ((node["left_child"], True), (node["right_child"], False)):
-            count = child["internal_count"] if "split_index" in child else child["leaf_count"]
-            self.walk(child, path + ((node["split_feature"], count / parent, split, left),))
+            leaf = "split_index" not in child
+            self.edges.append((split, left, bit, first, len(path) + 1, len(self.leaves) if leaf else -1))
+            count = child["leaf_count"] if leaf else child["internal_count"]
+            self.walk(child, path + ((feature, count / parent),))
 
     def splits(self) -> _Splits:
         rows = self._split_rows
@@ -223,15 +237,13 @@ def _split_row(node: dict) -> tuple:
     return node["split_feature"], categorical, threshold, bool(node["default_left"]), _MISSING[node["missing_type"]], codes
 
 
-def _merged(path: tuple) -> list[tuple[int, float, list[tuple[int, bool]]]]:
-    """A path's distinct features in order of first split: zero fractions multiply, and
-    the row follows the feature only if it follows every split on it."""
-    out: dict[int, list] = {}
-    for feature, fraction, split, left in path:
-        entry = out.setdefault(feature, [feature, 1.0, []])
-        entry[1] *= fraction
-        entry[2].append((split, left))
-    return [tuple(e) for e in out.values()]
+def _merged(path: tuple) -> list[tuple[int, float]]:
+    """A path's distinct features in order of first split (the leaf's bit order), each
+    with its zero fraction: the product of its splits' cover fractions."""
+    out: dict[int, float] = {}
+    for feature, fraction in path:
+        out[feature] = out.get(feature, 1.0) * fraction
+    return list(out.items())
 
 
 def _subset_sums(inv_z: np.ndarray) -> np.ndarray:
