@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 
 from features.pit import Lookup
-from runtime.treeshap import ContributionTables
 from features.rhythm import RHYTHM_FEATURES, rhythm_features
+from runtime.treeshap import ContributionTables
 
 QUANTILES = (0.1, 0.5, 0.9)
 #: up to this many rows a booster predicts on one thread
@@ -94,6 +94,7 @@ class _Model:
         self.features = list(features)
         self.categorical = tuple(c for c in categorical if c in features)
         self.params = dict(params or {})
+        self._explainers: dict[int, tuple[lgb.Booster, ContributionTables | None]] = {}  # by booster
 
     def _derived(self, rows):
         """``rows`` plus the columns the model derives from them with its learned state."""
@@ -150,13 +151,12 @@ class _Model:
 
     def explainer(self, booster: lgb.Booster) -> ContributionTables | None:
         """The booster's TreeSHAP tables, worked out on first use (loading a bundle does it)."""
-        cache = self.__dict__.setdefault("_explainers", {})
-        held = cache.get(id(booster))
-        if held is None or held[0] is not booster:
+        held = self._explainers.get(id(booster))
+        if held is None or held[0] is not booster:  # an id can be reused once a booster is gone
             tables = ContributionTables.of(booster)
             if tables is not None:  # compiled (or read from numba's cache) now, not on a live request
                 tables.contributions(np.zeros((1, tables.n_features)))
-            held = cache[id(booster)] = (booster, tables)
+            held = self._explainers[id(booster)] = (booster, tables)
         return held[1]
 
 

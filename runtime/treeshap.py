@@ -35,7 +35,7 @@ from math import factorial
 import lightgbm as lgb
 import numpy as np
 
-#: 2^m x m entries per leaf: at 8 distinct path features a leaf's table is 16 KB
+#: 2^m entries per leaf: at 8 distinct path features a leaf's table is 2 KB
 MAX_PATH_FEATURES = 8
 MAX_TABLE_ENTRIES = 8_000_000  # 64 MB of float64; past it, LightGBM's own TreeSHAP
 #: LightGBM's kZeroThreshold (a float32 1e-35): |x| at or under it is zero for "Zero" missing splits
@@ -130,9 +130,9 @@ class ContributionTables:
 @lru_cache(maxsize=1)
 def _kernel():
     """The per-row loop, compiled by numba on first use (cached on disk): a row is one
-    decision per split, then per leaf the subset of path features it follows and one
-    table entry per path feature. Imported here, not at module import: the CLI and the
-    training never pay for it."""
+    decision per split, one step per edge down each tree and one table entry per (leaf,
+    path feature). numba is imported here, not at module import: only code that
+    explains (or loads a bundle, which gets its tables ready) pays for it."""
     import numba
 
     @numba.njit(cache=True, nogil=True)
