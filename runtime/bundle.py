@@ -63,10 +63,10 @@ class ModelBundle:
         # Online tables: a later request's statistics and a customer's rows are lookups.
         bundle.snapshot.history.materialize()
         bundle.snapshot.customers.index()
-        # TreeSHAP tables of the explained boosters: the first answer with reasons pays nothing
-        for model in (bundle.edd, bundle.churn):
+        # Packed forests and TreeSHAP tables: the first answer pays for neither
+        for model in (bundle.edd, bundle.delay, bundle.churn):
             if model is not None:
-                model.explainer(model.explained)
+                model.ready(explain=model is not bundle.delay)  # no answer explains the delay
         return bundle
 
     # -- shipments

@@ -29,17 +29,16 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import lru_cache
 from math import factorial
 
 import lightgbm as lgb
 import numpy as np
 
+from runtime.forest import left_set_of, split_of
+
 #: 2^m entries per leaf: at 8 distinct path features a leaf's table is 2 KB
 MAX_PATH_FEATURES = 8
 MAX_TABLE_ENTRIES = 8_000_000  # 64 MB of float64; past it, LightGBM's own TreeSHAP
-#: LightGBM's kZeroThreshold (a float32 1e-35): |x| at or under it is zero for "Zero" missing splits
-_ZERO = float(np.float32(1e-35))
 
 
 @dataclass
@@ -120,68 +119,13 @@ class ContributionTables:
         return out
 
     def _into(self, X: np.ndarray, out: np.ndarray) -> None:
+        from runtime import compiled  # numba: only code that explains pays for importing it
+
         sp = self.splits
-        _kernel()(X, sp.feature, sp.threshold, sp.categorical, sp.default_left, sp.missing, sp.cat_row, sp.left_set,
-                  self.leaf_slots, self.edge_split, self.edge_left, self.edge_bit, self.edge_first, self.edge_depth,
-                  self.edge_leaf, self.max_depth, self.slot_feature, self.slot_inv_z, self.leaf_offset, self.leaf_vz,
-                  self.table, out)
-
-
-@lru_cache(maxsize=1)
-def _kernel():
-    """The per-row loop, compiled by numba on first use (cached on disk): a row is one
-    decision per split, one step per edge down each tree and one table entry per (leaf,
-    path feature). numba is imported here, not at module import: only code that
-    explains (or loads a bundle, which gets its tables ready) pays for it."""
-    import numba
-
-    @numba.njit(cache=True, nogil=True)
-    def contributions(X, feature, threshold, categorical, default_left, missing, cat_row, left_set,
-                      leaf_slots, edge_split, edge_left, edge_bit, edge_first, edge_depth, edge_leaf, max_depth,
-                      slot_feature, slot_inv_z, leaf_offset, leaf_vz, table, out):
-        n_splits = feature.shape[0]
-        width = left_set.shape[1]
-        left = np.empty(n_splits, dtype=np.bool_)
-        for r in range(X.shape[0]):
-            for s in range(n_splits):
-                x = X[r, feature[s]]
-                if categorical[s]:  # as LightGBM: missing, negative (after truncation) or unseen codes go right
-                    if np.isnan(x) or x <= -1.0 or x >= width:
-                        left[s] = False
-                    else:
-                        left[s] = left_set[cat_row[s], int(x)]
-                    continue
-                if np.isnan(x) and missing[s] != 2:
-                    x = 0.0
-                if (missing[s] == 1 and -_ZERO <= x <= _ZERO) or (missing[s] == 2 and np.isnan(x)):
-                    left[s] = default_left[s]
-                else:
-                    left[s] = x <= threshold[s]
-            # Down every tree once, depth first: a node's subset of followed path features
-            # is its parent's with the edge's feature set (first split on it) and cleared
-            # when the row goes the other way. Branch-free: which way a row goes is as good
-            # as random, and a mispredicted branch costs more than the arithmetic.
-            subset = np.zeros(max_depth + 1, dtype=np.int64)
-            for e in range(edge_split.shape[0]):
-                d = edge_depth[e]
-                away = np.int64(left[edge_split[e]] != edge_left[e])
-                subset[d] = (subset[d - 1] | (edge_first[e] << edge_bit[e])) & ~(away << edge_bit[e])
-                leaf = edge_leaf[e]
-                if leaf < 0:
-                    continue
-                first, last = leaf_slots[leaf], leaf_slots[leaf + 1]
-                followed_set = subset[d]
-                base = leaf_offset[leaf]
-                vz = leaf_vz[leaf]
-                for k in range(first, last):
-                    j = k - first
-                    followed = (followed_set >> j) & 1
-                    # followed: (1 - z_k) / z_k x H(O without k); not: -z_k / z_k x H(O)
-                    out[r, slot_feature[k]] += vz * (followed * slot_inv_z[k] - 1.0) * \
-                        table[base + (followed_set & ~(1 << j))]
-        return out
-
-    return contributions
+        compiled.contributions(X, sp.feature, sp.threshold, sp.categorical, sp.default_left, sp.missing, sp.cat_row,
+                               sp.left_set, self.leaf_slots, self.edge_split, self.edge_left, self.edge_bit,
+                               self.edge_first, self.edge_depth, self.edge_leaf, self.max_depth, self.slot_feature,
+                               self.slot_inv_z, self.leaf_offset, self.leaf_vz, self.table, out)
 
 
 class _Paths:
@@ -201,7 +145,7 @@ class _Paths:
                 self.leaves.append((float(node["leaf_value"]), _merged(path)))
             return
         split = len(self._split_rows)
-        self._split_rows.append(_split_row(node))
+        self._split_rows.append(split_of(node))
         parent = float(node["internal_count"])
         seen = list(dict.fromkeys(p[0] for p in path))  # the path's features, in the leaves' bit order
         feature = node["split_feature"]
@@ -215,26 +159,12 @@ class _Paths:
     def splits(self) -> _Splits:
         rows = self._split_rows
         cats = [r[5] for r in rows if r[1]]
-        width = max((max(c) + 1 for c in cats if c), default=0)
-        left_set = np.zeros((len(cats), width), dtype=bool)
-        for i, c in enumerate(cats):
-            left_set[i, c] = True
+        left_set = left_set_of(cats)
         cat_row = np.full(len(rows), -1)
         cat_row[[i for i, r in enumerate(rows) if r[1]]] = np.arange(len(cats))
         return _Splits(np.array([r[0] for r in rows], dtype=np.int64), np.array([r[2] for r in rows], dtype=float),
                        np.array([r[1] for r in rows], dtype=bool), np.array([r[3] for r in rows], dtype=bool),
                        np.array([r[4] for r in rows], dtype=np.int8), left_set, cat_row)
-
-
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
-
-
-def _split_row(node: dict) -> tuple:
-    """(feature, categorical, threshold, default left, missing kind, left codes)."""
-    categorical = node["decision_type"] == "=="
-    codes = [int(c) for c in str(node["threshold"]).split("||")] if categorical else []
-    threshold = np.nan if categorical else float(node["threshold"])
-    return node["split_feature"], categorical, threshold, bool(node["default_left"]), _MISSING[node["missing_type"]], codes
 
 
 def _merged(path: tuple) -> list[tuple[int, float]]:

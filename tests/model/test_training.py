@@ -10,6 +10,7 @@ from data.load import load_data_set
 from data.simulate import SimConfig, simulate
 from data.write import write_data_set
 from runtime.bundle import ModelBundle
+from runtime.models import FOREST_ROWS
 from training.train import train
 
 
@@ -202,9 +203,10 @@ def test_recency_weighted_conformal_follows_the_latest_errors():
     assert plain < recent <= latest_only + 0.1
 
 
-def test_shipped_reasons_read_treeshap_tables_with_lightgbms_numbers(trained):
+def test_shipped_boosters_predict_and_explain_through_compiled_walks_with_lightgbms_numbers(trained):
     """The boosters the service explains are within the tables' limits (so no request
-    falls back to LightGBM's slower TreeSHAP), and the tables give its numbers."""
+    falls back to LightGBM's slower TreeSHAP), and the tables give its numbers; every
+    model's boosters are packed into a forest that predicts LightGBM's numbers bit for bit."""
     result, ds = trained
     from features.rows import order_moments
 
@@ -217,3 +219,9 @@ def test_shipped_reasons_read_treeshap_tables_with_lightgbms_numbers(trained):
                                edd.explained.predict(X, pred_contrib=True)[:, :-1], rtol=0, atol=1e-12)
     churn = result.bundle.churn
     assert churn.explainer(churn.explained) is not None
+    assert all(m.forest() is not None for m in (edd, result.bundle.delay, churn))
+    for model in (edd, result.bundle.delay):
+        X = model._matrix(rows)
+        for i in range(0, len(X), FOREST_ROWS):
+            np.testing.assert_array_equal(model.predicted(X[i:i + FOREST_ROWS]),
+                                          np.column_stack([b.predict(X[i:i + FOREST_ROWS]) for b in model.boosters]))

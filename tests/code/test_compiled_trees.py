@@ -1,4 +1,5 @@
-"""TreeSHAP tables give LightGBM's own pred_contrib numbers, row for row.
+"""The compiled tree walks give LightGBM's own numbers, row for row: TreeSHAP tables
+(``runtime.treeshap``) its pred_contrib, the packed forest (``runtime.forest``) its predict.
 
 Boosters are trained here on data made to exercise every way a row decides at a split:
 categorical splits (unseen, negative and missing codes go right), NaN learned as its
@@ -14,6 +15,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from runtime.forest import Forest
+from runtime.models import FOREST_ROWS, EddModel, ProbabilityModel
 from runtime.treeshap import MAX_PATH_FEATURES, ContributionTables
 
 N_FEATURES = 6
@@ -94,19 +97,88 @@ def test_any_single_row_equals_lightgbm(values):
                                    rtol=1e-9, atol=1e-12)
 
 
+def deep_booster() -> tuple[lgb.Booster, np.ndarray]:
+    X = np.random.default_rng(3).normal(size=(4000, 20))
+    return lgb.train({"objective": "regression", "num_leaves": 512, "max_depth": 16, "min_data_in_leaf": 2,
+                      "verbose": -1, "num_threads": 1}, lgb.Dataset(X, np.sign(X).sum(axis=1)), 3), X
+
+
 def test_deep_trees_are_left_to_lightgbm():
     """A leaf with more distinct path features than the tables hold: no tables, and a
     model's contributions still come (from LightGBM), the same numbers."""
-    from runtime.models import EddModel
-
-    X = np.random.default_rng(3).normal(size=(4000, 20))
-    deep = lgb.train({"objective": "regression", "num_leaves": 512, "max_depth": 16, "min_data_in_leaf": 2,
-                      "verbose": -1, "num_threads": 1}, lgb.Dataset(X, np.sign(X).sum(axis=1)), 3)
+    deep, X = deep_booster()
     depth = max(len(_features(path)) for path in _paths(deep))
     assert depth > MAX_PATH_FEATURES
     assert ContributionTables.of(deep) is None
     model = EddModel([f"f{j}" for j in range(X.shape[1])], ())
     np.testing.assert_array_equal(model.contributions(None, deep, X[:50]), lightgbm_contributions(deep, X[:50]))
+
+
+
+# -- the packed forest: predictions
+
+
+@pytest.mark.parametrize("name", list(BOOSTERS))
+def test_forest_predicts_lightgbms_numbers_bit_for_bit(name):
+    b = BOOSTERS[name]
+    X = odd_rows(11)
+    expected = b.predict(X, num_threads=1)  # for binary, LightGBM's probability
+    assert expected.std() > 0.1
+    np.testing.assert_array_equal(Forest.of([b]).predict(X)[:, 0], expected)
+
+
+def test_one_forest_holds_several_boosters_each_its_own_column():
+    boosters = list(BOOSTERS.values())
+    X = odd_rows(12)
+    got = Forest.of(boosters).predict(X)
+    assert got.shape == (len(X), len(boosters))
+    np.testing.assert_array_equal(got, np.column_stack([b.predict(X, num_threads=1) for b in boosters]))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True, width=64), st.just(0.0), st.just(-0.0),
+                          st.floats(-1e-30, 1e-30), st.integers(-2, 14).map(float)),
+                min_size=N_FEATURES, max_size=N_FEATURES))
+def test_forest_any_single_row_equals_lightgbm(values):
+    X = np.array([values], dtype=np.float64)
+    forest = Forest.of(list(BOOSTERS.values()))
+    np.testing.assert_array_equal(forest.predict(X)[0], [b.predict(X, num_threads=1)[0] for b in BOOSTERS.values()])
+
+
+def test_forest_walks_trees_of_any_depth():
+    deep, X = deep_booster()
+    np.testing.assert_array_equal(Forest.of([deep]).predict(X[:300])[:, 0], deep.predict(X[:300], num_threads=1))
+
+
+def test_what_the_forest_does_not_cover_stays_with_lightgbm():
+    """Several outputs per iteration and linear trees: no forest, and a model still
+    predicts (through LightGBM) on a small batch."""
+    X, y = training_data()
+    multiclass = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
+                           lgb.Dataset(X, np.digitize(y, np.quantile(y, [0.33, 0.66]))), 5)
+    linear = lgb.train({"objective": "regression", "linear_tree": True, "verbose": -1, "num_threads": 1},
+                       lgb.Dataset(np.nan_to_num(X), y), 5)
+    assert Forest.of([multiclass]) is None and Forest.of([BOOSTERS["quantile"], linear]) is None
+    model = ProbabilityModel("delay", [f"f{j}" for j in range(N_FEATURES)], ())
+    model.booster_ = linear
+    assert model.forest() is None
+    np.testing.assert_array_equal(model.predicted(np.nan_to_num(X[:3]))[:, 0],
+                                  linear.predict(np.nan_to_num(X[:3]), num_threads=1))
+
+
+def test_a_model_answers_a_small_batch_and_bulk_alike():
+    """Small batches go through the forest, bulk through LightGBM: a row gets the same
+    numbers either way, and the forest is made once per set of boosters."""
+    model = EddModel([f"f{j}" for j in range(N_FEATURES)], ())
+    model.boosters_ = [BOOSTERS["quantile"], BOOSTERS["zero as missing"], BOOSTERS["quantile"]]
+    X = odd_rows(13, FOREST_ROWS * 4)
+    forest = model.forest()
+    assert forest is not None and model.forest() is forest
+    small = np.vstack([model.predicted(X[i:i + FOREST_ROWS]) for i in range(0, len(X), FOREST_ROWS)])
+    np.testing.assert_array_equal(small, model.predicted(X))
+    model.boosters_ = model.boosters_[:2] + [BOOSTERS["binary"]]  # new boosters: a new forest
+    assert model.forest() is not forest
+    np.testing.assert_array_equal(model.predicted(X[:5])[:, 2], BOOSTERS["binary"].predict(X[:5], num_threads=1))
 
 
 def _paths(b: lgb.Booster):

@@ -1,0 +1,111 @@
+"""The compiled loops over LightGBM trees: its decision rule, prediction, TreeSHAP.
+
+One definition of how a row goes at a split (``goes_left``, LightGBM's own rule) serves
+both loops that walk trees: ``predict`` (``runtime.forest``) and ``contributions``
+(``runtime.treeshap``). numba compiles them, cached on disk. They sit at module level
+because a cached numba function that calls another compiled function only finds its
+cache when both are module globals (from a closure it compiles again every process).
+Importing this module imports numba (about 0.4 s), so only the code that walks trees
+imports it, inside the functions that need it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from runtime.forest import CATEGORICAL, DEFAULT_LEFT, LEAF
+
+#: LightGBM's kZeroThreshold (a float32 1e-35): |x| at or under it is zero for "Zero" missing splits
+ZERO = float(np.float32(1e-35))
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def goes_left(x, categorical, missing, default_left, threshold, cat_row, left_set):
+    """LightGBM's decision at one split for value ``x`` (``missing``: ``runtime.forest.MISSING``).
+
+    Categorical: missing, negative (after truncation toward zero) or unseen codes go
+    right; otherwise the code's entry in the split's row of ``left_set``. Numerical: NaN is
+    0 unless NaN has its own side; a missing value (NaN, or zero for "Zero" splits) goes
+    the default way; otherwise left when ``x <= threshold``."""
+    if categorical:
+        if np.isnan(x) or x <= -1.0 or x >= left_set.shape[1]:
+            return False
+        return left_set[cat_row, int(x)]
+    if np.isnan(x):
+        if missing == 2:
+            return default_left
+        x = 0.0
+    if missing == 1 and -ZERO <= x <= ZERO:
+        return default_left
+    return x <= threshold
+
+
+@numba.njit(cache=True, nogil=True)
+def predict(X, nodes, roots, outputs, left_set, out):
+    """Adds each tree's leaf value for each row of ``X`` to ``out[row, outputs[tree]]``, trees
+    in order (LightGBM's sum, bit for bit). ``nodes`` is ``runtime.forest.NODE`` records in
+    depth-first order: a split's left child is the next node, its right child ``right``
+    nodes on; a leaf holds its value in ``value``."""
+    for r in range(X.shape[0]):
+        for t in range(roots.shape[0]):
+            n = roots[t]
+            while True:
+                node = nodes[n]
+                flags = node.flags
+                if flags & LEAF:
+                    out[r, outputs[t]] += node.value
+                    break
+                if goes_left(X[r, node.feature], (flags & CATEGORICAL) != 0, flags & 3, (flags & DEFAULT_LEFT) != 0,
+                             node.value, node.cat, left_set):
+                    n += 1
+                else:
+                    n += node.right
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def binary_output(raw, sigmoid):
+    """LightGBM's binary objective's output from raw sums: 1 / (1 + exp(-sigmoid x raw)),
+    with the C library's exp as LightGBM has it (numpy's may differ in the last bit)."""
+    out = np.empty_like(raw)
+    for i in range(raw.shape[0]):
+        out[i] = 1.0 / (1.0 + np.exp(-sigmoid * raw[i]))
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def contributions(X, feature, threshold, categorical, default_left, missing, cat_row, left_set,
+                  leaf_slots, edge_split, edge_left, edge_bit, edge_first, edge_depth, edge_leaf, max_depth,
+                  slot_feature, slot_inv_z, leaf_offset, leaf_vz, table, out):
+    """TreeSHAP from ``runtime.treeshap``'s tables: a row is one decision per split, one step
+    per edge down each tree and one table entry per (leaf, path feature)."""
+    n_splits = feature.shape[0]
+    left = np.empty(n_splits, dtype=np.bool_)
+    for r in range(X.shape[0]):
+        for s in range(n_splits):
+            left[s] = goes_left(X[r, feature[s]], categorical[s], missing[s], default_left[s], threshold[s],
+                                cat_row[s], left_set)
+        # Down every tree once, depth first: a node's subset of followed path features
+        # is its parent's with the edge's feature set (first split on it) and cleared
+        # when the row goes the other way. Branch-free: which way a row goes is as good
+        # as random, and a mispredicted branch costs more than the arithmetic.
+        subset = np.zeros(max_depth + 1, dtype=np.int64)
+        for e in range(edge_split.shape[0]):
+            d = edge_depth[e]
+            away = np.int64(left[edge_split[e]] != edge_left[e])
+            subset[d] = (subset[d - 1] | (edge_first[e] << edge_bit[e])) & ~(away << edge_bit[e])
+            leaf = edge_leaf[e]
+            if leaf < 0:
+                continue
+            first, last = leaf_slots[leaf], leaf_slots[leaf + 1]
+            followed_set = subset[d]
+            base = leaf_offset[leaf]
+            vz = leaf_vz[leaf]
+            for k in range(first, last):
+                j = k - first
+                followed = (followed_set >> j) & 1
+                # followed: (1 - z_k) / z_k x H(O without k); not: -z_k / z_k x H(O)
+                out[r, slot_feature[k]] += vz * (followed * slot_inv_z[k] - 1.0) * \
+                    table[base + (followed_set & ~(1 << j))]
+    return out
