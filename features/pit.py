@@ -220,7 +220,11 @@ class Before:
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         """Sum of ``values`` (aligned with the caller's events; NaN counts as 0)."""
-        cum = np.concatenate([[0.0], np.cumsum(np.nan_to_num(np.asarray(values, dtype=float)[self.index.order]))])
+        values = np.asarray(values)
+        picked = values.astype(float)[self.index.order]
+        if values.dtype.kind not in "biu":  # flags and integer counts cannot be NaN: skip its cost
+            picked = np.nan_to_num(picked)
+        cum = np.concatenate([[0.0], np.cumsum(picked)])
         return cum[self.end] - cum[self.start]
 
     def last(self) -> np.ndarray:

@@ -56,14 +56,14 @@ class Forest:
         self.sigmoid = sigmoid  # per booster: the binary objective's sigmoid, None for raw sums
 
     @classmethod
-    def of(cls, boosters: list[lgb.Booster]) -> "Forest | None":
+    def of(cls, boosters: list[lgb.Booster], dumped: list[dict] | None = None) -> "Forest | None":
         """The boosters packed, or None for what this does not cover (several outputs per
         iteration, averaged or linear trees, other objectives, past 16-bit fields): those
-        keep LightGBM's own predict."""
+        keep LightGBM's own predict. ``dumped``: their ``dump_model()``, when already made."""
         nodes: list[tuple] = []
         roots, outputs, codes, sigmoid = [], [], [], []
         for k, booster in enumerate(boosters):
-            model = booster.dump_model()
+            model = dumped[k] if dumped is not None else booster.dump_model()
             transform = _transform(model)
             if transform is False:
                 return None

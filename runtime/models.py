@@ -113,9 +113,10 @@ class _Model:
         """Everything a request needs, made now (loading a bundle): the packed forest and,
         for a model whose answers carry reasons, the explained booster's TreeSHAP tables,
         compiled or read from numba's cache."""
-        self.forest()
+        dumped = [b.dump_model() for b in self.boosters]  # once each, for the forest and the tables
+        self.forest(dumped)
         if explain:
-            self.explainer(self.explained)
+            self.explainer(self.explained, dumped[self.boosters.index(self.explained)])
         return self
 
     def predicted(self, X: np.ndarray) -> np.ndarray:
@@ -126,12 +127,12 @@ class _Model:
             return forest.predict(X)
         return np.column_stack([booster_predict(b, X) for b in self.boosters])
 
-    def forest(self) -> Forest | None:
+    def forest(self, dumped: list[dict] | None = None) -> Forest | None:
         """The boosters packed (``runtime.forest``), made on first use; None where not covered."""
         boosters = tuple(self.boosters)
         held, forest = self._forest
         if len(held) != len(boosters) or any(a is not b for a, b in zip(held, boosters)):
-            forest = Forest.of(list(boosters))
+            forest = Forest.of(list(boosters), dumped)
             if forest is not None:  # compiled (or read from numba's cache) now, not on a live request
                 forest.predict(np.zeros((1, boosters[0].num_feature())))
             self._forest = (boosters, forest)
@@ -190,11 +191,11 @@ class _Model:
             return booster_predict(booster, X, pred_contrib=True)[:, :-1]
         return tables.contributions(X, threads=1 if threads_for(len(X)) == 1 else os.cpu_count() or 1)
 
-    def explainer(self, booster: lgb.Booster) -> ContributionTables | None:
+    def explainer(self, booster: lgb.Booster, dumped: dict | None = None) -> ContributionTables | None:
         """The booster's TreeSHAP tables, worked out on first use (loading a bundle does it)."""
         held = self._explainers.get(id(booster))
         if held is None or held[0] is not booster:  # an id can be reused once a booster is gone
-            tables = ContributionTables.of(booster)
+            tables = ContributionTables.of(booster, dumped)
             if tables is not None:  # compiled (or read from numba's cache) now, not on a live request
                 tables.contributions(np.zeros((1, tables.n_features)))
             held = self._explainers[id(booster)] = (booster, tables)

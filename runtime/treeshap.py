@@ -71,10 +71,11 @@ class ContributionTables:
         self.n_features = n_features
 
     @classmethod
-    def of(cls, booster: lgb.Booster) -> "ContributionTables | None":
+    def of(cls, booster: lgb.Booster, dumped: dict | None = None) -> "ContributionTables | None":
         """The booster's tables, or None where LightGBM's own TreeSHAP is the better way
-        (a leaf with too many distinct path features, tables too large, several outputs)."""
-        model = booster.dump_model()
+        (a leaf with too many distinct path features, tables too large, several outputs).
+        ``dumped``: its ``dump_model()``, when already made."""
+        model = dumped if dumped is not None else booster.dump_model()
         if model.get("num_tree_per_iteration", 1) != 1:
             return None
         paths = _Paths()
