@@ -17,6 +17,8 @@ from __future__ import annotations
 import lightgbm as lgb
 import numpy as np
 
+from runtime import model_text
+
 #: a node: a split's threshold or a leaf's value; the split's feature; how many records
 #: on its right child is (the left child is the next record); its row in ``left_set``
 #: (categorical splits); flags (``runtime.compiled``: missing kind, categorical, default left, leaf)
@@ -59,11 +61,11 @@ class Forest:
     def of(cls, boosters: list[lgb.Booster], dumped: list[dict] | None = None) -> "Forest | None":
         """The boosters packed, or None for what this does not cover (several outputs per
         iteration, averaged or linear trees, other objectives, past 16-bit fields): those
-        keep LightGBM's own predict. ``dumped``: their ``dump_model()``, when already made."""
+        keep LightGBM's own predict. ``dumped``: their ``runtime.model_text.dumped``, when already read."""
         nodes: list[tuple] = []
         roots, outputs, codes, sigmoid = [], [], [], []
         for k, booster in enumerate(boosters):
-            model = dumped[k] if dumped is not None else booster.dump_model()
+            model = dumped[k] if dumped is not None else model_text.dumped(booster)
             transform = _transform(model)
             if transform is False:
                 return None

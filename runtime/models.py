@@ -31,6 +31,7 @@ import pandas as pd
 
 from features.pit import Lookup
 from features.rhythm import RHYTHM_FEATURES, rhythm_features
+from runtime import model_text
 from runtime.forest import Forest
 from runtime.treeshap import ContributionTables
 
@@ -113,7 +114,7 @@ class _Model:
         """Everything a request needs, made now (loading a bundle): the packed forest and,
         for a model whose answers carry reasons, the explained booster's TreeSHAP tables,
         compiled or read from numba's cache."""
-        dumped = [b.dump_model() for b in self.boosters]  # once each, for the forest and the tables
+        dumped = [model_text.dumped(b) for b in self.boosters]  # once each, for the forest and the tables
         self.forest(dumped)
         if explain:
             self.explainer(self.explained, dumped[self.boosters.index(self.explained)])

@@ -34,6 +34,7 @@ from math import factorial
 import lightgbm as lgb
 import numpy as np
 
+from runtime import model_text
 from runtime.forest import left_set_of, split_of
 
 #: 2^m entries per leaf: at 8 distinct path features a leaf's table is 2 KB
@@ -74,8 +75,8 @@ class ContributionTables:
     def of(cls, booster: lgb.Booster, dumped: dict | None = None) -> "ContributionTables | None":
         """The booster's tables, or None where LightGBM's own TreeSHAP is the better way
         (a leaf with too many distinct path features, tables too large, several outputs).
-        ``dumped``: its ``dump_model()``, when already made."""
-        model = dumped if dumped is not None else booster.dump_model()
+        ``dumped``: its ``runtime.model_text.dumped``, when already read."""
+        model = dumped if dumped is not None else model_text.dumped(booster)
         if model.get("num_tree_per_iteration", 1) != 1:
             return None
         paths = _Paths()

@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from runtime.forest import Forest
+from runtime.model_text import dumped
 from runtime.models import FOREST_ROWS, EddModel, ProbabilityModel
 from runtime.treeshap import MAX_PATH_FEATURES, ContributionTables
 
@@ -60,6 +61,8 @@ def odd_rows(seed: int, n: int = 300) -> np.ndarray:
     rng = np.random.default_rng(seed + 1)
     X[rng.random(X.shape) < 0.1] = np.nan
     X[rng.random(X.shape) < 0.1] = 0.0
+    X[rng.random(X.shape) < 0.03] = np.inf  # a ratio over zero; LightGBM's text keeps an inf threshold
+    X[rng.random(X.shape) < 0.03] = -np.inf
     X[rng.random(n) < 0.1, 0] = 99  # a code the booster never saw
     X[rng.random(n) < 0.05, 0] = -1
     X[rng.random(n) < 0.05, 0] = -0.5  # LightGBM truncates it to code 0
@@ -196,3 +199,34 @@ def _paths(b: lgb.Booster):
 
 def _features(path: list[dict]) -> set[int]:
     return {split["split_feature"] for split in path}
+
+
+# -- the trees as the runtime reads them
+
+
+def _used(node: dict) -> dict:
+    """The fields of a dumped node that the forest and the tables read."""
+    if "split_index" not in node:
+        return {"leaf_value": node["leaf_value"], "leaf_count": node.get("leaf_count")}
+    return {**{k: node[k] for k in ("split_feature", "decision_type", "default_left", "missing_type", "internal_count")},
+            # dump_model writes an infinite threshold as 1e300 (the model text, and predict, keep inf)
+            "threshold": [t if node["decision_type"] == "==" else float(t) if float(t) != 1e300 else np.inf
+                          for t in str(node["threshold"]).split("||")],
+            "left_child": _used(node["left_child"]), "right_child": _used(node["right_child"])}
+
+
+def test_model_text_reads_what_dump_model_says():
+    deep, _ = deep_booster()
+    X, y = training_data()
+    one_leaf = lgb.train({"objective": "regression", "min_data_in_leaf": 5000, "verbose": -1}, lgb.Dataset(X, y), 2)
+    for b in [*BOOSTERS.values(), deep, one_leaf]:
+        expected, got = b.dump_model(), dumped(b)
+        assert {k: got[k] for k in ("num_tree_per_iteration", "max_feature_idx", "objective", "average_output")} == \
+            {k: expected[k] for k in ("num_tree_per_iteration", "max_feature_idx", "objective", "average_output")}
+        assert len(got["tree_info"]) == len(expected["tree_info"]) > 0
+        for g, e in zip(got["tree_info"], expected["tree_info"]):
+            if "split_index" in e["tree_structure"]:
+                assert _used(g["tree_structure"]) == _used(e["tree_structure"])
+            else:
+                assert g["tree_structure"]["leaf_value"] == e["tree_structure"]["leaf_value"]
+    assert any(_used(t["tree_structure"]).get("decision_type") == "==" for t in dumped(BOOSTERS["binary"])["tree_info"])
