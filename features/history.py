@@ -226,7 +226,7 @@ class History:
     tables: dict[str, DailyTable]
     volume: DailyTable  # shipments ordered per carrier-service and day
     last_day: int  # the last (UTC) day whose facts are in the tables
-    online: dict[str, Columns] | None = field(default=None, repr=False)  # see materialize
+    online: dict[str, tuple[list[str], np.ndarray]] | None = field(default=None, repr=False)  # see materialize
 
     @classmethod
     def build(cls, shipments: pd.DataFrame, scans: pd.DataFrame | None, as_of: pd.Timestamp | None = None) -> "History":
@@ -251,13 +251,16 @@ class History:
     def materialize(self) -> "History":
         """Fill the online tables: each group's statistics at the day every later request sees.
 
-        Row ``code`` of a table holds group ``code``; the extra last row is an unseen
-        group (code -1), so a lookup needs no special case."""
+        Each table is its statistics' names and a matrix with one row per statistic (a
+        lookup is one take of columns, each statistic contiguous): column ``code`` holds
+        group ``code``, and the extra last column is an unseen group (code -1), so a lookup
+        needs no special case."""
         day = self.last_day + 1
         online = {}
         for name, table in {**self.tables, "volume": self.volume}.items():
             codes = np.r_[np.arange(len(table.groups)), -1].astype(np.int64)
-            online[name] = _statistics(table, name, codes, np.full(len(codes), day, dtype=np.int64))
+            stats = _statistics(table, name, codes, np.full(len(codes), day, dtype=np.int64))
+            online[name] = (list(stats), np.vstack(list(stats.values())))
         self.online = online
         return self
 
@@ -280,16 +283,15 @@ class History:
         online = self.online.get(name) if self.online is not None else None
         if online is None:
             return _statistics(table, name, codes, days)
+        names, matrix = online
         live = days == self.last_day + 1
         if live.all():
-            return {k: v[codes] for k, v in online.items()}
+            return dict(zip(names, matrix[:, codes]))
         past = _statistics(table, name, codes[~live], days[~live])
-        out = {}
-        for k, v in online.items():
-            col = np.empty(len(codes), dtype=v.dtype)
-            col[live], col[~live] = v[codes[live]], past[k]
-            out[k] = col
-        return out
+        picked = np.empty((len(names), len(codes)), dtype=matrix.dtype)
+        picked[:, live] = matrix[:, codes[live]]
+        picked[:, ~live] = np.vstack([past[k] for k in names])
+        return dict(zip(names, picked))
 
     def _add_shrunk(self, cols: Columns) -> None:
         # Parents are shrunk first so each level leans on an already-stable parent. The

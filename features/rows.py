@@ -25,11 +25,15 @@ def shipment_rows(shipments, scans, moments, snapshot: FeatureSnapshot, at_order
     shipments in the same order."""
     shipments, moments = as_columns(shipments), as_columns(moments)
     scans = as_columns(scans) if scans is not None else None
-    if at_order_rows is None:
+    own = at_order_rows is None
+    if own:
         at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)
     rows = add_progress(transit_features(shipments, scans, moments), at_order_rows)
     pos = rows.pop("pos")  # at-order rows are the shipments' rows: a positional join
-    rows.update({k: v[pos] for k, v in at_order_rows.items() if k != "shipment_id"})
+    # One moment per shipment, in order (a request; every shipment at its order time): the
+    # rows made here are the answer's as they are, not copied column by column.
+    whole = own and len(pos) == len(at_order_rows["shipment_id"]) and bool((pos == np.arange(len(pos))).all())
+    rows.update({k: v if whole else v[pos] for k, v in at_order_rows.items() if k != "shipment_id"})
     rows["hours_to_promise"] = (rows["promise_hours"] - rows["hours_since_order"]).astype(np.float32)
     return rows
 
