@@ -1,7 +1,7 @@
 """LightGBM boosters packed for small batches: every tree's nodes in one array.
 
 A live request predicts one row with four boosters (the EDD model's three quantiles and
-the delay model), 1,193 trees on the default data set. Through ``Booster.predict`` each
+the delay model), 1,167 trees in the default champion. Through ``Booster.predict`` each
 call pays LightGBM's Python set-up, and its trees keep their nodes in separate arrays
 per field, which the rest of a request evicts from the cache: one row through the four
 took 1.5 ms when other work ran between requests (0.6 ms in a tight loop). Here each
