@@ -7,6 +7,10 @@ throughput and at most twice its p99; /churn at 1 client within 10 ms (p50) of t
 floor's /churn. In-process: one shipment with reasons <= 3 ms; 1,000 shipments <= 100 ms
 without reasons and <= 1 s with them. Start-up and resident memory are reported.
 
+Both services run at once and are measured in alternating rounds (floor then Eddy,
+Eddy then floor, ...; ``--rounds``, default 4), so this machine's drift over the
+minute of a run falls on both alike; each figure pools its rounds.
+
 Requests are the data set's last shipments moved to the days after its end, as live
 traffic is (a live order is always later than the model's data); ``--in-history``
 keeps them where they were (the point-in-time path).
@@ -118,13 +122,23 @@ def pct(values: list[float], p: float) -> float:
     return float(np.percentile(values, p))
 
 
-def measure(url: str, bodies: list[dict], churn: list[dict], n: int) -> dict:
-    """The same measurements against any service with Eddy's schemas (the floor or Eddy)."""
-    load(f"{url}/eta", bodies, 2, 40)  # warm-up
-    load(f"{url}/churn", churn, 1, 10, "request")
-    out = {"eta1": load(f"{url}/eta", bodies, 1, n // 2), "eta8": load(f"{url}/eta", bodies, 8, n),
-           "churn1": load(f"{url}/churn", churn, 1, n // 4, "request")}
-    return out
+def measure(urls: dict[str, str], bodies: list[dict], churn: list[dict], n: int, rounds: int) -> dict:
+    """The same measurements against services with Eddy's schemas (the floor and Eddy), in
+    alternating rounds; per service and figure, the pooled latencies and requests/s."""
+    for url in urls.values():  # warm-up
+        load(f"{url}/eta", bodies, 2, 40)
+        load(f"{url}/churn", churn, 1, 10, "request")
+    plan = {"eta1": ("/eta", bodies, 1, n // 2, "shipment"), "eta8": ("/eta", bodies, 8, n, "shipment"),
+            "churn1": ("/churn", churn, 1, n // 4, "request")}
+    pooled = {name: {key: ([], 0.0) for key in plan} for name in urls}  # latencies, seconds
+    for r in range(rounds):
+        for name in (list(urls) if r % 2 == 0 else list(urls)[::-1]):
+            for key, (route, items, clients, total, field) in plan.items():
+                lat, rps = load(urls[name] + route, items, clients, max(total // rounds, clients), field)
+                done, seconds = pooled[name][key]
+                pooled[name][key] = (done + lat, seconds + len(lat) / rps)
+    return {name: {key: (lat, len(lat) / seconds) for key, (lat, seconds) in figures.items()}
+            for name, figures in pooled.items()}
 
 
 def main() -> None:
@@ -132,6 +146,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=ROOT / "data" / "sets" / "demo")
     ap.add_argument("--bundle", type=Path, default=None)
     ap.add_argument("--requests", type=int, default=400)
+    ap.add_argument("--rounds", type=int, default=4, help="alternating rounds of floor and Eddy")
     ap.add_argument("--in-history", action="store_true", help="keep request times inside the data (point-in-time path)")
     args = ap.parse_args()
 
@@ -145,18 +160,21 @@ def main() -> None:
     env["PROMETHEUS_MULTIPROC_DIR"] = str(prom)
 
     floor_url, floor = start("benchmarks.floor_service:Floor", env)
-    try:
-        base = measure(floor_url, bodies, churn, args.requests)
-    finally:
-        floor.terminate()
-        floor.wait(timeout=30)
-
     t0 = time.perf_counter()
-    url, proc = start("serving.service:Eddy", env)
+    try:
+        url, proc = start("serving.service:Eddy", env)
+    except BaseException:
+        floor.terminate()
+        raise
     try:
         startup = time.perf_counter() - t0
         rss = tree_rss_mb(proc.pid)
-        eddy = measure(url, bodies, churn, args.requests)
+        try:
+            both = measure({"floor": floor_url, "eddy": url}, bodies, churn, args.requests, args.rounds)
+        finally:
+            floor.terminate()
+            floor.wait(timeout=30)
+        base, eddy = both["floor"], both["eddy"]
         plain = [{**b, "explain": False} for b in bodies]
         without, _ = load(f"{url}/eta", plain, 8, args.requests)
         batch_ms = {True: [], False: []}
