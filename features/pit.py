@@ -221,7 +221,7 @@ class Before:
     def sum(self, values: np.ndarray) -> np.ndarray:
         """Sum of ``values`` (aligned with the caller's events; NaN counts as 0)."""
         values = np.asarray(values)
-        picked = values.astype(float)[self.index.order]
+        picked = np.asarray(values, dtype=float)[self.index.order]  # float input: one copy, not two
         if values.dtype.kind not in "biu":  # flags and integer counts cannot be NaN: skip its cost
             picked = np.nan_to_num(picked)
         cum = np.concatenate([[0.0], np.cumsum(picked)])

@@ -27,7 +27,7 @@ NODE = np.dtype([("value", "f8"), ("feature", "u2"), ("right", "u2"), ("cat", "u
 #: a split's missing kinds, as LightGBM's model text names them (the flags' bits 0-1)
 MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 CATEGORICAL, DEFAULT_LEFT, LEAF = 4, 8, 16  # the other flag bits
-#: output transforms LightGBM applies to the raw sum, by objective
+#: objectives whose output is the raw sum (binary's is its sigmoid; others are not covered)
 _IDENTITY = {"regression", "regression_l1", "quantile", "huber", "fair", "mape"}
 _LIMIT = np.iinfo(np.uint16).max
 
