@@ -74,7 +74,8 @@ class ContributionTables:
     @classmethod
     def of(cls, booster: lgb.Booster, dumped: dict | None = None) -> "ContributionTables | None":
         """The booster's tables, or None where LightGBM's own TreeSHAP is the better way
-        (a leaf with too many distinct path features, tables too large, several outputs).
+        (a leaf with too many distinct path features, tables too large, several outputs,
+        linear trees, whose leaves are not constants).
         ``dumped``: its ``runtime.model_text.dumped``, when already read."""
         model = dumped if dumped is not None else model_text.dumped(booster)
         if model.get("num_tree_per_iteration", 1) != 1:
@@ -82,7 +83,7 @@ class ContributionTables:
         paths = _Paths()
         for tree in model["tree_info"]:
             paths.walk(tree["tree_structure"])
-        if not paths.leaves:
+        if not paths.leaves or paths.linear:
             return None
         m = np.array([len(leaf[1]) for leaf in paths.leaves])
         if m.max() > MAX_PATH_FEATURES or int(np.sum(2 ** m)) > MAX_TABLE_ENTRIES:
@@ -140,9 +141,11 @@ class _Paths:
         #: every edge in depth-first order: (split, goes left, bit of its feature on the
         #: path, first split on that feature, depth of the child, leaf number or -1)
         self.edges: list[tuple[int, bool, int, bool, int, int]] = []
+        self.linear = False  # a leaf with coefficients: no tables
 
     def walk(self, node: dict, path: tuple = ()) -> None:
         if "split_index" not in node:
+            self.linear |= "leaf_coeff" in node
             if path:  # a tree of one leaf adds only to the bias
                 self.leaves.append((float(node["leaf_value"]), _merged(path)))
             return

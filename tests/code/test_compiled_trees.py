@@ -154,19 +154,23 @@ def test_forest_walks_trees_of_any_depth():
 
 
 def test_what_the_forest_does_not_cover_stays_with_lightgbm():
-    """Several outputs per iteration and linear trees: no forest, and a model still
-    predicts (through LightGBM) on a small batch."""
+    """Several outputs per iteration and linear trees: no forest and no TreeSHAP tables;
+    a model still predicts through LightGBM, and explaining a linear tree is LightGBM's
+    refusal rather than the tables' wrong numbers (they would read its leaves as constants)."""
     X, y = training_data()
     multiclass = lgb.train({"objective": "multiclass", "num_class": 3, "verbose": -1, "num_threads": 1},
                            lgb.Dataset(X, np.digitize(y, np.quantile(y, [0.33, 0.66]))), 5)
     linear = lgb.train({"objective": "regression", "linear_tree": True, "verbose": -1, "num_threads": 1},
                        lgb.Dataset(np.nan_to_num(X), y), 5)
     assert Forest.of([multiclass]) is None and Forest.of([BOOSTERS["quantile"], linear]) is None
+    assert ContributionTables.of(multiclass) is None and ContributionTables.of(linear) is None
     model = ProbabilityModel("delay", [f"f{j}" for j in range(N_FEATURES)], ())
     model.booster_ = linear
     assert model.forest() is None
     np.testing.assert_array_equal(model.predicted(np.nan_to_num(X[:3]))[:, 0],
                                   linear.predict(np.nan_to_num(X[:3]), num_threads=1))
+    with pytest.raises(lgb.basic.LightGBMError, match="not implemented for linear trees"):
+        model.contributions(None, linear, np.nan_to_num(X[:3]))
 
 
 def test_a_model_answers_a_small_batch_and_bulk_alike():
