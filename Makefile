@@ -5,6 +5,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 DEMO   := data/sets/demo
 PYTEST_ARGS ?=
+# two workers, a module (or a unit tests/conftest.py shares) on one of them; `PYTEST_ARGS=-n0` runs serially
+XDIST  := -n 2 --dist loadfile --no-loadscope-reorder
 
 .PHONY: install system-deps demo test test-fast bench clean
 
@@ -30,11 +32,11 @@ system-deps:
 	./scripts/system-deps
 
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 # Skip the slow end-to-end tests locally; CI runs everything with `make test`.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/simulate_1m.py

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import os
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,40 @@ import pytest
 from data.simulate import SimConfig, simulate, write_truth
 from data.write import write_data_set
 from eddy import settings
+
+# `make test` runs the suite on two xdist workers with `--dist loadfile`: a module's tests
+# stay on one worker, so its module fixtures are built once. The modules that start Dask
+# clusters share one unit of work, so no two clusters compete for the cores or their ports
+# at once. Units go out longest first, so no long one ends up alone at the end.
+SHARED_UNIT = {"tests/model/test_distributed.py": "dask", "tests/code/test_registry.py": "dask"}
+LONGEST_FIRST = ["dask", "tests/model/test_backtest.py", "tests/e2e/test_monitoring.py", "tests/e2e/test_service.py",
+                 "tests/e2e/test_bento.py", "tests/e2e/test_review.py", "tests/code/test_registry_safety.py",
+                 "tests/model/test_training.py", "tests/model/test_behaviour.py"]
+
+
+def unit_of(nodeid: str) -> str:
+    module = nodeid.split("::", 1)[0]
+    return SHARED_UNIT.get(module, module)
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        unit = unit_of(item.nodeid)
+        return LONGEST_FIRST.index(unit) if unit in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: collection order within a unit
+
+
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedUnits(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return unit_of(nodeid)
+
+    return SharedUnits(config, log)
 
 
 @pytest.fixture(scope="session")
@@ -33,15 +69,35 @@ def olist_src() -> Path:
     return src
 
 
+def made_once(tmp_path_factory, name: str, make):
+    """``make()``, once per run: under xdist the first worker to ask makes it and the
+    others read what it pickled (a training costs more than half a minute of CPU)."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        return make()
+    import cloudpickle  # the BG/NBD baseline holds local functions plain pickle refuses
+
+    path = tmp_path_factory.getbasetemp().parent / f"{name}.pickle"  # the run's folder, shared by its workers
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            return cloudpickle.loads(path.read_bytes())
+        made = make()
+        path.write_bytes(cloudpickle.dumps(made))
+        return made
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
     """A bundle trained (without MLflow) on a small simulated world, and its data set."""
     from data.load import load_data_set
     from training.train import train
 
-    folder = tmp_path_factory.mktemp("train")
-    sim = simulate(SimConfig(customers=3000, seed=13))
-    write_data_set(sim.tables, folder)
-    write_truth(sim.truth, folder)
-    ds = load_data_set(folder)
-    return train(ds), ds
+    def make():
+        folder = tmp_path_factory.mktemp("train")
+        sim = simulate(SimConfig(customers=3000, seed=13))
+        write_data_set(sim.tables, folder)
+        write_truth(sim.truth, folder)
+        ds = load_data_set(folder)
+        return train(ds), ds
+
+    return made_once(tmp_path_factory, "trained", make)
