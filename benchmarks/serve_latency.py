@@ -16,8 +16,10 @@ traffic is (a live order is always later than the model's data); ``--in-history`
 keeps them where they were (the point-in-time path).
 
 Usage: .venv/bin/python benchmarks/serve_latency.py [--data data/sets/demo] [--bundle DIR]
-(without --bundle the service loads the champion from the MLflow store). Every loop
-is bounded in count and sends traffic to 127.0.0.1 only.
+[--in-process] (without --bundle the service loads the champion from the MLflow store;
+--in-process starts no server and prints the in-process figures and one request's stages,
+as the service's ``_predict`` runs them). Every loop is bounded in count and sends
+traffic to 127.0.0.1 only.
 """
 
 from __future__ import annotations
@@ -148,9 +150,13 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=4, help="alternating rounds of floor and Eddy")
     ap.add_argument("--in-history", action="store_true", help="keep request times inside the data (point-in-time path)")
+    ap.add_argument("--in-process", action="store_true", help="only the in-process figures and stages, no servers")
     args = ap.parse_args()
 
     bodies = requests_from(args.data, 1000, live=not args.in_history)
+    if args.in_process:
+        bare(args, bodies)
+        return
     churn = churn_bodies(bodies, args.data)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     if args.bundle:
@@ -237,6 +243,38 @@ def bare(args, bodies: list[dict]) -> None:
         t = time.perf_counter()
         eta_in_process(bundle, requests[:1000], explain)
         print(f"in-process, 1,000 shipments {'with' if explain else 'without'} reasons  {(time.perf_counter() - t) * 1000:.0f} ms")
+    stages(bundle, bodies[:400])
+
+
+def stages(bundle, bodies: list[dict]) -> None:
+    """One /eta with reasons, stage by stage as the service's ``_predict`` runs them: what
+    the models and features cost, and what the service adds around them (p50, ms)."""
+    from runtime.predlog import eta_records
+    from serving.columns import columns_of
+    from serving.schemas import ShipmentIn
+    from serving.service import Eddy
+
+    names = ("read the body", "request columns", "features", "models and reasons", "answer", "log records", "JSON")
+    took = {name: [] for name in names}
+    for body in bodies:
+        t = [time.perf_counter()]
+        request = ShipmentIn(**body)
+        t.append(time.perf_counter())
+        ship, scans, moments = columns_of([request])
+        t.append(time.perf_counter())
+        rows = bundle.shipment_rows(ship, scans, moments)
+        t.append(time.perf_counter())
+        out = bundle.predict_columns(rows, np.array([request.confidence]), np.array([True]))
+        t.append(time.perf_counter())
+        answer = Eddy.inner._answer(request, out, 0, "1")
+        t.append(time.perf_counter())
+        eta_records(out, ship, "/eta", "champion", "1", [request.confidence])
+        t.append(time.perf_counter())
+        answer.model_dump_json()
+        t.append(time.perf_counter())
+        for name, a, b in zip(names, t, t[1:]):
+            took[name].append((b - a) * 1000)
+    print("one /eta with reasons by stage, p50 ms  " + ", ".join(f"{n} {pct(v[50:], 50):.2f}" for n, v in took.items()))
 
 
 if __name__ == "__main__":
