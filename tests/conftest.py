@@ -35,6 +35,7 @@ def pytest_collection_modifyitems(config, items):
     items.sort(key=rank)  # stable: collection order within a unit
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: pytest without it runs serially
 def pytest_xdist_make_scheduler(config, log):
     if config.getvalue("dist") != "loadfile":
         return None
