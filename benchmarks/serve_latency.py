@@ -150,6 +150,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=400)
     ap.add_argument("--rounds", type=int, default=4, help="alternating rounds of floor and Eddy")
     ap.add_argument("--in-history", action="store_true", help="keep request times inside the data (point-in-time path)")
+    ap.add_argument("--canned", action="store_true",
+                    help="Eddy with one canned answer for every /eta (benchmarks/canned_service.py): its HTTP side alone")
     ap.add_argument("--in-process", action="store_true", help="only the in-process figures and stages, no servers")
     args = ap.parse_args()
 
@@ -168,7 +170,7 @@ def main() -> None:
     floor_url, floor = start("benchmarks.floor_service:Floor", env)
     t0 = time.perf_counter()
     try:
-        url, proc = start("serving.service:Eddy", env)
+        url, proc = start("benchmarks.canned_service:Eddy" if args.canned else "serving.service:Eddy", env)
     except BaseException:
         floor.terminate()
         raise
