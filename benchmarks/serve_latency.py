@@ -16,10 +16,11 @@ traffic is (a live order is always later than the model's data); ``--in-history`
 keeps them where they were (the point-in-time path).
 
 Usage: .venv/bin/python benchmarks/serve_latency.py [--data data/sets/demo] [--bundle DIR]
-[--in-process] (without --bundle the service loads the champion from the MLflow store;
---in-process starts no server and prints the in-process figures and one request's stages,
-as the service's ``_predict`` runs them). Every loop is bounded in count and sends
-traffic to 127.0.0.1 only.
+[--in-process | --canned] (without --bundle the service loads the champion from the MLflow
+store; --in-process starts no server and prints the in-process figures and one request's
+stages, as the service's ``_predict`` runs them; --canned serves Eddy with one canned answer
+per /eta, ``benchmarks/canned_service.py``, to show what its HTTP side alone costs beside the
+floor). Every loop is bounded in count and sends traffic to 127.0.0.1 only.
 """
 
 from __future__ import annotations
