@@ -17,16 +17,20 @@ where a statistic depends on the group alone. ``History.materialize`` evaluates 
 window code once for every group at that day (Feast's online store, built from the
 same definitions); rows at that day read it, every other row takes the
 point-in-time path. Both are the same function; tests hold them equal bit for bit.
+On top, ``LiveRows`` keeps each combination of group keys' finished columns (the
+statistics shrunk toward their parents included) once a live row has met it, so a
+repeated lane is one lookup; a new one is computed by the same code and kept.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from features.pit import NAT, US_PER_HOUR, Columns, Lookup, count_less_in_ranges, day_number, micros, size
+from features.pit import NAT, US_PER_HOUR, Columns, Lookup, count_less_in_ranges, day_number, micros, size, take
 
 #: Lead-time histogram: 64 log-spaced bins from 2 hours to 180 days (about 10% wide).
 BIN_EDGES_H = np.concatenate([[0.0], np.geomspace(2.0, 180 * 24.0, 63), [np.inf]])
@@ -65,6 +69,9 @@ _HOURS = np.array([stat.endswith("_h") for stat in SHRUNK_STATS])[:, None]
 #: final year before the end (and every later request) sees complete windows
 HISTORY_SPAN = 731
 QUERY_BLOCK = 200_000  # (group, day) pairs per window query
+#: every shipment column a row's statistics depend on (with the day)
+KEY_COLUMNS = tuple(sorted({c for cols in LEVELS.values() for c in cols}))
+LIVE_COMBINATIONS = 200_000  # combinations ``LiveRows`` holds before it starts again (~100 MB)
 
 
 def group_keys(cols, level: str, missing: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -227,6 +234,7 @@ class History:
     volume: DailyTable  # shipments ordered per carrier-service and day
     last_day: int  # the last (UTC) day whose facts are in the tables
     online: dict[str, tuple[list[str], np.ndarray]] | None = field(default=None, repr=False)  # see materialize
+    live_rows: "LiveRows | None" = field(default=None, repr=False)  # see materialize
 
     @classmethod
     def build(cls, shipments: pd.DataFrame, scans: pd.DataFrame | None, as_of: pd.Timestamp | None = None) -> "History":
@@ -262,11 +270,28 @@ class History:
             stats = _statistics(table, name, codes, np.full(len(codes), day, dtype=np.int64))
             online[name] = (list(stats), np.vstack(list(stats.values())))
         self.online = online
+        self.live_rows = LiveRows()
         return self
 
     def feature_columns(self, shipments, moments_us: np.ndarray) -> Columns:
         """The statistics as float32 columns; ``shipments`` maps column names to arrays."""
         days = self.query_days(moments_us)
+        live = days == self.last_day + 1
+        if self.live_rows is None or not live.any():
+            return self._columns_at(shipments, days)
+        keys = {c: np.asarray(shipments[c], dtype=object) for c in KEY_COLUMNS}
+        if live.all():
+            return self.live_rows.columns(keys, lambda rows: self._columns_at(take(keys, rows), days[rows]))
+        at_live = np.flatnonzero(live)
+        now = self.live_rows.columns(take(keys, at_live), lambda rows: self._columns_at(take(keys, at_live[rows]), days[at_live[rows]]))
+        past = self._columns_at(take(keys, ~live), days[~live])
+        out = {name: np.empty(len(days), dtype=column.dtype) for name, column in past.items()}
+        for name, column in out.items():
+            column[live], column[~live] = now[name], past[name]
+        return out
+
+    def _columns_at(self, shipments, days: np.ndarray) -> Columns:
+        """The statistics of ``shipments`` at their query ``days``."""
         missing: dict[str, np.ndarray] = {}  # each key column's gaps, found once for every level
         keys = {level: group_keys(shipments, level, missing) for level in self.tables}
         cols: Columns = {}
@@ -332,6 +357,79 @@ class History:
         last7, last91 = volume["volume_7d"], volume["volume_91d"]
         cols["carrier_volume_7d"] = last7
         cols["carrier_volume_ratio_7_91"] = np.where(last91 > 0, (last7 / 7.0) / np.maximum(last91 / 91.0, 1e-9), np.nan)
+
+
+class LiveRows:
+    """Finished statistics per combination of group keys at the live day, filled as live
+    rows meet them: a lane seen before costs a dictionary lookup, not the window and
+    shrinkage arithmetic. Values come only from ``History._columns_at`` (the same code,
+    so the same numbers bit for bit); a cache, so it is neither saved nor pickled."""
+
+    def __init__(self, limit: int = LIVE_COMBINATIONS):
+        self.limit = limit
+        self._lock = threading.Lock()  # requests run on several threads
+        self._clear()
+
+    def _clear(self) -> None:
+        self._slot: dict[tuple, int] = {}
+        self._names: list[str] | None = None
+        self._values: np.ndarray | None = None  # (statistics, capacity) float32; column = slot
+
+    def __getstate__(self) -> dict:
+        return {"limit": self.limit}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["limit"])
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def columns(self, keys: dict[str, np.ndarray], compute) -> Columns:
+        """Columns for rows whose key columns are ``keys``; ``compute(rows)`` gives the
+        columns of the rows at those positions, for combinations not held yet."""
+        combos = _combinations(keys)
+        with self._lock:
+            slots = [self._slot.get(c, -1) for c in combos]
+        if min(slots) < 0:
+            new = {}  # combination -> a row that has it, once each
+            for i, (c, at) in enumerate(zip(combos, slots)):
+                if at < 0:
+                    new.setdefault(c, i)
+            if len(new) > self.limit // 2:  # a bulk batch of new lanes: computed, not kept
+                return compute(np.arange(len(combos)))
+            self._keep(list(new), compute(np.fromiter(new.values(), dtype=np.int64, count=len(new))))
+            with self._lock:
+                slots = [self._slot.get(c, -1) for c in combos]
+            if min(slots) < 0:  # started again meanwhile: compute them all, keep nothing
+                return compute(np.arange(len(combos)))
+        with self._lock:
+            return dict(zip(self._names, self._values[:, slots]))
+
+    def _keep(self, combos: list[tuple], cols: Columns) -> None:
+        with self._lock:
+            if len(self._slot) + len(combos) > self.limit:
+                self._clear()
+            if self._values is None:
+                self._names = list(cols)
+                self._values = np.empty((len(cols), max(64, len(combos))), dtype=np.float32)
+            start = len(self._slot)
+            if start + len(combos) > self._values.shape[1]:
+                grown = np.empty((len(self._names), max(2 * self._values.shape[1], start + len(combos))), dtype=np.float32)
+                grown[:, :start] = self._values[:, :start]
+                self._values = grown
+            self._values[:, start:start + len(combos)] = np.vstack([cols[name] for name in self._names])
+            self._slot.update(zip(combos, range(start, start + len(combos))))
+
+
+def _combinations(keys: dict[str, np.ndarray]) -> list[tuple]:
+    """One hashable key per row: its values of ``KEY_COLUMNS``, every missing value as None
+    (NaN is not equal to itself, so it would never be found again)."""
+    return list(zip(*([_known(v) for v in keys[c].tolist()] for c in KEY_COLUMNS)))
+
+
+def _known(value):
+    """A key value, or None where ``pd.isna`` would call it missing (None, NA, NaN, NaT)."""
+    return None if value is None or value is pd.NA or value != value else value
 
 
 def daily_tables(shipments: pd.DataFrame, exceptions: pd.Series) -> dict[str, DailyTable]:

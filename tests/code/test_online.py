@@ -127,3 +127,42 @@ def test_one_customers_rows_give_the_features_of_the_whole_history(ds, snapshots
     own = customer_features(parcels, scans, looked_up, moments)
     pd.testing.assert_frame_equal(frame_of(own), frame_of(whole))
     assert size(looked_up.orders) < size(pit.customers.orders) / 10
+
+
+def test_live_rows_hold_each_lane_once_and_equal_the_computed_columns(ds, snapshots):
+    """A repeated live lane is a lookup (nothing computed again), missing values of any
+    kind are one combination, and a full cache starts again without changing a value."""
+    import pickle
+
+    from features.history import LiveRows
+
+    pit, online = snapshots
+    history = copy.deepcopy(online.history)
+    assert len(history.live_rows) == 0  # a cache: copies and pickles start empty
+    cols = columns_of(ds["shipments"].tail(40))
+    cols["ordered_at"] = cols["ordered_at"] + 400 * US_PER_DAY
+    for gap in (None, np.nan, pd.NA):
+        cols["origin_postal"][:3] = gap
+        history.live_rows = LiveRows(limit=4)
+        computed = []
+        original = history._columns_at.__func__
+        history._columns_at = lambda shipments, days: computed.append(size(shipments)) or original(history, shipments, days)
+        try:
+            expected = pit.history.feature_columns(cols, cols["ordered_at"])
+            for i in list(range(40)) + list(range(40)):
+                _equal(history.feature_columns(take(cols, [i]), cols["ordered_at"][[i]]), take(expected, [i]))
+                assert len(history.live_rows) <= 4
+            history.live_rows = LiveRows()
+            _equal(history.feature_columns(cols, cols["ordered_at"]), expected)
+            held, computed[:] = len(history.live_rows), []
+            for i in range(40):
+                history.feature_columns(take(cols, [i]), cols["ordered_at"][[i]])
+            again = take(cols, [0, 1, 2])
+            for gap_again in (None, np.nan, pd.NA):  # one combination, whatever the missing value
+                again["origin_postal"][:] = gap_again
+                _equal(history.feature_columns(again, again["ordered_at"]), take(expected, [0, 1, 2]))
+        finally:
+            del history._columns_at
+        assert computed == [] and len(history.live_rows) == held
+        assert held == len({tuple(None if pd.isna(v) else v for v in row) for row in zip(*(cols[c] for c in TEXT))})
+    assert len(pickle.loads(pickle.dumps(history)).live_rows) == 0
