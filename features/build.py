@@ -55,6 +55,8 @@ class FeatureSnapshot:
             _write_daily(table, folder / f"history_{name}.parquet")
         self.locations.table.to_parquet(folder / "locations.parquet", index=False)
         self.customers.save(folder)
+        if snap.lanes is not None:
+            snap.lanes.to_parquet(folder / "lanes.parquet", index=False)
         meta = {"version": SNAPSHOT_VERSION, "country": self.country, "end": self.end.isoformat(),
                 "last_day": self.history.last_day, "levels": list(snap.tables)}
         (folder / "snapshot.json").write_text(json.dumps(meta, indent=2))
@@ -67,7 +69,8 @@ class FeatureSnapshot:
         if meta.get("version") != SNAPSHOT_VERSION:
             raise ValueError(f"{folder}: feature snapshot version {meta.get('version')} is not {SNAPSHOT_VERSION}")
         tables = {name: _read_daily(folder / f"history_{name}.parquet", name) for name in meta["levels"]}
-        history = History(tables, _read_daily(folder / "history_volume.parquet", "carrier"), int(meta["last_day"]))
+        lanes = pd.read_parquet(folder / "lanes.parquet") if (folder / "lanes.parquet").exists() else None
+        history = History(tables, _read_daily(folder / "history_volume.parquet", "carrier"), int(meta["last_day"]), lanes)
         return cls(history, Locations(pd.read_parquet(folder / "locations.parquet")), meta["country"],
                    pd.Timestamp(meta["end"]), CustomerHistory.load(folder))
 

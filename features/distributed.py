@@ -29,7 +29,8 @@ from data.calendar import country_of_counts
 from data.load import DataSet
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
 from features.customer import CustomerHistory
-from features.history import LEVELS, N_BINS, SCALAR_SUMS, DailyTable, History, daily_tables, data_end, first_exceptions
+from features.history import (LEVELS, N_BINS, SCALAR_SUMS, DailyTable, History, add_lanes, daily_tables, data_end,
+                              first_exceptions, recent_lanes)
 from features.shipment import Locations
 
 #: levels with many groups, whose totals are split across output partitions by key
@@ -72,7 +73,12 @@ def history_on(client, parts: list, end: pd.Timestamp | None = None) -> tuple[Hi
     # the volume table counts orders per carrier-service: its groups are carrier keys
     tables = {name: DailyTable.from_frame(f.reset_index(), "carrier" if name == "volume" else name)
               for name, f in zip(names, frames)}
-    return History.from_daily(tables, end), end
+    lanes = add_lanes(client.gather(client.map(_lanes, parts, end=end)))
+    return History.from_daily(tables, end, lanes), end
+
+
+def _lanes(part: DataSet, end: pd.Timestamp) -> pd.DataFrame:
+    return recent_lanes(part["shipments"], end)
 
 
 def _regions(part: DataSet) -> pd.Series:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.pit import NAT, US_PER_HOUR, Columns, Lookup, count_less_in_ranges, day_number, micros, size, take
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, Columns, Lookup, count_less_in_ranges, day_number, micros, size, take
 
 #: Lead-time histogram: 64 log-spaced bins from 2 hours to 180 days (about 10% wide).
 BIN_EDGES_H = np.concatenate([[0.0], np.geomspace(2.0, 180 * 24.0, 63), [np.inf]])
@@ -71,7 +71,12 @@ HISTORY_SPAN = 731
 QUERY_BLOCK = 200_000  # (group, day) pairs per window query
 #: every shipment column a row's statistics depend on (with the day)
 KEY_COLUMNS = tuple(sorted({c for cols in LEVELS.values() for c in cols}))
+#: levels whose groups are mostly new (a postal pair): a live row is keyed by its group code
+#: there, so every unseen postal lane of a region lane shares one live row
+FINE_LEVELS = ("postal_lane",)
+COARSE_COLUMNS = tuple(sorted({c for level, cols in LEVELS.items() if level not in FINE_LEVELS for c in cols}))
 LIVE_COMBINATIONS = 200_000  # combinations ``LiveRows`` holds before it starts again (~100 MB)
+LANE_DAYS = 91  # a snapshot lists the combinations ordered in its last quarter: filled in at load
 
 
 def group_keys(cols, level: str, missing: dict[str, np.ndarray] | None = None) -> np.ndarray:
@@ -233,6 +238,7 @@ class History:
     tables: dict[str, DailyTable]
     volume: DailyTable  # shipments ordered per carrier-service and day
     last_day: int  # the last (UTC) day whose facts are in the tables
+    lanes: pd.DataFrame | None = None  # recent_lanes: the combinations live rows start with
     online: dict[str, tuple[list[str], np.ndarray]] | None = field(default=None, repr=False)  # see materialize
     live_rows: "LiveRows | None" = field(default=None, repr=False)  # see materialize
 
@@ -240,12 +246,13 @@ class History:
     def build(cls, shipments: pd.DataFrame, scans: pd.DataFrame | None, as_of: pd.Timestamp | None = None) -> "History":
         """History from a data set; ``as_of`` (default: the data's end) bounds it."""
         end = as_of if as_of is not None else data_end(shipments, scans)
-        return cls.from_daily(daily_tables(shipments, first_exceptions(scans)), end)
+        return cls.from_daily(daily_tables(shipments, first_exceptions(scans)), end, recent_lanes(shipments, end))
 
     @classmethod
-    def from_daily(cls, tables: dict[str, DailyTable], end: pd.Timestamp) -> "History":
+    def from_daily(cls, tables: dict[str, DailyTable], end: pd.Timestamp, lanes: pd.DataFrame | None = None) -> "History":
         """History from ``daily_tables`` (or their sums over parts of the shipments)."""
-        return cls({level: tables[level] for level in LEVELS}, tables["volume"], int(day_number(micros(pd.Series([end])))[0]))
+        return cls({level: tables[level] for level in LEVELS}, tables["volume"], int(day_number(micros(pd.Series([end])))[0]),
+                   lanes)
 
     def query_days(self, moments_us: np.ndarray) -> np.ndarray:
         """The day each moment sees: its own day, but never past what history holds."""
@@ -254,7 +261,8 @@ class History:
     def snapshot(self) -> "History":
         """The part the service needs: the last two years of daily rows."""
         first = self.last_day + 1 - HISTORY_SPAN
-        return History({k: t.since(first) for k, t in self.tables.items()}, self.volume.since(first), self.last_day)
+        return History({k: t.since(first) for k, t in self.tables.items()}, self.volume.since(first), self.last_day,
+                       self.lanes)
 
     def materialize(self) -> "History":
         """Fill the online tables: each group's statistics at the day every later request sees.
@@ -271,6 +279,13 @@ class History:
             online[name] = (list(stats), np.vstack(list(stats.values())))
         self.online = online
         self.live_rows = LiveRows()
+        if self.lanes is not None and len(self.lanes):
+            # the busiest recent combinations first, filled in one batch: a lane's first
+            # live request is a lookup too
+            busiest = self.lanes.nlargest(self.live_rows.limit // 2, "n")
+            keys = {c: busiest[c].to_numpy(dtype=object) for c in KEY_COLUMNS}
+            days = np.full(len(busiest), day, dtype=np.int64)
+            self.live_rows.columns(self._live_keys(keys), lambda rows: self._columns_at(take(keys, rows), days[rows]))
         return self
 
     def feature_columns(self, shipments, moments_us: np.ndarray) -> Columns:
@@ -281,14 +296,25 @@ class History:
             return self._columns_at(shipments, days)
         keys = {c: np.asarray(shipments[c], dtype=object) for c in KEY_COLUMNS}
         if live.all():
-            return self.live_rows.columns(keys, lambda rows: self._columns_at(take(keys, rows), days[rows]))
+            return self.live_rows.columns(self._live_keys(keys), lambda rows: self._columns_at(take(keys, rows), days[rows]))
         at_live = np.flatnonzero(live)
-        now = self.live_rows.columns(take(keys, at_live), lambda rows: self._columns_at(take(keys, at_live[rows]), days[at_live[rows]]))
+        now = self.live_rows.columns(self._live_keys(take(keys, at_live)),
+                                     lambda rows: self._columns_at(take(keys, at_live[rows]), days[at_live[rows]]))
         past = self._columns_at(take(keys, ~live), days[~live])
         out = {name: np.empty(len(days), dtype=column.dtype) for name, column in past.items()}
         for name, column in out.items():
             column[live], column[~live] = now[name], past[name]
         return out
+
+    def _live_keys(self, keys: dict[str, np.ndarray]) -> list[tuple]:
+        """One hashable key per row that fixes its statistics at the live day: its values of
+        ``COARSE_COLUMNS`` (every missing value as None: NaN is not equal to itself, so it
+        would never be found again) and its group code at each of ``FINE_LEVELS``. A row's
+        statistics depend on nothing but its group at every level, and the coarse values
+        fix the coarse groups."""
+        coarse = ([_known(v) for v in keys[c].tolist()] for c in COARSE_COLUMNS)
+        fine = (self.tables[level].codes(group_keys(keys, level)).tolist() for level in FINE_LEVELS)
+        return list(zip(*coarse, *fine))
 
     def _columns_at(self, shipments, days: np.ndarray) -> Columns:
         """The statistics of ``shipments`` at their query ``days``."""
@@ -384,10 +410,9 @@ class LiveRows:
     def __len__(self) -> int:
         return len(self._slot)
 
-    def columns(self, keys: dict[str, np.ndarray], compute) -> Columns:
-        """Columns for rows whose key columns are ``keys``; ``compute(rows)`` gives the
-        columns of the rows at those positions, for combinations not held yet."""
-        combos = _combinations(keys)
+    def columns(self, combos: list[tuple], compute) -> Columns:
+        """Columns for rows keyed ``combos`` (``History._live_keys``); ``compute(rows)``
+        gives the columns of the rows at those positions, for combinations not held yet."""
         with self._lock:
             slots = [self._slot.get(c, -1) for c in combos]
         if min(slots) < 0:
@@ -421,15 +446,24 @@ class LiveRows:
             self._slot.update(zip(combos, range(start, start + len(combos))))
 
 
-def _combinations(keys: dict[str, np.ndarray]) -> list[tuple]:
-    """One hashable key per row: its values of ``KEY_COLUMNS``, every missing value as None
-    (NaN is not equal to itself, so it would never be found again)."""
-    return list(zip(*([_known(v) for v in keys[c].tolist()] for c in KEY_COLUMNS)))
-
-
 def _known(value):
     """A key value, or None where ``pd.isna`` would call it missing (None, NA, NaN, NaT)."""
     return None if value is None or value is pd.NA or value != value else value
+
+
+def recent_lanes(shipments: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """Shipments ordered per combination of ``KEY_COLUMNS`` (missing values kept) in the
+    ``LANE_DAYS`` before ``end``; counts of a data set's parts add up to the whole's."""
+    ordered = micros(shipments.ordered_at)
+    end_us = int(micros(pd.Series([end]))[0])
+    recent = shipments.loc[(ordered <= end_us) & (ordered > end_us - LANE_DAYS * US_PER_DAY), list(KEY_COLUMNS)]
+    return add_lanes([recent.astype(object).groupby(list(KEY_COLUMNS), dropna=False).size().rename("n").reset_index()])
+
+
+def add_lanes(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    """``recent_lanes`` of several parts as one table."""
+    whole = pd.concat(parts, ignore_index=True).astype({c: object for c in KEY_COLUMNS})
+    return whole.groupby(list(KEY_COLUMNS), dropna=False, sort=True).n.sum().reset_index()
 
 
 def daily_tables(shipments: pd.DataFrame, exceptions: pd.Series) -> dict[str, DailyTable]:

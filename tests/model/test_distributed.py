@@ -66,6 +66,8 @@ def test_features_on_dask_equal_the_in_process_build(client, ds, tmp_path):
         for name in ("group", "day", "hist"):
             assert np.array_equal(getattr(other, name), getattr(table, name)), (level, name)
         assert all(np.array_equal(other.sums[k], v) for k, v in table.sums.items()), level
+    assert len(local.history.lanes) > 100  # the recent combinations live rows start with
+    pd.testing.assert_frame_equal(remote.history.lanes, local.history.lanes)
 
     rows = at_order(ds, local)
     same_rows(rows, distributed.rows_on(client, parts, remote).compute(), ["shipment_id"])
