@@ -41,26 +41,34 @@ def goes_left(x, categorical, missing, default_left, threshold, cat_row, left_se
     return x <= threshold
 
 
+#: rows that go through one tree before the next: a tree stays in the nearest cache
+#: while a block's rows walk it, and the block's rows (about 1 KB each) in the next
+BLOCK_ROWS = 256
+
+
 @numba.njit(cache=True, nogil=True)
 def predict(X, nodes, roots, outputs, left_set, out):
     """Adds each tree's leaf value for each row of ``X`` to ``out[row, outputs[tree]]``, trees
     in order (LightGBM's sum, bit for bit). ``nodes`` is ``runtime.forest.NODE`` records in
     depth-first order: a split's left child is the next node, its right child ``right``
-    nodes on; a leaf holds its value in ``value``."""
-    for r in range(X.shape[0]):
+    nodes on; a leaf holds its value in ``value``. Rows go in blocks, tree by tree."""
+    for start in range(0, X.shape[0], BLOCK_ROWS):
+        stop = min(start + BLOCK_ROWS, X.shape[0])
         for t in range(roots.shape[0]):
-            n = roots[t]
-            while True:
-                node = nodes[n]
-                flags = node.flags
-                if flags & LEAF:
-                    out[r, outputs[t]] += node.value
-                    break
-                if goes_left(X[r, node.feature], (flags & CATEGORICAL) != 0, flags & 3, (flags & DEFAULT_LEFT) != 0,
-                             node.value, node.cat, left_set):
-                    n += 1
-                else:
-                    n += node.right
+            root, o = roots[t], outputs[t]
+            for r in range(start, stop):
+                n = root
+                while True:
+                    node = nodes[n]
+                    flags = node.flags
+                    if flags & LEAF:
+                        out[r, o] += node.value
+                        break
+                    if goes_left(X[r, node.feature], (flags & CATEGORICAL) != 0, flags & 3,
+                                 (flags & DEFAULT_LEFT) != 0, node.value, node.cat, left_set):
+                        n += 1
+                    else:
+                        n += node.right
     return out
 
 

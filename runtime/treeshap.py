@@ -27,7 +27,6 @@ Leaves with more distinct path features than ``MAX_PATH_FEATURES``, or tables pa
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from math import factorial
 
@@ -35,7 +34,7 @@ import lightgbm as lgb
 import numpy as np
 
 from runtime import model_text
-from runtime.forest import left_set_of, split_of
+from runtime.forest import in_parts, left_set_of, split_of
 
 #: 2^m entries per leaf: at 8 distinct path features a leaf's table is 2 KB
 MAX_PATH_FEATURES = 8
@@ -113,12 +112,7 @@ class ContributionTables:
         the rows split over ``threads`` (the compiled loop releases the GIL)."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         out = np.zeros((len(X), self.n_features))
-        parts = np.array_split(np.arange(len(X)), max(1, min(threads, len(X))))
-        if len(parts) == 1:
-            self._into(X, out)
-            return out
-        with ThreadPoolExecutor(len(parts)) as pool:
-            list(pool.map(lambda p: self._into(X[p[0]:p[-1] + 1], out[p[0]:p[-1] + 1]), parts))
+        in_parts(lambda a, b: self._into(X[a:b], out[a:b]), len(X), threads)
         return out
 
     def _into(self, X: np.ndarray, out: np.ndarray) -> None:

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 
 from runtime.forest import Forest
 from runtime.model_text import dumped
-from runtime.models import FOREST_ROWS, EddModel, ProbabilityModel
+from runtime.compiled import BLOCK_ROWS
+from runtime.models import ONE_THREAD_ROWS, EddModel, ProbabilityModel
 from runtime.treeshap import MAX_PATH_FEATURES, ContributionTables
 
 N_FEATURES = 6
@@ -173,16 +174,20 @@ def test_what_the_forest_does_not_cover_stays_with_lightgbm():
         model.contributions(None, linear, np.nan_to_num(X[:3]))
 
 
-def test_a_model_answers_a_small_batch_and_bulk_alike():
-    """Small batches go through the forest, bulk through LightGBM: a row gets the same
-    numbers either way, and the forest is made once per set of boosters."""
+def test_a_model_answers_one_row_a_batch_and_bulk_alike():
+    """One row, a batch of several row blocks and bulk on every core (rows split over
+    threads) all give LightGBM's numbers, and the forest is made once per set of boosters."""
     model = EddModel([f"f{j}" for j in range(N_FEATURES)], ())
     model.boosters_ = [BOOSTERS["quantile"], BOOSTERS["zero as missing"], BOOSTERS["quantile"]]
-    X = odd_rows(13, FOREST_ROWS * 4)
+    X = odd_rows(13, ONE_THREAD_ROWS * 3 + 7)
     forest = model.forest()
     assert forest is not None and model.forest() is forest
-    small = np.vstack([model.predicted(X[i:i + FOREST_ROWS]) for i in range(0, len(X), FOREST_ROWS)])
-    np.testing.assert_array_equal(small, model.predicted(X))
+    expected = np.column_stack([b.predict(X, num_threads=1) for b in model.boosters_])
+    np.testing.assert_array_equal(model.predicted(X), expected)  # bulk: threads
+    np.testing.assert_array_equal(model.predicted(X[:BLOCK_ROWS * 2 + 3]), expected[:BLOCK_ROWS * 2 + 3])
+    np.testing.assert_array_equal(np.vstack([model.predicted(X[i:i + 1]) for i in range(0, len(X), 97)]), expected[::97])
+    for threads in (2, 3, 5):
+        np.testing.assert_array_equal(forest.predict(X, threads=threads), expected)
     model.boosters_ = model.boosters_[:2] + [BOOSTERS["binary"]]  # new boosters: a new forest
     assert model.forest() is not forest
     np.testing.assert_array_equal(model.predicted(X[:5])[:, 2], BOOSTERS["binary"].predict(X[:5], num_threads=1))

@@ -10,7 +10,6 @@ from data.load import load_data_set
 from data.simulate import SimConfig, simulate
 from data.write import write_data_set
 from runtime.bundle import ModelBundle
-from runtime.models import FOREST_ROWS
 from training.train import train
 
 
@@ -222,6 +221,6 @@ def test_shipped_boosters_predict_and_explain_through_compiled_walks_with_lightg
     assert all(m.forest() is not None for m in (edd, result.bundle.delay, churn))
     for model in (edd, result.bundle.delay):
         X = model._matrix(rows)
-        for i in range(0, len(X), FOREST_ROWS):
-            np.testing.assert_array_equal(model.predicted(X[i:i + FOREST_ROWS]),
-                                          np.column_stack([b.predict(X[i:i + FOREST_ROWS]) for b in model.boosters]))
+        expected = np.column_stack([b.predict(X) for b in model.boosters])
+        np.testing.assert_array_equal(model.predicted(X), expected)
+        np.testing.assert_array_equal(np.vstack([model.predicted(X[i:i + 1]) for i in range(0, len(X), 50)]), expected[::50])
