@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from data.load import DataSet, load_data_set
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
@@ -197,3 +199,21 @@ def test_calendar_features_equal_pandas_own_calendar(snap):
     assert (cal.order_month.to_numpy() == ordered.dt.month.to_numpy()).all()
     assert np.allclose(cal.order_hour, ordered.dt.hour + ordered.dt.minute / 60, atol=1e-4)
     assert cal.business_days_to_promise.isna().to_numpy().tolist() == promised.isna().to_numpy().tolist()
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["a", "b", "c", "S1", "S2", ""]), st.none(), st.just(float("nan")), st.integers(0, 3)),
+                min_size=0, max_size=8),
+       st.integers(0, 3))
+def test_lookup_in_bulk_gives_the_dicts_codes(words, seed):
+    """Bulk lookups (factorize) give the per-key dict's codes: unknown and missing values
+    -1, and a vocabulary with repeated or missing words keeps the dict's own answer."""
+    from features.pit import BULK_KEYS, Lookup
+
+    rng = np.random.default_rng(seed)
+    pool = np.array(words + ["zz", None, np.nan, 2, 2.0, "b"], dtype=object)
+    values = pool[rng.integers(0, len(pool), BULK_KEYS + 5)]
+    lookup = Lookup(words)
+    get = lookup._code.get
+    np.testing.assert_array_equal(lookup.codes(values), [get(v, -1) for v in values.tolist()])
+    assert lookup.codes(values[:3]).tolist() == [get(v, -1) for v in values[:3].tolist()]
