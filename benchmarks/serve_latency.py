@@ -253,6 +253,20 @@ def bare(args, bodies: list[dict]) -> None:
         times[bool(i % 2)].append((time.perf_counter() - t) * 1000)
     print(f"in-process, one shipment with reasons, caches swept before each / not (alternating)  "
           f"p50 {pct(times[True], 50):.2f} / {pct(times[False], 50):.2f} ms")
+    # A lane the live rows do not hold yet (its statistics computed, then kept), alternating
+    # with one they hold, as most are from load on (``features.history.LiveRows``).
+    from features.history import LiveRows
+
+    history, times = bundle.snapshot.history, {True: [], False: []}
+    held = history.live_rows
+    for i, r in enumerate(requests[:600]):
+        history.live_rows = LiveRows() if i % 2 else held
+        t = time.perf_counter()
+        eta_in_process(bundle, [r], True)
+        times[bool(i % 2)].append((time.perf_counter() - t) * 1000)
+    history.live_rows = held
+    print(f"in-process, one shipment with reasons, on a lane not held / held (alternating)  "
+          f"p50 {pct(times[True], 50):.2f} / {pct(times[False], 50):.2f} ms")
     for explain in (False, True):
         t = time.perf_counter()
         eta_in_process(bundle, requests[:1000], explain)
