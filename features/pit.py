@@ -69,8 +69,13 @@ def columns_of(table: pd.DataFrame, names: Iterable[str] | None = None) -> Colum
         elif pd.api.types.is_numeric_dtype(col.dtype) and not pd.api.types.is_bool_dtype(col.dtype):
             out[name] = col.to_numpy(dtype=np.float64, na_value=np.nan) if col.dtype.kind != "f" else col.to_numpy()
         else:
-            values = col.to_numpy(dtype=object)
-            out[name] = np.where(pd.isna(values), None, values) if len(values) else values
+            # The column's own missing mask (Arrow's validity bits for text), not pd.isna
+            # over a million Python objects; a copy, so the answer never shares the table's.
+            values = col.to_numpy(dtype=object, copy=True)
+            missing = col.isna().to_numpy()
+            if missing.any():
+                values[missing] = None
+            out[name] = values
     return out
 
 

@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 
 from features.build import FeatureSnapshot, add_progress
-from features.pit import Columns, as_columns
+from features.pit import Columns, as_columns, columns_of
 from features.shipment import shipment_features
-from features.transit import transit_features
+from features.transit import SCAN_COLUMNS, transit_features
 
 
 def shipment_rows(shipments, scans, moments, snapshot: FeatureSnapshot, at_order_rows: Columns | None = None) -> Columns:
@@ -24,7 +24,7 @@ def shipment_rows(shipments, scans, moments, snapshot: FeatureSnapshot, at_order
     the answer. ``at_order_rows``, when given, are ``shipment_features`` of the same
     shipments in the same order."""
     shipments, moments = as_columns(shipments), as_columns(moments)
-    scans = as_columns(scans) if scans is not None else None
+    scans = scans if scans is None or isinstance(scans, dict) else columns_of(scans, SCAN_COLUMNS)
     own = at_order_rows is None
     if own:
         at_order_rows = shipment_features(shipments, snapshot.history, snapshot.locations, snapshot.country)

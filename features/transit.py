@@ -21,6 +21,8 @@ MAX_SNAPSHOT_GAP_H = 24.0
 #: the contract's events; a scan's event is its position here
 EVENT_CODES = Lookup(EVENTS)
 EVENT_NAMES = np.array([*EVENTS, None], dtype=object)  # code -1 (no scan yet) reads None
+#: the scan columns these features read (a table's others are not converted)
+SCAN_COLUMNS = ("pos", "shipment_id", "scanned_at", "event", "region")
 
 
 @lru_cache(maxsize=None)
