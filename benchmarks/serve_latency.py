@@ -104,12 +104,12 @@ def load(url: str, bodies: list[dict], clients: int, total: int, key: str = "shi
     return lat, total / (time.perf_counter() - t0)
 
 
-def start(target: str, env: dict) -> tuple[str, subprocess.Popen]:
-    """``bentoml serve target`` on a free loopback port, once /readyz answers 200."""
+def start(target: str, env: dict, cwd: Path = ROOT) -> tuple[str, subprocess.Popen]:
+    """``bentoml serve target`` (from the checkout ``cwd``) on a free loopback port, once /readyz answers 200."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     proc = subprocess.Popen([str(Path(sys.executable).parent / "bentoml"), "serve", target, "--port", str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(600):
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
