@@ -457,7 +457,7 @@ def recent_lanes(shipments: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
     ordered = micros(shipments.ordered_at)
     end_us = int(micros(pd.Series([end]))[0])
     recent = shipments.loc[(ordered <= end_us) & (ordered > end_us - LANE_DAYS * US_PER_DAY), list(KEY_COLUMNS)]
-    return add_lanes([recent.astype(object).groupby(list(KEY_COLUMNS), dropna=False).size().rename("n").reset_index()])
+    return add_lanes([recent.assign(n=1)])  # one count per shipment, summed per combination
 
 
 def add_lanes(parts: list[pd.DataFrame]) -> pd.DataFrame:
