@@ -2,16 +2,21 @@
 
 EDD: the retailer's own promise and the lane's historical median. Delay: the
 lane/carrier late-rate table. Churn: an RFM logistic regression and a BG/NBD model
-(pymc-marketing's BetaGeoModel, fitted by MAP on the training window).
+fitted by MAP on the training window.
+
+The BG/NBD fit is pymc-marketing's ``BetaGeoModel.fit(method="map")`` done with scipy:
+the same likelihood and default priors, so the same four parameters (tested against
+pymc-marketing, which stays the reference in the tests). Through pymc-marketing every
+``eddy train`` paid 14 s for its first fit (4.4 s importing pymc, 7 s compiling the
+graph) and 3 s for each later one, for four numbers; here a fit takes milliseconds.
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
-
 import numpy as np
 import pandas as pd
+from scipy import optimize
+from scipy.special import betaln, gammaln
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -57,27 +62,19 @@ class BgNbdBaseline:
     """BG/NBD on each customer's purchase history: frequency, recency, age (days)."""
 
     def fit(self, orders: pd.DataFrame, cutoff: pd.Timestamp) -> "BgNbdBaseline":
-        from pymc_marketing.clv import BetaGeoModel
-
         summary = self._summary(orders[orders.ordered_at < cutoff], cutoff)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            logging.getLogger("pymc").setLevel(logging.ERROR)
-            self.model_ = BetaGeoModel(data=summary)
-            self.model_.fit(method="map", progressbar=False)
+        self.params_ = bgnbd_map(*(summary[c].to_numpy() for c in ("frequency", "recency", "T")))
         return self
 
     def params(self) -> dict[str, float]:
         """The fitted population parameters (r, alpha, a, b), for ``features.rhythm``."""
-        post = self.model_.fit_result  # the posterior (one draw for a MAP fit)
-        return {k: float(post[k].mean()) for k in ("r", "alpha", "a", "b")}
+        return dict(self.params_)
 
     @staticmethod
     def _summary(orders: pd.DataFrame, cutoff: pd.Timestamp) -> pd.DataFrame:
         g = orders.groupby(orders.customer_id.astype("str")).ordered_at
         first, last, count = g.min(), g.max(), g.size()
         return pd.DataFrame({
-            "customer_id": np.arange(len(count)),
             "frequency": (count - 1).to_numpy(dtype=float),
             "recency": ((last - first) / pd.Timedelta(days=1)).to_numpy(dtype=float),
             "T": ((cutoff - first) / pd.Timedelta(days=1)).to_numpy(dtype=float),
@@ -89,9 +86,71 @@ class BgNbdBaseline:
         age = rows.tenure_days.fillna(0).to_numpy(dtype=float)
         since_last = rows.days_since_delivery.fillna(0).to_numpy(dtype=float) + \
             rows.transit_days.fillna(0).to_numpy(dtype=float)
-        data = pd.DataFrame({"customer_id": np.arange(len(rows)), "frequency": frequency,
-                             "recency": np.clip(age - since_last, 0, None) * (frequency > 0), "T": np.maximum(age, 1e-3)})
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            p = self.model_.expected_probability_no_purchase(t=horizon_days, data=data)
-        return np.asarray(p.mean(axis=tuple(range(p.ndim - 1)))).ravel() if np.ndim(p) > 1 else np.asarray(p)
+        recency = np.clip(age - since_last, 0, None) * (frequency > 0)
+        return bgnbd_no_purchase(self.params_, frequency, recency, np.maximum(age, 1e-3), horizon_days)
+
+
+#: pymc-marketing's default BetaGeoModel priors: r ~ Weibull(2, 1), alpha ~ Weibull(2, 10),
+#: a = phi * kappa and b = (1 - phi) * kappa with phi ~ Uniform(0, 1), kappa ~ Pareto(1, 1)
+WEIBULL_R, WEIBULL_ALPHA = (2.0, 1.0), (2.0, 10.0)
+
+
+def bgnbd_log_likelihood(r, alpha, a, b, x, t_x, T) -> np.ndarray:
+    """Each customer's BG/NBD log-likelihood (Fader, Hardie and Lee 2005, eq. 6), as
+    pymc-marketing's ``BetaGeoNBD.logp`` writes it."""
+    d1 = gammaln(r + x) - gammaln(r) + gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+    d2 = r * np.log(alpha) - (r + x) * np.log(alpha + t_x)
+    c3 = ((alpha + t_x) / (alpha + T)) ** (r + x)
+    c4 = np.where(x > 0, a / np.maximum(b + x - 1, 1e-300), 0.0)
+    return d1 + d2 + np.log(c3 + c4)
+
+
+def _weibull_logpdf(v: float, shape: float, scale: float) -> float:
+    return np.log(shape / scale) + (shape - 1) * np.log(v / scale) - (v / scale) ** shape
+
+
+def bgnbd_log_posterior(r: float, alpha: float, phi: float, kappa: float, x, t_x, T) -> float:
+    """What pymc's ``find_MAP`` maximizes for the default BetaGeoModel: the likelihood and
+    the priors' densities, without the transforms' Jacobians."""
+    prior = _weibull_logpdf(r, *WEIBULL_R) + _weibull_logpdf(alpha, *WEIBULL_ALPHA) - 2.0 * np.log(kappa)
+    return float(bgnbd_log_likelihood(r, alpha, phi * kappa, (1 - phi) * kappa, x, t_x, T).sum() + prior)
+
+
+def _natural(u: np.ndarray) -> tuple[float, float, float, float]:
+    """(r, alpha, phi, kappa) from unconstrained values: log, log, logit, log(kappa - 1)."""
+    return float(np.exp(u[0])), float(np.exp(u[1])), float(1 / (1 + np.exp(-u[2]))), float(1 + np.exp(u[3]))
+
+
+def bgnbd_map(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> dict[str, float]:
+    """The maximum a posteriori (r, alpha, a, b) for repeat purchases ``x``, age at the last
+    one ``t_x`` and age ``T`` (days). The search runs over unconstrained values; without a
+    Jacobian the maximum is the same point as over the parameters themselves."""
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+
+    def loss(u):
+        value = bgnbd_log_posterior(*_natural(u), x, t_x, T)
+        return -value if np.isfinite(value) else 1e300
+
+    # start near the priors' modes (r 0.7, alpha 7, phi 0.5, kappa 2)
+    best = optimize.minimize(loss, np.array([np.log(0.7), np.log(7.0), 0.0, np.log(1.0)]), method="L-BFGS-B",
+                             options={"ftol": 1e-13, "gtol": 1e-9, "maxiter": 2000})
+    if not np.isfinite(best.fun) or best.fun >= 1e300:
+        raise ValueError("BG/NBD: no finite posterior for these customers")
+    r, alpha, phi, kappa = _natural(best.x)
+    return {"r": r, "alpha": alpha, "a": phi * kappa, "b": (1 - phi) * kappa}
+
+
+def bgnbd_no_purchase(params: dict, x, t_x, T, t: float) -> np.ndarray:
+    """P(no purchase in (T, T + t]) per customer: Hardie's step-by-step BG/NBD notes, eq.
+    34, as pymc-marketing's ``expected_probability_no_purchase`` computes it (tested equal)."""
+    r, alpha, a, b = (float(params[k]) for k in ("r", "alpha", "a", "b"))
+    x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
+    with np.errstate(invalid="ignore", over="ignore"):
+        beta_rep = betaln(a, b + x)
+        k_e = betaln(a + 1, b + x - 1) - (r + x) * np.log(alpha + t_x)
+        k_f = beta_rep - (r + x) * np.log(alpha + T + t)
+        k_m = beta_rep - (r + x) * np.log(alpha + T)
+        k1, k2 = np.maximum(k_e, k_f), np.maximum(k_e, k_m)
+        numer = np.exp(k_e - k1) + np.exp(k_f - k1)
+        denom = np.exp(k_e - k2) + np.exp(k_m - k2)
+        return np.exp(k1 - k2) * numer / denom

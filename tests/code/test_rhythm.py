@@ -1,4 +1,5 @@
-"""The BG/NBD rhythm features: the closed forms agree with pymc-marketing's BetaGeoModel."""
+"""BG/NBD: the training baseline's fit and the rhythm features' closed forms agree with
+pymc-marketing's BetaGeoModel, the reference."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from features.rhythm import rhythm_features
+from training.baselines import bgnbd_log_posterior, bgnbd_map, bgnbd_no_purchase
 
 
 def test_rhythm_features_equal_pymc_marketings_bgnbd_for_the_same_parameters():
@@ -27,6 +29,19 @@ def test_rhythm_features_equal_pymc_marketings_bgnbd_for_the_same_parameters():
         theirs_alive = np.asarray(model.expected_probability_alive(data=fit_data)).reshape(-1, n).mean(axis=0)
         theirs_quiet = np.asarray(model.expected_probability_no_purchase(t=90, data=fit_data)).reshape(-1, n).mean(axis=0)
     params = {k: float(model.fit_result[k].mean()) for k in ("r", "alpha", "a", "b")}
+    # the baseline's own MAP fit finds pymc's maximum (at least as high), and its P(no
+    # purchase) is pymc-marketing's for every customer, repeat buyer or not
+    ours_fit = bgnbd_map(fit_data.frequency, fit_data.recency, fit_data["T"])
+    for k in params:
+        assert abs(ours_fit[k] / params[k] - 1) < 1e-3, (k, ours_fit[k], params[k])
+
+    def posterior(p):
+        return bgnbd_log_posterior(p["r"], p["alpha"], p["a"] / (p["a"] + p["b"]), p["a"] + p["b"],
+                                   fit_data.frequency.to_numpy(), fit_data.recency.to_numpy(), fit_data["T"].to_numpy())
+    assert posterior(ours_fit) >= posterior(params) - 1e-6
+    assert posterior(ours_fit) > posterior({**ours_fit, "r": ours_fit["r"] * 1.05})  # a maximum, not any point
+    np.testing.assert_allclose(bgnbd_no_purchase(params, fit_data.frequency, fit_data.recency, fit_data["T"], 90),
+                               theirs_quiet, rtol=1e-12)
     rows = {"orders_so_far": repeat + 1, "tenure_days": age, "days_since_last_order": since_last}
     ours = rhythm_features(rows, params, 90.0)
     np.testing.assert_allclose(ours["rhythm_p_alive"], theirs_alive, rtol=1e-4, atol=1e-5)
