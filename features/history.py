@@ -68,7 +68,6 @@ _HOURS = np.array([stat.endswith("_h") for stat in SHRUNK_STATS])[:, None]
 #: days of daily rows a snapshot keeps: two of the longest window, so any moment in the
 #: final year before the end (and every later request) sees complete windows
 HISTORY_SPAN = 731
-QUERY_BLOCK = 200_000  # (group, day) pairs per window query
 #: every shipment column a row's statistics depend on (with the day)
 KEY_COLUMNS = tuple(sorted({c for cols in LEVELS.values() for c in cols}))
 #: levels whose groups are mostly new (a postal pair): a live row is keyed by its group code
@@ -198,14 +197,13 @@ class DailyTable:
         return self._lookup.codes(keys)
 
     def window(self, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
-        """Sums over days in [day - width, day) per query; unknown groups give zeros."""
+        """Scalar sums over days in [day - width, day) per query; unknown groups give zeros
+        (the statistics with quantiles: ``features.compiled.window_stats``)."""
         self._cumulative()
         hi = _position(self.group, self.day, codes, days)
         lo = _position(self.group, self.day, codes, days - width)
         known = codes >= 0
-        out = {k: np.where(known, c[hi] - c[lo], 0) for k, c in self._cum.items()}
-        out["hist"] = np.where(known[:, None], self._cum_hist[hi] - self._cum_hist[lo], 0)
-        return out
+        return {k: np.where(known, c[hi] - c[lo], 0) for k, c in self._cum.items()}
 
 
 def _position(group: np.ndarray, day: np.ndarray, q_group: np.ndarray, q_day: np.ndarray) -> np.ndarray:
@@ -213,22 +211,6 @@ def _position(group: np.ndarray, day: np.ndarray, q_group: np.ndarray, q_day: np
     start = np.searchsorted(group, q_group, side="left")
     end = np.searchsorted(group, q_group, side="right")
     return start + count_less_in_ranges(day, start, end, q_day)
-
-
-def hist_quantiles(hist: np.ndarray, probs: tuple[float, ...]) -> list[np.ndarray]:
-    """Quantiles (hours) from binned counts, interpolated inside the bin; NaN when empty."""
-    total = hist.sum(axis=1)
-    cum = np.cumsum(hist, axis=1)
-    out = []
-    for p in probs:
-        target = p * total
-        b = np.minimum((cum < target[:, None]).sum(axis=1), N_BINS - 1)
-        below = np.where(b > 0, cum[np.arange(len(b)), np.maximum(b - 1, 0)], 0)
-        in_bin = hist[np.arange(len(b)), b]
-        frac = np.where(in_bin > 0, (target - below) / np.maximum(in_bin, 1), 0.5)
-        lo_edge, hi_edge = BIN_EDGES_H[b], np.where(np.isinf(BIN_EDGES_H[b + 1]), BIN_EDGES_H[b] * 1.5, BIN_EDGES_H[b + 1])
-        out.append(np.where(total > 0, lo_edge + frac * (hi_edge - lo_edge), np.nan))
-    return out
 
 
 @dataclass
@@ -493,27 +475,23 @@ def _level_features_all(table: DailyTable, codes: np.ndarray, days: np.ndarray, 
     u_codes, u_days = uniq // span - 1, uniq % span + (days.min() if len(days) else 0)
     out: dict[str, np.ndarray] = {}
     for width in WINDOWS[level]:
-        # Blocks cap the (pairs x bins) temporaries at a few hundred MB at any scale.
-        parts = [_window_stats(table, u_codes[i:i + QUERY_BLOCK], u_days[i:i + QUERY_BLOCK], width)
-                 for i in range(0, max(len(uniq), 1), QUERY_BLOCK)]
-        for stat in parts[0]:
-            out[f"{level}_{width}d_{stat}"] = np.concatenate([p[stat] for p in parts]).astype(np.float32)[inverse]
+        for stat, values in _window_stats(table, u_codes, u_days, width).items():
+            out[f"{level}_{width}d_{stat}"] = values.astype(np.float32)[inverse]
     return out
 
 
 def _window_stats(table: DailyTable, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
-    w = table.window(codes, days, width)
-    n = w["n"].astype(float)
-    p10, p50, p90 = hist_quantiles(w.pop("hist"), (0.1, 0.5, 0.9))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {
-            "n": n,
-            "median_h": p50,
-            "p90_h": p90,
-            "spread_h": p90 - p10,
-            "late_rate": np.where(w["n_promised"] > 0, w["n_late"] / np.maximum(w["n_promised"], 1), np.nan),
-            "exception_rate": np.where(n > 0, w["n_exception"] / np.maximum(n, 1), np.nan),
-        }
+    """The window statistics of (group ``codes``, query ``days``) pairs: ``features.compiled``'s
+    one pass per pair over the cumulative sums and histogram."""
+    from features import compiled  # numba: imported by the code that computes statistics
+
+    table._cumulative()
+    c = table._cum
+    out = np.empty((len(compiled.STATS), len(codes)))
+    compiled.window_stats(table.group, table.day, c["n"], c["n_promised"], c["n_late"], c["n_exception"],
+                          table._cum_hist, BIN_EDGES_H, np.asarray(codes, dtype=np.int64),
+                          np.asarray(days, dtype=np.int64), int(width), out)
+    return dict(zip(compiled.STATS, out))
 
 
 def data_end(shipments: pd.DataFrame, scans: pd.DataFrame | None = None) -> pd.Timestamp:

@@ -19,7 +19,7 @@ from data.simulate import SimConfig, simulate
 from data.write import write_data_set
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
 from features.customer import churn_moments, order_experience
-from features.history import BIN_EDGES_H, N_BINS, hist_quantiles
+from features.history import BIN_EDGES_H, N_BINS, WINDOWS, History, _window_stats
 from features.pit import EventIndex, shared_strings, size
 from features.transit import training_moments
 
@@ -46,6 +46,22 @@ def day_of(ts: pd.Timestamp) -> pd.Timestamp:
 # ------------------------------------------------------------- loop references
 
 
+def reference_quantile(hist: np.ndarray, p: float) -> float:
+    """The lead time below which a share ``p`` of a window's deliveries fall, read from its
+    histogram: the bin where the running count reaches ``p`` x total, interpolated inside it."""
+    total = int(hist.sum())
+    if total == 0:
+        return np.nan
+    target, running = p * total, 0
+    for b in range(N_BINS):
+        if running + hist[b] >= target or b == N_BINS - 1:
+            break
+        running += hist[b]
+    frac = (target - running) / hist[b] if hist[b] > 0 else 0.5
+    upper = BIN_EDGES_H[b + 1] if np.isfinite(BIN_EDGES_H[b + 1]) else BIN_EDGES_H[b] * 1.5
+    return BIN_EDGES_H[b] + frac * (upper - BIN_EDGES_H[b])
+
+
 def reference_lane_stats(ds: DataSet, ship: pd.Series, width: int, cols: tuple[str, ...]) -> dict[str, float]:
     """Deliveries of the same group whose delivery day lies in [day - width, day)."""
     s = ds["shipments"]
@@ -67,8 +83,8 @@ def reference_lane_stats(ds: DataSet, ship: pd.Series, width: int, cols: tuple[s
             n_late += other.delivered_at > other.promised_at
         e = exc_first.get(other.shipment_id)
         n_exc += e is not None and e <= other.delivered_at
-    median = hist_quantiles(hist[None, :], (0.5,))[0][0]
-    return {"n": n, "median_h": median, "late_rate": n_late / n_promised if n_promised else np.nan,
+    p10, p90 = reference_quantile(hist, 0.1), reference_quantile(hist, 0.9)
+    return {"n": n, "median_h": reference_quantile(hist, 0.5), "p90_h": p90, "spread_h": p90 - p10, "late_rate": n_late / n_promised if n_promised else np.nan,
             "exception_rate": n_exc / n if n else np.nan}
 
 
@@ -87,9 +103,34 @@ def test_history_statistics_match_a_loop_over_raw_rows(tiny, tiny_features, leve
         got = rows.iloc[i]
         prefix = f"{level}_{width}d"
         assert got[f"{prefix}_n"] == ref["n"]
-        for stat in ("median_h", "late_rate", "exception_rate"):
-            np.testing.assert_allclose(got[f"{prefix}_{stat}"], ref[stat], rtol=1e-5, equal_nan=True,
+        for stat in ("median_h", "p90_h", "spread_h", "late_rate", "exception_rate"):
+            np.testing.assert_allclose(got[f"{prefix}_{stat}"], ref[stat], rtol=1e-5, atol=1e-3, equal_nan=True,
                                        err_msg=f"{prefix}_{stat} of {s.shipment_id.iloc[i]}")
+
+
+def test_window_statistics_equal_a_loop_over_the_daily_rows_to_the_last_bit(tiny):
+    """The compiled window pass against sums over the daily table's rows, for groups the
+    table has (first, last and unseen) and days before, inside and after its span."""
+    history = History.build(tiny["shipments"], tiny["scans"])
+    rng = np.random.default_rng(5)
+    for level in ("lane", "carrier", "destination", "postal_lane"):
+        table = history.tables[level]
+        codes = np.r_[-1, 0, len(table.groups) - 1, rng.integers(-1, len(table.groups), 120)].astype(np.int64)
+        days = np.r_[table.day.min(), table.day.max() + 1, history.last_day + 1,
+                     rng.integers(table.day.min() - 40, history.last_day + 40, 120)].astype(np.int64)
+        for width in WINDOWS[level]:
+            got = _window_stats(table, codes, days, width)
+            for i, (code, day) in enumerate(zip(codes, days)):
+                rows = (table.group == code) & (table.day >= day - width) & (table.day < day)
+                n, hist = int(table.sums["n"][rows].sum()), table.hist[rows].sum(axis=0, dtype=np.int64)
+                promised, late = int(table.sums["n_promised"][rows].sum()), int(table.sums["n_late"][rows].sum())
+                p10, p50, p90 = (reference_quantile(hist, p) for p in (0.1, 0.5, 0.9))
+                want = {"n": float(n), "median_h": p50, "p90_h": p90, "spread_h": p90 - p10,
+                        "late_rate": late / promised if promised else np.nan,
+                        "exception_rate": int(table.sums["n_exception"][rows].sum()) / n if n else np.nan}
+                for stat, value in want.items():
+                    assert got[stat][i] == value or (np.isnan(value) and np.isnan(got[stat][i])), \
+                        (level, width, int(code), int(day), stat, got[stat][i], value)
 
 
 def test_transit_features_match_a_loop_over_scans(tiny):
