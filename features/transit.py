@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from data.contract import EVENTS
-from features.pit import NAT, US_PER_HOUR, Columns, EventIndex, Lookup, hours_between, micros, timestamps_of
+from features.pit import NAT, US_PER_HOUR, Columns, EventIndex, Lookup, hours_between, micros, size, timestamps_of
 
 FACILITY_EVENTS = ("arrived_at_facility", "departed_facility", "in_transit")
 MAX_SNAPSHOT_GAP_H = 24.0
@@ -32,26 +32,34 @@ def _event_mask(events: tuple[str, ...]) -> np.ndarray:
     return np.array([e in events for e in EVENTS] + [False])
 
 
-def positions(shipments, keyed) -> np.ndarray:
+def positions(shipments, keyed, lookup: Lookup | None = None) -> np.ndarray:
     """Each row of ``keyed`` (scans, moments) as a position in ``shipments``: its ``pos``
-    column when the caller knows it, else looked up by ``shipment_id`` (-1: unknown)."""
+    column when the caller knows it, else looked up by ``shipment_id`` (-1: unknown) in
+    ``lookup`` (``shipment_lookup(shipments)``, when the caller has made it already)."""
     if "pos" in keyed:
         return np.asarray(keyed["pos"], dtype=np.int64)
     ids = keyed["shipment_id"]
     if isinstance(ids, pd.Series) and isinstance(ids.dtype, pd.CategoricalDtype):
         # built on the shipments' ids (training moments): the codes are the positions
         return ids.cat.codes.to_numpy().astype(np.int64)
-    return Lookup(np.asarray(shipments["shipment_id"], dtype=object).tolist()).codes(ids)
+    return (lookup if lookup is not None else shipment_lookup(shipments)).codes(ids)
 
 
-def _sorted_scans(shipments, scans) -> Columns:
-    """Scans as arrays sorted by (shipment position, time), events as contract codes."""
+def shipment_lookup(shipments) -> Lookup:
+    """The shipments' positions by id."""
+    return Lookup(np.asarray(shipments["shipment_id"], dtype=object).tolist())
+
+
+def _sorted_scans(shipments, scans, until: np.ndarray | None = None, lookup: Lookup | None = None) -> Columns:
+    """Scans as arrays sorted by (shipment position, time), events as contract codes;
+    with ``until`` (per shipment position), only the scans before it."""
     if scans is None or not len(scans["scanned_at"]):
         empty = np.array([], dtype=np.int64)
         return {"pos": empty, "at": empty, "event": empty, "region": np.array([], dtype=object)}
-    pos = positions(shipments, scans)
+    pos = positions(shipments, scans, lookup)
     at = micros(scans["scanned_at"])
-    order = np.lexsort((at, pos))
+    rows = np.arange(len(pos)) if until is None else np.flatnonzero((pos >= 0) & (at < until[np.maximum(pos, 0)]))
+    order = rows[np.lexsort((at[rows], pos[rows]))]
     region = np.asarray(scans["region"], dtype=object)[order] if "region" in scans else np.full(len(order), None)
     return {"pos": pos[order], "at": at[order], "event": EVENT_CODES.codes(np.asarray(scans["event"], dtype=object)[order]),
             "region": region}
@@ -59,12 +67,17 @@ def _sorted_scans(shipments, scans) -> Columns:
 
 def transit_features(shipments, scans, moments) -> Columns:
     """One row per (shipment_id, as_of) in ``moments``; every argument maps names to arrays."""
-    pos = positions(shipments, moments)
+    lookup = shipment_lookup(shipments) if "pos" not in moments or (scans is not None and "pos" not in scans) else None
+    pos = positions(shipments, moments, lookup)
     if (pos < 0).any():
         unknown = np.asarray(moments["shipment_id"], dtype=object)[pos < 0][0]
         raise KeyError(f"moment for unknown shipment {unknown!r}")
     at = micros(moments["as_of"])
-    sc = _sorted_scans(shipments, scans)
+    # A scan at or after a shipment's latest moment is seen by none of its moments: at
+    # order time that is every scan, so a bulk prediction sorts none of them.
+    until = np.full(size(shipments), NAT, dtype=np.int64)
+    np.maximum.at(until, pos, at)
+    sc = _sorted_scans(shipments, scans, until, lookup)
 
     # One search finds each moment's scans so far; a count of any kind of event is a
     # sum over them (no search per kind).
