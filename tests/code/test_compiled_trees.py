@@ -239,3 +239,23 @@ def test_model_text_reads_what_dump_model_says():
             else:
                 assert g["tree_structure"]["leaf_value"] == e["tree_structure"]["leaf_value"]
     assert any(_used(t["tree_structure"]).get("decision_type") == "==" for t in dumped(BOOSTERS["binary"])["tree_info"])
+
+
+def test_a_bulk_answer_pauses_the_collector_and_always_turns_it_back_on():
+    import gc
+
+    from runtime.bundle import _collector_paused
+
+    assert gc.isenabled()
+    with _collector_paused(True):
+        assert not gc.isenabled()
+        with _collector_paused(True):  # an overlapping answer found it off: leaves it to the first
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        with _collector_paused(True):
+            raise ValueError("a failed answer")
+    assert gc.isenabled()
+    with _collector_paused(False):  # a small answer changes nothing
+        assert gc.isenabled()
