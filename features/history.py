@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from features.pit import NAT, US_PER_DAY, US_PER_HOUR, Columns, Lookup, count_less_in_ranges, day_number, micros, size, take
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, Columns, Lookup, day_number, micros, size, take
 
 #: Lead-time histogram: 64 log-spaced bins from 2 hours to 180 days (about 10% wide).
 BIN_EDGES_H = np.concatenate([[0.0], np.geomspace(2.0, 180 * 24.0, 63), [np.inf]])
@@ -195,22 +195,6 @@ class DailyTable:
         if self._lookup is None:
             self._lookup = Lookup(self.groups.tolist())
         return self._lookup.codes(keys)
-
-    def window(self, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
-        """Scalar sums over days in [day - width, day) per query; unknown groups give zeros
-        (the statistics with quantiles: ``features.compiled.window_stats``)."""
-        self._cumulative()
-        hi = _position(self.group, self.day, codes, days)
-        lo = _position(self.group, self.day, codes, days - width)
-        known = codes >= 0
-        return {k: np.where(known, c[hi] - c[lo], 0) for k, c in self._cum.items()}
-
-
-def _position(group: np.ndarray, day: np.ndarray, q_group: np.ndarray, q_day: np.ndarray) -> np.ndarray:
-    """Index of the first row with (group, day) >= (q_group, q_day) in lexicographic order."""
-    start = np.searchsorted(group, q_group, side="left")
-    end = np.searchsorted(group, q_group, side="right")
-    return start + count_less_in_ranges(day, start, end, q_day)
 
 
 @dataclass
@@ -463,7 +447,7 @@ def daily_tables(shipments: pd.DataFrame, exceptions: pd.Series) -> dict[str, Da
 def _statistics(table: DailyTable, name: str, codes: np.ndarray, days: np.ndarray) -> Columns:
     """What a table contributes per row: window statistics for a level, order counts for volume."""
     if name == "volume":
-        return {f"volume_{w}d": table.window(codes, days, w)["n"].astype(float) for w in (7, 91)}
+        return {f"volume_{w}d": _window_stats(table, codes, days, w)["n"] for w in (7, 91)}
     return _level_features_all(table, codes, days, name)
 
 

@@ -110,15 +110,17 @@ def test_history_statistics_match_a_loop_over_raw_rows(tiny, tiny_features, leve
 
 def test_window_statistics_equal_a_loop_over_the_daily_rows_to_the_last_bit(tiny):
     """The compiled window pass against sums over the daily table's rows, for groups the
-    table has (first, last and unseen) and days before, inside and after its span."""
+    table has (first, last and unseen) and days before, inside and after its span; the
+    order-volume table too, whose counts go through the same pass."""
     history = History.build(tiny["shipments"], tiny["scans"])
     rng = np.random.default_rng(5)
-    for level in ("lane", "carrier", "destination", "postal_lane"):
-        table = history.tables[level]
+    tables = {**{level: (history.tables[level], WINDOWS[level]) for level in ("lane", "carrier", "destination", "postal_lane")},
+              "volume": (history.volume, (7, 91))}  # orders per carrier-service and day
+    for level, (table, widths) in tables.items():
         codes = np.r_[-1, 0, len(table.groups) - 1, rng.integers(-1, len(table.groups), 120)].astype(np.int64)
         days = np.r_[table.day.min(), table.day.max() + 1, history.last_day + 1,
                      rng.integers(table.day.min() - 40, history.last_day + 40, 120)].astype(np.int64)
-        for width in WINDOWS[level]:
+        for width in widths:
             got = _window_stats(table, codes, days, width)
             for i, (code, day) in enumerate(zip(codes, days)):
                 rows = (table.group == code) & (table.day >= day - width) & (table.day < day)
