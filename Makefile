@@ -16,12 +16,16 @@ OMP    := OMP_WAIT_POLICY=PASSIVE
 # uv installs what pip would (the same constraints in pyproject.toml) with parallel
 # downloads: a fresh venv in 67 s from an empty cache against pip's 150-183 s from a warm
 # one. Bytecode is compiled at install, as pip does, so no test process compiles it.
+# --system-certs: the machine's certificate store, which pip gets from /etc/pip.conf (uv
+# does not read it; without SSL_CERT_FILE set it cannot verify this network's TLS). Should
+# uv fail all the same, pip installs the same thing, slower.
 UV     := uv==0.13.9
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet $(UV)
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -e '.[test]'
+	$(BIN)/uv pip install --quiet --system-certs --python $(BIN)/python --compile-bytecode -e '.[test]' \
+		|| $(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
