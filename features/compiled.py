@@ -23,7 +23,7 @@ STATS = ("n", "median_h", "p90_h", "spread_h", "late_rate", "exception_rate")
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _first_at_or_after(group, day, lo, hi, target_day):
+def _first_at_or_after(day, lo, hi, target_day):
     """Index of the first row in ``[lo, hi)`` (one group, days sorted) whose day is >= target."""
     while lo < hi:
         mid = (lo + hi) // 2
@@ -38,26 +38,18 @@ def _first_at_or_after(group, day, lo, hi, target_day):
 def _quantile(hist_lo, hist_hi, cum_hist, total, p, edges):
     """The lead time below which a share ``p`` of the window's deliveries fall: the first bin
     where the running count of ``cum_hist[hist_hi] - cum_hist[hist_lo]`` reaches ``p`` x
-    ``total``, interpolated inside it (half way in an empty one; the open last bin is taken
-    as half again as wide as its lower edge)."""
+    ``total`` (the last bin if none does), interpolated inside it (half way in an empty
+    one; the open last bin is taken as half again as wide as its lower edge)."""
     n_bins = edges.shape[0] - 1
     target = p * total
-    below = 0
-    b = 0
-    running = 0
-    # b: how many cumulative counts are below the target (they never fall), capped at the last bin
-    for k in range(n_bins):
-        running += cum_hist[hist_hi, k] - cum_hist[hist_lo, k]
-        if running < target:
-            b = k + 1
-        else:
+    b = n_bins - 1
+    below = 0  # deliveries in the bins before b
+    for k in range(n_bins - 1):
+        in_k = cum_hist[hist_hi, k] - cum_hist[hist_lo, k]
+        if below + in_k >= target:
+            b = k
             break
-    if b > n_bins - 1:
-        b = n_bins - 1
-    if b > 0:
-        below = 0
-        for k in range(b):
-            below += cum_hist[hist_hi, k] - cum_hist[hist_lo, k]
+        below += in_k
     in_bin = cum_hist[hist_hi, b] - cum_hist[hist_lo, b]
     frac = (target - below) / max(in_bin, 1) if in_bin > 0 else 0.5
     lo_edge = edges[b]
@@ -78,8 +70,8 @@ def window_stats(group, day, cum_n, cum_promised, cum_late, cum_exception, cum_h
         if code >= 0:
             start = np.searchsorted(group, code, side="left")
             end = np.searchsorted(group, code, side="right")
-            hi = _first_at_or_after(group, day, start, end, days[i])
-            lo = _first_at_or_after(group, day, start, hi, days[i] - width)
+            hi = _first_at_or_after(day, start, end, days[i])
+            lo = _first_at_or_after(day, start, hi, days[i] - width)
         n = float(cum_n[hi] - cum_n[lo])
         promised = cum_promised[hi] - cum_promised[lo]
         late = cum_late[hi] - cum_late[lo]

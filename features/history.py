@@ -196,6 +196,20 @@ class DailyTable:
             self._lookup = Lookup(self.groups.tolist())
         return self._lookup.codes(keys)
 
+    def window_stats(self, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
+        """The statistics of the window ``[day - width, day)`` of each (group ``codes``, query
+        ``days``) pair: ``features.compiled``'s one pass per pair over the cumulative sums
+        and histogram (a group never seen, code -1, has an empty window)."""
+        from features import compiled  # numba: imported by the code that computes statistics
+
+        self._cumulative()
+        c = self._cum
+        out = np.empty((len(compiled.STATS), len(codes)))
+        compiled.window_stats(self.group, self.day, c["n"], c["n_promised"], c["n_late"], c["n_exception"],
+                              self._cum_hist, BIN_EDGES_H, np.asarray(codes, dtype=np.int64),
+                              np.asarray(days, dtype=np.int64), int(width), out)
+        return dict(zip(compiled.STATS, out))
+
 
 @dataclass
 class History:
@@ -447,7 +461,7 @@ def daily_tables(shipments: pd.DataFrame, exceptions: pd.Series) -> dict[str, Da
 def _statistics(table: DailyTable, name: str, codes: np.ndarray, days: np.ndarray) -> Columns:
     """What a table contributes per row: window statistics for a level, order counts for volume."""
     if name == "volume":
-        return {f"volume_{w}d": _window_stats(table, codes, days, w)["n"] for w in (7, 91)}
+        return {f"volume_{w}d": table.window_stats(codes, days, w)["n"] for w in (7, 91)}
     return _level_features_all(table, codes, days, name)
 
 
@@ -459,23 +473,9 @@ def _level_features_all(table: DailyTable, codes: np.ndarray, days: np.ndarray, 
     u_codes, u_days = uniq // span - 1, uniq % span + (days.min() if len(days) else 0)
     out: dict[str, np.ndarray] = {}
     for width in WINDOWS[level]:
-        for stat, values in _window_stats(table, u_codes, u_days, width).items():
+        for stat, values in table.window_stats(u_codes, u_days, width).items():
             out[f"{level}_{width}d_{stat}"] = values.astype(np.float32)[inverse]
     return out
-
-
-def _window_stats(table: DailyTable, codes: np.ndarray, days: np.ndarray, width: int) -> dict[str, np.ndarray]:
-    """The window statistics of (group ``codes``, query ``days``) pairs: ``features.compiled``'s
-    one pass per pair over the cumulative sums and histogram."""
-    from features import compiled  # numba: imported by the code that computes statistics
-
-    table._cumulative()
-    c = table._cum
-    out = np.empty((len(compiled.STATS), len(codes)))
-    compiled.window_stats(table.group, table.day, c["n"], c["n_promised"], c["n_late"], c["n_exception"],
-                          table._cum_hist, BIN_EDGES_H, np.asarray(codes, dtype=np.int64),
-                          np.asarray(days, dtype=np.int64), int(width), out)
-    return dict(zip(compiled.STATS, out))
 
 
 def data_end(shipments: pd.DataFrame, scans: pd.DataFrame | None = None) -> pd.Timestamp:

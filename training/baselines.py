@@ -21,6 +21,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from features.rhythm import PARAMS
+
 RFM_FEATURES = ("recency_days", "orders_so_far", "spend_per_order", "tenure_days")
 
 
@@ -143,7 +145,7 @@ def bgnbd_map(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> dict[str, float]
 def bgnbd_no_purchase(params: dict, x, t_x, T, t: float) -> np.ndarray:
     """P(no purchase in (T, T + t]) per customer: Hardie's step-by-step BG/NBD notes, eq.
     34, as pymc-marketing's ``expected_probability_no_purchase`` computes it (tested equal)."""
-    r, alpha, a, b = (float(params[k]) for k in ("r", "alpha", "a", "b"))
+    r, alpha, a, b = (float(params[k]) for k in PARAMS)
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
     with np.errstate(invalid="ignore", over="ignore"):
         beta_rep = betaln(a, b + x)

@@ -19,7 +19,7 @@ from data.simulate import SimConfig, simulate
 from data.write import write_data_set
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
 from features.customer import churn_moments, order_experience
-from features.history import BIN_EDGES_H, N_BINS, WINDOWS, History, _window_stats
+from features.history import BIN_EDGES_H, N_BINS, WINDOWS, History
 from features.pit import EventIndex, shared_strings, size
 from features.transit import training_moments
 
@@ -121,7 +121,7 @@ def test_window_statistics_equal_a_loop_over_the_daily_rows_to_the_last_bit(tiny
         days = np.r_[table.day.min(), table.day.max() + 1, history.last_day + 1,
                      rng.integers(table.day.min() - 40, history.last_day + 40, 120)].astype(np.int64)
         for width in widths:
-            got = _window_stats(table, codes, days, width)
+            got = table.window_stats(codes, days, width)
             for i, (code, day) in enumerate(zip(codes, days)):
                 rows = (table.group == code) & (table.day >= day - width) & (table.day < day)
                 n, hist = int(table.sums["n"][rows].sum()), table.hist[rows].sum(axis=0, dtype=np.int64)
