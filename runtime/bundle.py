@@ -112,8 +112,8 @@ class ModelBundle:
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
-            ranked = self.reasons(chosen, self.edd.log_median(chosen, chosen["carrier"], raw[pick]), X[pick],
-                                  top=CANDIDATES)
+            log_p50 = self.edd.level_shifted(raw[pick], chosen["carrier"])[:, 1]
+            ranked = self.reasons(chosen, log_p50, X[pick], top=CANDIDATES)
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons

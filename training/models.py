@@ -189,10 +189,6 @@ class EddEstimator(EddModel):
         return edd_target(self.clock_, rows, hours)
 
     def calibrate(self, rows: pd.DataFrame, hours: np.ndarray, groups: pd.Series) -> "EddEstimator":
-        """Level, interval and promise per calibration group: ``groups`` (carriers) and the
-        row's moment (``runtime.models.calibration_groups``)."""
-        self.by_moment_ = True
-        groups = pd.Series(self.calibration_groups(rows, groups))
         q = self.raw_log_quantiles(rows)
         y = self.target(rows, hours)
         error = y - q[:, 1]
