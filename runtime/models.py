@@ -1,8 +1,7 @@
 """Fitted models as the runtime sees them: load, predict, explain, save.
 
 The EDD model holds LightGBM quantile boosters for the 10/50/90% points of
-log(1 + hours left) on the carrier's operating clock (``runtime.clock``: its working
-days only), sorted per row so they never cross, plus the conformal
+log(1 + hours left), sorted per row so they never cross, plus the conformal
 corrections learned on a later window per carrier. A probability model (delay,
 churn) holds a LightGBM binary booster and the monotone map that calibrates it
 (isotonic regression made strictly increasing, so customers stay apart; see ``ScoreMap``).
@@ -34,7 +33,6 @@ import pandas as pd
 from features.pit import Lookup
 from features.rhythm import RHYTHM_FEATURES, rhythm_features
 from runtime import model_text
-from runtime.clock import OperatingClock
 from runtime.forest import Forest
 from runtime.treeshap import ContributionTables
 
@@ -225,22 +223,14 @@ class EddModel(_Model):
         level = getattr(self, "level_shift_", None)
         return q if not level else q + per_group(level, groups)[:, None]
 
-    def hours_from_log(self, rows, log_hours: np.ndarray) -> np.ndarray:
-        """Calendar hours from each row's moment for the boosters' log(1 + operating hours)
-        (a value per row, or a matrix with a row per row): the operating clock run forward
-        from ``as_of`` (``runtime.clock``; a version without one learned calendar hours)."""
-        hours = np.maximum(np.expm1(log_hours), 0.0)
-        clock = getattr(self, "clock_", None)
-        if clock is None:
-            return hours
-        return clock.calendar_hours(clock.codes(rows["carrier"], rows["service_level"]), rows["as_of"], hours)
-
     def predict_hours(self, rows, groups, raw: np.ndarray | None = None) -> np.ndarray:
         """Calibrated (p10, p50, p90) hours from the moment, one row each."""
         q = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups)
         shift = per_group(self.interval_shift_, groups)
-        low, mid, high = self.hours_from_log(rows, np.column_stack([q[:, 0] - shift, q[:, 1], q[:, 2] + shift])).T
-        return np.column_stack([np.minimum(low, mid), mid, np.maximum(high, mid)])
+        low = np.expm1(q[:, 0] - shift)
+        high = np.expm1(q[:, 2] + shift)
+        mid = np.expm1(q[:, 1])
+        return np.clip(np.column_stack([np.minimum(low, mid), mid, np.maximum(high, mid)]), 0, None)
 
     def promise_hours(self, rows, groups, confidence, raw: np.ndarray | None = None) -> np.ndarray:
         """Hours from the moment within which a share ``confidence`` of parcels arrive.
@@ -258,15 +248,13 @@ class EddModel(_Model):
         for k in np.unique(pos):  # one interpolation per carrier, over every row of it
             rows_k = pos == k
             shift[rows_k] = np.interp(c[rows_k], grid, self.promise_scores_[names[k]])
-        return self.hours_from_log(rows, q90 + shift)
+        return np.maximum(np.expm1(q90 + shift), 0)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         for q, b in zip(QUANTILES, self.boosters_):
             b.save_model(str(folder / f"edd_q{int(q * 100)}.txt"))
-        clock = getattr(self, "clock_", None)
         meta = {**self._meta(), "interval_shift": self.interval_shift_, "level_shift": getattr(self, "level_shift_", {}),
-                "clock": None if clock is None else clock.to_dict(),
                 "promise_scores": {k: list(map(float, v)) for k, v in self.promise_scores_.items()}}
         (folder / "edd.json").write_text(json.dumps(meta))
 
@@ -278,7 +266,6 @@ class EddModel(_Model):
         m.boosters_ = [lgb.Booster(model_file=str(folder / f"edd_q{int(q * 100)}.txt")) for q in QUANTILES]
         m.interval_shift_ = meta["interval_shift"]
         m.level_shift_ = meta.get("level_shift", {})
-        m.clock_ = OperatingClock.from_dict(meta["clock"]) if meta.get("clock") else None
         m.promise_scores_ = {k: np.array(v) for k, v in meta["promise_scores"].items()}
         return m
 
