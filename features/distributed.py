@@ -21,6 +21,8 @@ feature means (``tests/model/test_distributed.py`` holds both paths equal).
 from __future__ import annotations
 
 import dataclasses
+import uuid
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -122,8 +124,18 @@ def rows_on(client, parts: list, snapshot: FeatureSnapshot, moment: str = "at-or
             as_of: pd.Timestamp | None = None, seed: int = 0):
     """Feature rows per partition (a Dask DataFrame): at order, in transit (every open
     shipment at ``as_of``, or the training snapshots) or after delivery (each judged order)."""
+    import dask
     import dask.dataframe as dd
 
-    shared = client.scatter(snapshot, broadcast=True)
-    pieces = client.map(_rows_of, parts, snapshot=shared, moment=moment, as_of=as_of, seed=seed)
+    # The snapshot travels in the graph, as a task whose result it is, not scattered: the
+    # scheduler's memory manager keeps one copy of scattered data once no task needs the
+    # others, and a scattered object whose last copy was on a lost worker cannot be made
+    # again, so every piece built from it was cancelled ("already forgotten"). In the
+    # graph, the scheduler sends it where it is needed and makes it again if it is lost.
+    shared = dask.delayed(snapshot, name=f"snapshot-{uuid.uuid4().hex}", traverse=False)
+    build = dask.delayed(_rows_of)
+    with warnings.catch_warnings():
+        # a snapshot is megabytes, sent once: what the warning's advice asks for
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        pieces = client.compute([build(p, shared, moment, as_of, seed) for p in parts])
     return dd.from_delayed(pieces, verify_meta=False)
