@@ -11,8 +11,8 @@ per-shipment and per-customer computation sees whole histories inside one partit
   level, the one with many groups, is split across several output partitions by key).
   The ``History`` built from the totals is identical to the in-process one.
 * **Rows** at order and in transit: ``features.build`` functions run on each partition
-  with the snapshot sent once to every worker (a broadcast), giving the rows the whole
-  data set would give, partition by partition.
+  with the snapshot as one task of the graph (sent where needed, rebuilt if a worker is
+  lost), giving the rows the whole data set would give, partition by partition.
 
 Nothing here defines a feature: the engine changes where partitions run, never what a
 feature means (``tests/model/test_distributed.py`` holds both paths equal).
