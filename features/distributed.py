@@ -11,8 +11,8 @@ per-shipment and per-customer computation sees whole histories inside one partit
   level, the one with many groups, is split across several output partitions by key).
   The ``History`` built from the totals is identical to the in-process one.
 * **Rows** at order and in transit: ``features.build`` functions run on each partition
-  with the snapshot as one task of the graph (sent where needed, rebuilt if a worker is
-  lost), giving the rows the whole data set would give, partition by partition.
+  with the snapshot as one task of the graph (``shared_on``: sent where needed, rebuilt if
+  a worker is lost), giving the rows the whole data set would give, partition by partition.
 
 Nothing here defines a feature: the engine changes where partitions run, never what a
 feature means (``tests/model/test_distributed.py`` holds both paths equal).
@@ -105,6 +105,23 @@ def snapshot_on(client, parts: list, locations: pd.DataFrame | None, country: st
 # ------------------------------------------------------------------------- rows
 
 
+def shared_on(client, obj):
+    """``obj`` (a snapshot, a bundle) on the cluster for every task that needs it, as a
+    future that can be made again: a task whose result it is, sent where it is needed.
+
+    Not scattered: the scheduler's active memory manager keeps one copy of scattered data
+    once no task on a worker needs the others, and scattered data whose last copy was on a
+    lost worker cannot be made again, so every task that still needed it was cancelled
+    ("already forgotten"; tests/model/test_distributed.py kills a worker during and after
+    a build). A task's result the scheduler makes again."""
+    import dask
+
+    with warnings.catch_warnings():
+        # the object (megabytes) goes once, in the graph: what the warning's advice asks for
+        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+        return client.compute(dask.delayed(obj, name=f"shared-{uuid.uuid4().hex}", traverse=False))
+
+
 def customers_of(part: DataSet) -> CustomerHistory:
     """The customer tables of a partition's customers (whole, as partitions hold whole customers)."""
     return CustomerHistory.from_tables(part["shipments"], part.get("scans"), part.get("orders"), part.get("feedback"),
@@ -124,18 +141,7 @@ def rows_on(client, parts: list, snapshot: FeatureSnapshot, moment: str = "at-or
             as_of: pd.Timestamp | None = None, seed: int = 0):
     """Feature rows per partition (a Dask DataFrame): at order, in transit (every open
     shipment at ``as_of``, or the training snapshots) or after delivery (each judged order)."""
-    import dask
     import dask.dataframe as dd
 
-    # The snapshot travels in the graph, as a task whose result it is, not scattered: the
-    # scheduler's memory manager keeps one copy of scattered data once no task needs the
-    # others, and a scattered object whose last copy was on a lost worker cannot be made
-    # again, so every piece built from it was cancelled ("already forgotten"). In the
-    # graph, the scheduler sends it where it is needed and makes it again if it is lost.
-    shared = dask.delayed(snapshot, name=f"snapshot-{uuid.uuid4().hex}", traverse=False)
-    build = dask.delayed(_rows_of)
-    with warnings.catch_warnings():
-        # a snapshot is megabytes, sent once: what the warning's advice asks for
-        warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-        pieces = client.compute([build(p, shared, moment, as_of, seed) for p in parts])
+    pieces = client.map(_rows_of, parts, snapshot=shared_on(client, snapshot), moment=moment, as_of=as_of, seed=seed)
     return dd.from_delayed(pieces, verify_meta=False)

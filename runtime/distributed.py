@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pandas as pd
 
 from data.load import DataSet
-from features.distributed import end_of
+from features.distributed import end_of, shared_on
 from runtime.batch import Scored, predict_data_set, scored_customers, scoring_of, shipment_of_orders
 from runtime.bundle import ModelBundle
 from runtime.store import Scoring
@@ -30,7 +30,7 @@ def predict_on(client, parts: list, bundle: ModelBundle, as_of: pd.Timestamp | N
     data sets (``data.partitioned.read_on``)."""
     from distributed import as_completed
 
-    shared = client.scatter(bundle, broadcast=True)
+    shared = shared_on(client, bundle)
     futures = client.map(_predict_part, parts, bundle=shared, as_of=as_of, confidence=confidence, explain=explain)
     number = {f.key: k for k, f in enumerate(futures)}
     for future in as_completed(futures):
@@ -70,7 +70,7 @@ def score_on(client, parts: list, bundle: ModelBundle, as_of: pd.Timestamp | Non
     if as_of is None:
         ends = [e for e in client.gather(client.map(end_of, parts)) if e is not None]
         as_of = max(ends) + pd.Timedelta(seconds=1) if ends else bundle.snapshot.end
-    shared = client.scatter(bundle, broadcast=True)
+    shared = shared_on(client, bundle)
     held = set().union(*client.gather(client.map(_customers_in, parts)))
     rest = [c for c in bundle.snapshot.customers.index()["orders"] if c not in held]
     futures = client.map(_score_part, parts, bundle=shared, moment=as_of, window_days=window_days)

@@ -30,7 +30,7 @@ import pandas as pd
 from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.customer import CustomerHistory
-from features.distributed import customers_of, snapshot_on
+from features.distributed import customers_of, shared_on, snapshot_on
 from features.pit import frame_of, micros, timestamps_of
 from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, at_order, churn_labels, churn_split,
                            churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows,
@@ -54,7 +54,7 @@ def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timest
     customers = client.map(customers_of, data.parts)
     snapshot = _snapshot(client, data, end, customers)
     # every worker gets the history once; each partition's rows use its own customer tables
-    shared = client.scatter(dataclasses.replace(snapshot, customers=None), broadcast=True)
+    shared = shared_on(client, dataclasses.replace(snapshot, customers=None))
     leads, firsts = zip(*client.gather(client.map(_shipment_facts, data.parts)))
     split = split_of_shipments(snapshot.end, np.concatenate(leads), min(f for f in firsts if f is not None))
     facts = client.gather(client.map(_label_facts, data.parts, customers, snapshot=shared, split=split,

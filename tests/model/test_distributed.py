@@ -135,6 +135,24 @@ def test_predictions_on_dask_equal_eddy_predict_in_process(client, trained, tmp_
     same_rows(expected, tables, ["shipment_id"])
 
 
+def test_predictions_on_dask_survive_a_worker_lost_midway(own_client, trained):
+    """A worker killed after the first partition's answers changes no answer: the partitions
+    it held or was answering are made again on the other and its replacement."""
+    from runtime.batch import predict_data_set
+    from runtime.distributed import predict_on
+
+    client = own_client
+    result, ds = trained
+    expected = predict_data_set(result.bundle, ds, WHEN, explain=False)
+    answers = predict_on(client, read_on(client, ds.folder, n=8).parts, result.bundle, WHEN, explain=False)
+    got = [next(answers)]
+    victim, pid = next(iter(client.run(os.getpid).items()))
+    os.kill(pid, signal.SIGKILL)
+    got += list(answers)
+    assert sorted(k for k, _, _ in got) == list(range(8))
+    same_rows(expected, pd.concat([t for _, t, _ in got], ignore_index=True), ["shipment_id"])
+
+
 def _half_the_customers(ds, folder):
     """``ds`` with every other customer (with their shipments, scans, orders, feedback)."""
     from data.write import write_data_set
