@@ -108,9 +108,9 @@ def test_a_worker_killed_in_the_middle_of_the_build_changes_nothing(own_client, 
     result = future.result(timeout=300)
     assert victim not in client.scheduler_info()["workers"]  # its nanny started a new one
     same_rows(expected, result, ["shipment_id", "as_of"])
-    # Built once, the rows can be built again after a worker is lost: the collection keeps
-    # the snapshot sent to the workers (a broadcast the scheduler cannot recompute), so a
-    # lost partition is rebuilt; held only while ``rows_on`` ran, the scheduler forgot it.
+    # Built once, the rows can be built again after a worker is lost: the snapshot is a task
+    # of the graph (``shared_on``), which the scheduler makes again with the lost pieces.
+    # Scattered, its last copy could go with the worker, and the rebuild was cancelled.
     client.wait_for_workers(2, timeout=60)
     victim, pid = next(iter(client.run(os.getpid).items()))
     os.kill(pid, signal.SIGKILL)
