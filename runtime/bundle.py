@@ -112,7 +112,8 @@ class ModelBundle:
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
-            ranked = self.reasons(chosen, hours[pick, 1], X[pick], top=CANDIDATES)
+            ranked = self.reasons(chosen, self.edd.log_median(chosen, chosen["carrier"], raw[pick]), X[pick],
+                                  top=CANDIDATES)
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons
@@ -130,15 +131,17 @@ class ModelBundle:
             out.pop("reasons")
         return pd.DataFrame({k: timestamps_of(v).array if k in TIMESTAMPS else v for k, v in out.items()})
 
-    def reasons(self, rows, p50_hours: np.ndarray, X: np.ndarray | None = None,
+    def reasons(self, rows, log_p50: np.ndarray, X: np.ndarray | None = None,
                 top: int = REASONS) -> list[list[dict]]:
-        """Top features by |effect| on the median ETA, in hours (TreeSHAP: ``_Model.contributions``)."""
+        """Top features by |effect| on the median ETA, in hours (TreeSHAP: ``_Model.contributions``);
+        ``log_p50`` is the median as the boosters speak it (log operating hours, level-shifted)."""
         values = self.edd.contributions(rows, self.edd.explained, X)
         order, raw = _ranked(values, rows, self.edd.features, top)
-        p50 = np.asarray(p50_hours, dtype=float)
-        log_p50 = np.log1p(p50)
-        # A contribution is in log(1 + hours): its effect is the median with and without it.
-        effect = p50[:, None] - np.expm1(log_p50[:, None] - np.take_along_axis(values, order, axis=1))
+        log_p50 = np.asarray(log_p50, dtype=float)
+        p50 = self.edd.hours_from_log(rows, log_p50)
+        # A contribution is in log(1 + operating hours): its effect is the median with and without it.
+        without = self.edd.hours_from_log(rows, log_p50[:, None] - np.take_along_axis(values, order, axis=1))
+        effect = p50[:, None] - without
         names = self.edd.features
         return [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
                  for k, j in enumerate(order[i])] for i in range(len(values))]

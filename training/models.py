@@ -20,7 +20,9 @@ import numpy as np
 import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
-from features.pit import US_PER_DAY, micros
+from data.calendar import holiday_dates
+from features.pit import US_PER_DAY, US_PER_HOUR, micros
+from runtime.clock import ANY, OperatingClock, pair_names
 from runtime.models import QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel, ScoreMap, logit
 
 INTERVAL_COVERAGE = 0.8
@@ -119,23 +121,80 @@ def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight:
     return booster
 
 
+#: A weekday is one of a carrier's operating days when it delivers on it at least this
+#: share of its busiest weekday's daily deliveries (a public holiday likewise, against
+#: the same weekdays). On the default set the carriers deliver 0.46-1 of that on the
+#: days they work (Monday is low: nothing was picked up on Sunday) and 0-0.16 on the
+#: days they do not (USPS's few Sunday parcels).
+OPERATING_SHARE = 0.3
+#: a (carrier, service level) with fewer training deliveries runs on the pooled clock
+MIN_CLOCK_DELIVERIES = 200
+
+
+def fit_clock(rows: pd.DataFrame, hours: np.ndarray, country: str) -> OperatingClock:
+    """Each (carrier, service level)'s operating days, from the days its training
+    deliveries landed on (one per shipment: its row at order), and the pooled clock."""
+    first = (rows.hours_since_order.to_numpy() == 0) & ~np.isnan(hours)
+    delivered = micros(rows.as_of)[first] + (np.asarray(hours)[first] * US_PER_HOUR).astype(np.int64)
+    day = delivered // US_PER_DAY
+    names = pair_names(rows.carrier.to_numpy()[first], rows.service_level.to_numpy()[first])
+    years = (int(str(np.datetime64(int(day.min()), "D"))[:4]), int(str(np.datetime64(int(day.max()), "D"))[:4]))
+    holidays = holiday_dates(country, *years).astype(np.int64)
+    span = np.arange(day.min(), day.max() + 1)
+    off = np.isin(span, holidays)
+    days_per_weekday = np.bincount((span[~off] + 3) % 7, minlength=7)
+    holiday_weekday = (span[off] + 3) % 7
+
+    def operating(mask: np.ndarray) -> tuple[list[float], float]:
+        d = day[mask]
+        on_holiday = np.isin(d, holidays)
+        rate = np.bincount((d[~on_holiday] + 3) % 7, minlength=7) / np.maximum(days_per_weekday, 1)
+        week = (rate >= OPERATING_SHARE * rate.max()).astype(float)
+        # holidays that fell on a working weekday: do parcels still arrive on them?
+        working = week[holiday_weekday] > 0
+        landed = np.isin(d[on_holiday], span[off][working]).sum()
+        on_holidays = landed / working.sum() >= OPERATING_SHARE * rate.max() if working.any() else False
+        return week.tolist(), float(on_holidays)
+
+    counts = pd.Series(names).value_counts()
+    fitted = {name: operating(names == name) for name in counts.index[counts >= MIN_CLOCK_DELIVERIES]}
+    fitted[ANY] = operating(np.ones(len(day), dtype=bool))
+    return OperatingClock({k: w for k, (w, _) in fitted.items()}, {k: h for k, (_, h) in fitted.items()},
+                          country, years)
+
+
+def edd_target(clock: OperatingClock, rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
+    """What the EDD boosters learn: log(1 + operating hours) from each row's moment to delivery."""
+    hours = np.maximum(np.asarray(hours, dtype=float), 0)
+    return np.log1p(clock.operating_hours(clock.codes(rows["carrier"], rows["service_level"]), rows["as_of"], hours))
+
+
 class EddEstimator(EddModel):
-    """Learns the EDD quantile boosters and their conformal corrections."""
+    """Learns the operating clock, the EDD quantile boosters and their conformal corrections."""
 
     def fit(self, rows: pd.DataFrame, hours: np.ndarray, val_rows: pd.DataFrame, val_hours: np.ndarray,
-            callbacks: list | None = None, weight: np.ndarray | None = None, client=None) -> "EddEstimator":
+            callbacks: list | None = None, weight: np.ndarray | None = None, client=None,
+            country: str = "US") -> "EddEstimator":
         self.encoder_ = CategoricalEncoder(self.categorical).fit(rows)
+        self.clock_ = fit_clock(rows, hours, country)
         X, Xv = self._X(rows), self._X(val_rows)
-        y, yv = np.log1p(np.maximum(hours, 0)), np.log1p(np.maximum(val_hours, 0))
+        y, yv = self.target(rows, hours), self.target(val_rows, val_hours)
         self.boosters_ = [train_booster({**(EXPLAINED_PARAMS if q == 0.5 else {}), **self.params,
                                          "objective": "quantile", "alpha": q}, X, y, Xv, yv, callbacks, weight,
                                         client, _weeks(rows))
                           for q in QUANTILES]
         return self
 
+    def target(self, rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:
+        return edd_target(self.clock_, rows, hours)
+
     def calibrate(self, rows: pd.DataFrame, hours: np.ndarray, groups: pd.Series) -> "EddEstimator":
+        """Level, interval and promise per calibration group: ``groups`` (carriers) and the
+        row's moment (``runtime.models.calibration_groups``)."""
+        self.by_moment_ = True
+        groups = pd.Series(self.calibration_groups(rows, groups))
         q = self.raw_log_quantiles(rows)
-        y = np.log1p(np.maximum(hours, 0))
+        y = self.target(rows, hours)
         error = y - q[:, 1]
         self.level_shift_ = _per_group(groups, lambda m: float(np.median(error[m]))) if LEVEL_SHIFT else {}
         q = self.level_shifted(q, groups)

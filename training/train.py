@@ -104,7 +104,8 @@ def train(ds: DataSet | None, horizon_days: float = 90.0, params: dict[str, dict
     tables["_sample_shipment_rows"] = sample.drop(columns=LABEL).head(50)  # for MLflow signatures
     report("EDD model", 0.2)
     hl = recency_half_life_days
-    edd = _train_edd(labelled.edd, params.get("edd"), metrics, skipped, evaluation, tables, truth, hl, client)
+    edd = _train_edd(labelled.edd, params.get("edd"), metrics, skipped, evaluation, tables, truth, hl, client,
+                     snapshot.country)
     report("delay model", 0.5)
     delay = _train_delay(labelled.delay, params.get("delay"), metrics, skipped, evaluation, truth, hl, client)
     report("churn model", 0.7)
@@ -182,7 +183,7 @@ def truth_tables(data_folder: Path) -> dict[str, pd.DataFrame]:
 
 
 def _train_edd(win: Windows, params, metrics, skipped, evaluation, tables, truth, half_life,
-               client=None) -> EddEstimator | None:
+               client=None, country: str = "US") -> EddEstimator | None:
     # Counted in delivered shipments (at-order rows), not in-transit snapshots of them.
     n_train, n_cal, n_test = win.n_train, int(at_order(win.calibrate).sum()), int(at_order(win.test).sum())
     if n_train < MIN_TRAIN_ROWS or n_cal < MIN_EVAL_ROWS or n_test < MIN_EVAL_ROWS:
@@ -191,7 +192,8 @@ def _train_edd(win: Windows, params, metrics, skipped, evaluation, tables, truth
         return None
     cal, test = win.calibrate, win.test
     model = EddEstimator(feature_columns(win.fit, spec.EDD), spec.categorical(spec.EDD), params).fit(
-        win.fit, _y(win.fit), win.val, _y(win.val), weight=recency_weights(win.fit.as_of, half_life), client=client)
+        win.fit, _y(win.fit), win.val, _y(win.val), weight=recency_weights(win.fit.as_of, half_life), client=client,
+        country=country)
     model.calibrate(cal, _y(cal), cal.carrier)
 
     r = test[at_order(test)]

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import optuna
 import pandas as pd
 
 from features.build import FeatureSnapshot
 from runtime.models import CategoricalEncoder
-from training.models import train_booster
+from training.models import edd_target, fit_clock, train_booster
 from features import spec
 from features.rhythm import rhythm_features
 from training.rows import LABEL, Labelled, Windows
@@ -69,7 +68,8 @@ def tune(snapshot: FeatureSnapshot, labelled: Labelled, n_trials: int, horizon_d
             mlflow.log_metric("validation_loss", score)
 
     out = {}
-    hours = lambda y: np.log1p(np.maximum(y, 0))  # noqa: E731 - the EDD boosters learn log hours
+    clock = fit_clock(labelled.edd.fit, labelled.edd.fit[LABEL].to_numpy(dtype=float), snapshot.country)
+    hours = lambda rows, y: edd_target(clock, rows, y)  # noqa: E731 - the EDD boosters learn log operating hours
     for name, win, objective, label in (("edd", labelled.edd, {"objective": "quantile", "alpha": 0.5}, hours),
                                         ("delay", labelled.delay, {"objective": "binary"}, None)):
         out[name] = _study(name, *_matrices(win.fit, win.val, name, label), objective, n_trials, seed, log_nested)
@@ -89,5 +89,5 @@ def _matrices(fit: pd.DataFrame, val: pd.DataFrame, model: str, label=None):
     encoder = CategoricalEncoder(spec.categorical(model)).fit(fit)
     y, yv = fit[LABEL].to_numpy(dtype=float), val[LABEL].to_numpy(dtype=float)
     if label is not None:
-        y, yv = label(y), label(yv)
+        y, yv = label(fit, y), label(val, yv)
     return encoder.transform(fit.reindex(columns=features)), y, encoder.transform(val.reindex(columns=features)), yv

@@ -35,6 +35,40 @@ def test_intervals_and_probabilities_are_calibrated_on_later_data(trained):
     assert m["edd_promise95_on_time"] >= 0.92
 
 
+def test_intervals_hold_at_order_and_in_transit_each_calibrated_apart(trained):
+    result, _ = trained
+    m = result.metrics
+    assert 0.74 <= m["edd_in_transit_interval_coverage"] <= 0.86
+    shifts = result.bundle.edd.interval_shift_
+    assert {"ups@order", "ups@transit", "*"} <= set(shifts)
+    assert shifts["ups@order"] != shifts["ups@transit"]
+
+
+def test_each_carrier_runs_on_the_days_the_simulated_carrier_works(trained):
+    """The simulator's UPS works Monday to Friday, FedEx Ground and USPS also Saturdays
+    (USPS a little on Sundays, too little to count); the clock learned from deliveries says so."""
+    weeks = trained[0].bundle.edd.clock_.weeks
+    assert weeks["ups/ground"] == [1, 1, 1, 1, 1, 0, 0]
+    assert weeks["fedex/ground"] == weeks["usps/ground_advantage"] == [1, 1, 1, 1, 1, 1, 0]
+
+
+def test_a_carrier_that_rests_on_weekends_never_gets_a_weekend_eta(trained):
+    """Orders of every weekday and hour with UPS: the median ETA and the promise land on a
+    weekday, however the weekend falls; with USPS (which works Saturdays) some land on one."""
+    result, ds = trained
+    from features.rows import order_moments
+
+    s = ds["shipments"]
+    s = s[s.carrier.isin(["ups", "usps"])].tail(3000)
+    out = result.bundle.predict_rows(result.bundle.shipment_rows(s, ds["scans"], order_moments(s)), explain=False)
+    weekday = out.eta_p50.dt.dayofweek.to_numpy()
+    ups = (s.carrier == "ups").to_numpy()
+    assert len(set(s.ordered_at.dt.dayofweek[ups])) == 7
+    assert (weekday[ups] < 5).all()
+    assert (out.promise_at.dt.dayofweek.to_numpy()[ups] < 5).all()
+    assert (weekday[~ups] == 5).mean() > 0.05
+
+
 def test_bundle_round_trip_predicts_the_same(trained, tmp_path):
     result, ds = trained
     from features.rows import order_moments
