@@ -142,8 +142,15 @@ CHURN_FEATURES = [
     Feature("earlier_contacts", "numeric", (CHURN,), _same("earlier contacts with customer service"), actionable=True),
 ]
 
+#: what moves an answer besides the boosters' features, with words for its reason; never
+#: a model column. ``region_nowcast``: how far behind the model the latest parcels into
+#: the destination region ran at the data's end (``runtime.models.EddModel.nowcast_shift``).
+ADJUSTMENTS = {EDD: [Feature("region_nowcast", "numeric", (), (
+    "parcels into {destination} are running behind right now", "parcels into {destination} are running ahead right now"))]}
+
 FEATURES = [*SHIPMENT_FEATURES, *CHURN_FEATURES]
 _BY_MODEL = {m: {f.name: f for f in FEATURES if m in f.models} for m in (EDD, DELAY, CHURN)}
+_WORDS = {m: {**features, **{f.name: f for f in ADJUSTMENTS.get(m, [])}} for m, features in _BY_MODEL.items()}
 
 
 def model_features(model: str) -> list[str]:
@@ -156,4 +163,5 @@ def categorical(model: str) -> tuple[str, ...]:
 
 
 def feature(model: str, name: str) -> Feature:
-    return _BY_MODEL[model][name]
+    """A model's feature, or one of its ``ADJUSTMENTS``, by name (for its words)."""
+    return _WORDS[model][name]

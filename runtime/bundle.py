@@ -30,6 +30,7 @@ from runtime.reasons import REASON_CONTEXT, actionable_share, plain_reasons
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
 CANDIDATES = 15  # contributions looked at per row (all are computed anyway); reasons that read alike merge
+NOWCAST = "region_nowcast"  # the reason a region's nowcast gives (``features.spec.ADJUSTMENTS``)
 CHURN_OUTPUT = ("order_id", "as_of", "carrier", "service_level", "origin_region", "destination_region", "days_late",
                 "exceptions", "failed_attempts", "returned", "parcels_missing", "rating", "contacts", "orders_so_far")
 TIMESTAMPS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
@@ -143,8 +144,19 @@ class ModelBundle:
         without = self.edd.hours_from_log(rows, log_p50[:, None] - np.take_along_axis(values, order, axis=1))
         effect = p50[:, None] - without
         names = self.edd.features
-        return [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
-                 for k, j in enumerate(order[i])] for i in range(len(values))]
+        out = [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
+                for k, j in enumerate(order[i])] for i in range(len(values))]
+        # The region's nowcast moves the median outside the boosters: a reason of its own,
+        # its value the share of the region's latest parcels behind (``EddModel.nowcast_shift``).
+        nowcast = self.edd.nowcast_shift(rows)
+        moved = np.flatnonzero(np.abs(nowcast) > 0)
+        if len(moved):
+            before = self.edd.hours_from_log(_take(rows, moved), log_p50[moved] - nowcast[moved])
+            behind = self.edd.nowcast_behind(_take(rows, moved))
+            for i, hours, share in zip(moved, p50[moved] - before, behind):
+                out[i].append({"feature": NOWCAST, "value": round(float(share), 3), "effect_hours": round(float(hours), 2)})
+                out[i].sort(key=lambda r: -abs(r["effect_hours"]))
+        return out
 
     # -- customers
     def churn_rows(self, shipments, scans, moments, history=None) -> Columns:

@@ -3,7 +3,9 @@
 The EDD model holds LightGBM quantile boosters for the 10/50/90% points of
 log(1 + hours left) on the carrier's operating clock (``runtime.clock``: its working
 days only), sorted per row so they never cross, plus the conformal
-corrections learned on a later window per carrier. A probability model (delay,
+corrections learned on a later window per carrier, and a nowcast per destination region
+(how far behind the model the region's latest parcels ran at the data's end), which
+fades over the days after it. A probability model (delay,
 churn) holds a LightGBM binary booster and the monotone map that calibrates it
 (isotonic regression made strictly increasing, so customers stay apart; see ``ScoreMap``).
 Fitting and calibrating are training's job (``training.models`` subclasses these);
@@ -31,7 +33,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from features.pit import Lookup
+from features.pit import US_PER_DAY, Lookup, micros
 from features.rhythm import RHYTHM_FEATURES, rhythm_features
 from runtime import model_text
 from runtime.clock import OperatingClock
@@ -39,6 +41,9 @@ from runtime.forest import Forest
 from runtime.treeshap import ContributionTables
 
 QUANTILES = (0.1, 0.5, 0.9)
+#: a region's nowcast (``EddModel.nowcast_shift``) halves every this many days after the
+#: data's end: the simulator's storms last 2 to 5 days, and so do most real disruptions
+NOWCAST_HALF_LIFE_DAYS = 2.0
 #: up to this many rows a booster predicts on one thread
 ONE_THREAD_ROWS = 512
 
@@ -224,16 +229,37 @@ class EddModel(_Model):
         the carrier alone for a version calibrated before the moments were apart."""
         return calibration_groups(rows, carriers) if getattr(self, "by_moment_", False) else carriers
 
-    def level_shifted(self, q: np.ndarray, groups) -> np.ndarray:
+    def level_shifted(self, q: np.ndarray, groups, rows=None) -> np.ndarray:
         """The sorted quantiles moved by the group's median error on the latest calibration
         window (log hours): a lane network that slowed since the boosters' data shows there.
-        ``groups`` are calibration groups (``calibration_groups``)."""
+        ``groups`` are calibration groups (``calibration_groups``); with ``rows``, each
+        row's region nowcast (``nowcast_shift``) is added too."""
         level = getattr(self, "level_shift_", None)
-        return q if not level else q + per_group(level, groups)[:, None]
+        q = q if not level else q + per_group(level, groups)[:, None]
+        return q if rows is None else q + self.nowcast_shift(rows)[:, None]
+
+    def nowcast_shift(self, rows) -> np.ndarray:
+        """Per row, how far behind the model the parcels into its destination region ran
+        at the data's end (log operating hours, ``training.models.EddEstimator.nowcast``),
+        fading with the row's moment after that end (``NOWCAST_HALF_LIFE_DAYS``); 0 for a
+        moment before the end, which the data already speaks of, and for a version without."""
+        at = rows["as_of"]
+        shift = getattr(self, "nowcast_", None)
+        if not shift:
+            return np.zeros(len(at))
+        age_days = (micros(at) - self.nowcast_end_) / US_PER_DAY
+        fade = np.where(age_days >= 0, 0.5 ** (np.maximum(age_days, 0) / NOWCAST_HALF_LIFE_DAYS), 0.0)
+        return per_group(shift, np.asarray(rows["destination_region"], dtype=object)) * fade
+
+    def nowcast_behind(self, rows) -> np.ndarray:
+        """Per row, the share of its destination region's latest parcels that ran behind the
+        model at the data's end (what ``nowcast_shift`` read; NaN for a region without)."""
+        behind = {"*": np.nan, **getattr(self, "nowcast_behind_", {})}
+        return per_group(behind, np.asarray(rows["destination_region"], dtype=object))
 
     def log_median(self, rows, carriers, raw: np.ndarray) -> np.ndarray:
         """The median as the boosters speak it (log operating hours), level-shifted."""
-        return self.level_shifted(raw, self.calibration_groups(rows, carriers))[:, 1]
+        return self.level_shifted(raw, self.calibration_groups(rows, carriers), rows)[:, 1]
 
     def hours_from_log(self, rows, log_hours: np.ndarray) -> np.ndarray:
         """Calendar hours from each row's moment for the boosters' log(1 + operating hours)
@@ -248,7 +274,7 @@ class EddModel(_Model):
     def predict_hours(self, rows, groups, raw: np.ndarray | None = None) -> np.ndarray:
         """Calibrated (p10, p50, p90) hours from the moment, one row each (``groups``: carriers)."""
         groups = self.calibration_groups(rows, groups)
-        q = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups)
+        q = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, rows)
         shift = per_group(self.interval_shift_, groups)
         low, mid, high = self.hours_from_log(rows, np.column_stack([q[:, 0] - shift, q[:, 1], q[:, 2] + shift])).T
         return np.column_stack([np.minimum(low, mid), mid, np.maximum(high, mid)])
@@ -261,7 +287,7 @@ class EddModel(_Model):
         if ((c < 0.5) | (c > 0.995)).any():
             raise ValueError(f"confidence must be between 0.5 and 0.995, not {confidence}")
         groups = self.calibration_groups(rows, groups)
-        q90 = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups)[:, 2]
+        q90 = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, rows)[:, 2]
         grid = np.linspace(0, 1, 201)
         names = list(self.promise_scores_)
         pos = _group_positions(names, groups)
@@ -279,6 +305,8 @@ class EddModel(_Model):
         clock = getattr(self, "clock_", None)
         meta = {**self._meta(), "interval_shift": self.interval_shift_, "level_shift": getattr(self, "level_shift_", {}),
                 "clock": None if clock is None else clock.to_dict(), "by_moment": getattr(self, "by_moment_", False),
+                "nowcast": {"end_us": getattr(self, "nowcast_end_", 0), "shift": getattr(self, "nowcast_", {}),
+                            "behind": getattr(self, "nowcast_behind_", {})},
                 "promise_scores": {k: list(map(float, v)) for k, v in self.promise_scores_.items()}}
         (folder / "edd.json").write_text(json.dumps(meta))
 
@@ -292,6 +320,9 @@ class EddModel(_Model):
         m.level_shift_ = meta.get("level_shift", {})
         m.clock_ = OperatingClock.from_dict(meta["clock"]) if meta.get("clock") else None
         m.by_moment_ = meta.get("by_moment", False)
+        nowcast = meta.get("nowcast") or {}
+        m.nowcast_, m.nowcast_end_ = nowcast.get("shift", {}), int(nowcast.get("end_us", 0))
+        m.nowcast_behind_ = nowcast.get("behind", {})
         m.promise_scores_ = {k: np.array(v) for k, v in meta["promise_scores"].items()}
         return m
 

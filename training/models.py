@@ -32,6 +32,8 @@ INTERVAL_COVERAGE = 0.8
 CONFORMAL_HALF_LIFE_DAYS: float | None = 4.0
 LEVEL_SHIFT = True  # move the quantiles by the calibration window's median error (chosen by backtest)
 MIN_GROUP_ROWS = 200  # smaller carriers use the overall conformal correction
+#: a region with n parcels behind its nowcast weighs n / (n + 20) against no shift
+NOWCAST_PRIOR = 20.0
 #: Depth is capped: per-request reasons run TreeSHAP (pred_contrib), whose cost grows
 #: with trees x leaves x depth squared; unbalanced 20-deep trees made it 8 ms a row.
 BASE_PARAMS = {
@@ -206,6 +208,34 @@ class EddEstimator(EddModel):
         self.interval_shift_ = _per_group(
             groups, lambda m: _conformal_quantile(interval_scores[m], INTERVAL_COVERAGE, of(m)))
         self.promise_scores_ = _per_group(groups, lambda m: _quantile_grid(promise_scores[m], of(m)))
+        return self
+
+    def nowcast(self, rows: pd.DataFrame, hours: np.ndarray, end: pd.Timestamp) -> "EddEstimator":
+        """Per destination region, how far behind the model its latest parcels ran at
+        ``end`` (``runtime.models.EddModel.nowcast_shift`` applies it to later moments).
+
+        ``rows`` are at-order rows of recently ordered shipments, ``hours`` their hours to
+        delivery where known at ``end`` (NaN: still on the way). Among the parcels whose
+        predicted median moment has passed by ``end`` (so whether they beat it is known),
+        the median error in log operating hours, a parcel still on its way counting at its
+        age: a lower bound, so the shift is at least what the parcels show. A storm shows
+        here days before its slow deliveries reach any trailing window; the boosters see
+        too few storms to learn it from features (README, "Backtests")."""
+        self.nowcast_, self.nowcast_behind_, self.nowcast_end_ = {}, {}, int(micros(pd.Series([end]))[0])
+        if not len(rows):
+            return self
+        age = (self.nowcast_end_ - micros(rows.as_of)) / US_PER_HOUR
+        hours = np.asarray(hours, dtype=float)
+        seen = np.where(np.isnan(hours) | (hours > age), age, hours)  # on its way at the end: its age so far
+        q50 = self.log_median(rows, rows.carrier, self.raw_log_quantiles(rows))  # before any nowcast: set empty above
+        due = (self.hours_from_log(rows, q50) < age) & (age > 0)
+        error = self.target(rows, seen) - q50
+        shift, behind = {"*": 0.0}, {}
+        regions = rows.destination_region.to_numpy(dtype=object)[due]
+        for region, e in pd.Series(error[due]).groupby(regions):
+            shift[str(region)] = float(len(e) / (len(e) + NOWCAST_PRIOR) * np.median(e))
+            behind[str(region)] = float(np.mean(e > 0))
+        self.nowcast_, self.nowcast_behind_ = shift, behind
         return self
 
 

@@ -274,6 +274,23 @@ def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
     return rows, shipment_labels(shipments, rows, snapshot.end)
 
 
+#: the days of orders before the data's end that a region's nowcast reads (``recent_rows``)
+NOWCAST_DAYS = 10
+
+
+def recent_rows(shipments: pd.DataFrame, snapshot: FeatureSnapshot) -> tuple[pd.DataFrame, np.ndarray]:
+    """At-order rows of the shipments ordered in the ``NOWCAST_DAYS`` before the snapshot's
+    end, and their hours to delivery where known by then (NaN: still on the way)."""
+    end = micros(pd.Series([snapshot.end]))[0]
+    ordered = micros(shipments.ordered_at)
+    recent = shipments[(ordered < end) & (ordered >= end - NOWCAST_DAYS * US_PER_DAY)].reset_index(drop=True)
+    moments = pd.DataFrame({"shipment_id": recent.shipment_id.astype("str").to_numpy(), "as_of": recent.ordered_at})
+    rows = frame_of(shipment_rows(columns_of(recent), None, moments, snapshot), timestamps=("as_of",))
+    delivered = micros(recent.delivered_at)
+    known = (delivered != NAT) & (delivered < end)
+    return rows, np.where(known, (delivered - micros(recent.ordered_at)) / US_PER_HOUR, np.nan)
+
+
 def churn_training_moments(snapshot: FeatureSnapshot, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """One moment per judged order (half right after the delivery, half up to 60 days
     later), with the delivery's judged moment (microseconds) and the customer."""

@@ -231,6 +231,30 @@ def test_a_storm_before_the_cutoff_moves_that_regions_etas_later(drift):
     assert later["storm"] > later["others"] + 3  # the same orders elsewhere move less
 
 
+def test_the_storm_shows_in_its_regions_nowcast_which_fades_and_is_given_as_a_reason(drift):
+    """The storm region's parcels ran far behind the model at the cutoff: its nowcast is
+    large in the stormy world and small in the calm one; it fades over the days after the
+    cutoff, never touches a moment before it, and the storm orders' reasons say it."""
+    from features.rows import order_moments
+
+    calm, drifted, orders = drift
+    storm = orders["storm"]
+    region = storm.destination_region.iloc[0]
+    assert drifted.edd.nowcast_[region] > 0.2
+    assert abs(calm.edd.nowcast_.get(region, 0.0)) < 0.1
+    at = lambda days: storm.head(3).assign(ordered_at=CUT + pd.Timedelta(days=days))
+    shift = {d: drifted.edd.nowcast_shift(drifted.shipment_rows(at(d), None, order_moments(at(d)))) for d in (-0.01, 0, 2, 14)}
+    assert (shift[-0.01] == 0).all()
+    np.testing.assert_allclose(shift[0], drifted.edd.nowcast_[region])
+    np.testing.assert_allclose(shift[2], drifted.edd.nowcast_[region] / 2)
+    assert (shift[14] < 0.01 * shift[0]).all()
+    first = storm.head(5).assign(ordered_at=CUT + pd.Timedelta(hours=1))
+    said = drifted.predict_rows(drifted.shipment_rows(first, None, order_moments(first))).reasons
+    wanted = f"parcels into {region} are running behind right now"
+    assert all(any(r["text"] == wanted and r["effect_hours"] > 5 and r["value"] > 0.8 for r in reasons)
+               for reasons in said), said.tolist()
+
+
 def test_a_sudden_lane_slow_down_widens_that_lanes_intervals_at_the_next_cutoff(drift):
     calm, drifted, orders = drift
     width = lambda b, k: (_hours(b, orders[k]).p90 - _hours(b, orders[k]).p10).mean()
