@@ -19,7 +19,7 @@ from data.load import DataSet
 from features.build import FeatureSnapshot, after_delivery
 from features.customer import churn_moments
 from features.pit import NAT, US_PER_DAY, US_PER_HOUR, EventIndex, Lookup, columns_of, frame_of, micros, timestamps_of
-from features.rows import shipment_rows
+from features.rows import order_moments, shipment_rows
 from features.shipment import shipment_features
 from features.transit import keyed_uniform, training_moments
 
@@ -284,8 +284,7 @@ def recent_rows(shipments: pd.DataFrame, snapshot: FeatureSnapshot) -> tuple[pd.
     end = micros(pd.Series([snapshot.end]))[0]
     ordered = micros(shipments.ordered_at)
     recent = shipments[(ordered < end) & (ordered >= end - NOWCAST_DAYS * US_PER_DAY)].reset_index(drop=True)
-    moments = pd.DataFrame({"shipment_id": recent.shipment_id.astype("str").to_numpy(), "as_of": recent.ordered_at})
-    rows = frame_of(shipment_rows(columns_of(recent), None, moments, snapshot), timestamps=("as_of",))
+    rows = frame_of(shipment_rows(columns_of(recent), None, order_moments(recent), snapshot), timestamps=("as_of",))
     delivered = micros(recent.delivered_at)
     known = (delivered != NAT) & (delivered < end)
     return rows, np.where(known, (delivered - micros(recent.ordered_at)) / US_PER_HOUR, np.nan)
