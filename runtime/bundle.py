@@ -96,8 +96,8 @@ class ModelBundle:
         groups = rows["carrier"]
         X = self.edd._matrix(rows)  # once: reused by every EDD booster, the delay booster's columns and the reasons
         raw = self.edd.raw_log_quantiles(rows, X)
-        hours = self.edd.predict_hours(rows, groups, raw)
-        promise_h = self.edd.promise_hours(rows, groups, confidence, raw)
+        shifted = self.edd.shifted_quantiles(rows, groups, raw)  # once, for the ETA, the promise and the reasons
+        hours, promise_h = self.edd.eta_and_promise_hours(rows, groups, confidence, shifted)
         out = {"shipment_id": np.asarray(rows["shipment_id"], dtype=object), "as_of": at}
         for k, name in enumerate(("eta_p10", "eta_p50", "eta_p90")):
             out[name] = at + (hours[:, k] * US_PER_HOUR).astype(np.int64)
@@ -113,7 +113,7 @@ class ModelBundle:
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
-            ranked = self.reasons(chosen, self.edd.log_median(chosen, chosen["carrier"], raw[pick]), X[pick],
+            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick],
                                   top=CANDIDATES)
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
@@ -139,22 +139,23 @@ class ModelBundle:
         values = self.edd.contributions(rows, self.edd.explained, X)
         order, raw = _ranked(values, rows, self.edd.features, top)
         log_p50 = np.asarray(log_p50, dtype=float)
-        p50 = self.edd.hours_from_log(rows, log_p50)
-        # A contribution is in log(1 + operating hours): its effect is the median with and without it.
-        without = self.edd.hours_from_log(rows, log_p50[:, None] - np.take_along_axis(values, order, axis=1))
-        effect = p50[:, None] - without
+        # The region's nowcast moves the median outside the boosters (``EddModel.nowcast_shift``).
+        nowcast = self.edd.nowcast_shift(rows)
+        # A contribution is in log(1 + operating hours): its effect is the median with and
+        # without it; the median, without each contribution and without the nowcast in one
+        # pass through the clock.
+        hours = self.edd.hours_from_log(rows, np.column_stack(
+            [log_p50, log_p50[:, None] - np.take_along_axis(values, order, axis=1), log_p50 - nowcast]))
+        effect = hours[:, :1] - hours[:, 1:]
         names = self.edd.features
         out = [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
                 for k, j in enumerate(order[i])] for i in range(len(values))]
-        # The region's nowcast moves the median outside the boosters: a reason of its own,
-        # its value the share of the region's latest parcels behind (``EddModel.nowcast_shift``).
-        nowcast = self.edd.nowcast_shift(rows)
-        moved = np.flatnonzero(np.abs(nowcast) > 0)
-        if len(moved):
-            before = self.edd.hours_from_log(_take(rows, moved), log_p50[moved] - nowcast[moved])
-            behind = self.edd.nowcast_behind(_take(rows, moved))
-            for i, hours, share in zip(moved, p50[moved] - before, behind):
-                out[i].append({"feature": NOWCAST, "value": round(float(share), 3), "effect_hours": round(float(hours), 2)})
+        moved = np.flatnonzero(nowcast != 0)
+        if len(moved):  # a reason of its own, its value the share of the region's latest parcels behind
+            behind = self.edd.nowcast_behind(rows)
+            for i in moved:
+                out[i].append({"feature": NOWCAST, "value": round(float(behind[i]), 3),
+                               "effect_hours": round(float(effect[i, -1]), 2)})
                 out[i].sort(key=lambda r: -abs(r["effect_hours"]))
         return out
 

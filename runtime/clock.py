@@ -59,11 +59,8 @@ class OperatingClock:
         weekday = (days + 3) % 7  # day 0 (1970-01-01) was a Thursday
         self._rate = np.stack([np.where(holiday, holidays[name], np.asarray(weeks[name], dtype=float)[weekday])
                                for name in names])
-        cum = np.concatenate([np.zeros((len(self._rate), 1)), np.cumsum(self._rate, axis=1)], axis=1)
-        # every pair's running total in one increasing array: one search finds any pair's day
-        self._span = cum[:, -1].max() + 1.0
-        self._cum = cum
-        self._flat = (cum + self._span * np.arange(len(cum))[:, None]).ravel()
+        # each clock's running total at the start of every day, and at the end of the last
+        self._cum = np.concatenate([np.zeros((len(self._rate), 1)), np.cumsum(self._rate, axis=1)], axis=1)
 
     def codes(self, carrier, service) -> np.ndarray:
         """Each row's clock (the pooled one where training did not see the pair)."""
@@ -76,16 +73,6 @@ class OperatingClock:
         day = np.clip(np.floor(t).astype(np.int64), 0, self._rate.shape[1] - 1)
         return self._cum[codes, day] + self._rate[codes, day] * (t - day)
 
-    def moment(self, codes: np.ndarray, reading: np.ndarray) -> np.ndarray:
-        """The first moment (float days since 1970) each row's clock shows ``reading``."""
-        n_days = self._rate.shape[1]
-        pos = np.searchsorted(self._flat, reading + codes * self._span, side="right") - 1
-        day = np.clip(pos - codes * (n_days + 1), 0, n_days - 1)
-        rate = self._rate[codes, day]
-        # a stopped day is only found at the exact reading where it starts: no time in it
-        frac = np.where(rate > 0, (reading - self._cum[codes, day]) / np.where(rate > 0, rate, 1.0), 0.0)
-        return self._first + day + frac
-
     def operating_hours(self, codes: np.ndarray, start, hours) -> np.ndarray:
         """Operating hours from ``start`` (timestamps) to ``hours`` calendar hours later."""
         start_days = micros(start) / US_PER_DAY
@@ -94,13 +81,16 @@ class OperatingClock:
 
     def calendar_hours(self, codes: np.ndarray, start, operating_hours) -> np.ndarray:
         """Calendar hours from ``start`` (timestamps) until each row's clock has run
-        ``operating_hours`` (one value per row, or a matrix with a row per start)."""
+        ``operating_hours`` (one value per row, or a matrix with a row per start): the
+        ``reading`` and ``moment`` arithmetic in one compiled loop (``runtime.compiled``)."""
+        from runtime import compiled  # numba: imported by the code that predicts
+
         h = np.asarray(operating_hours, dtype=float)
-        start_days = micros(start) / US_PER_DAY
-        if h.ndim == 2:
-            codes, start_days = np.repeat(codes, h.shape[1]), np.repeat(start_days, h.shape[1])
-        end = self.moment(codes, self.reading(codes, start_days) + h.ravel() / 24.0)
-        return np.maximum((end - start_days) * 24.0, 0.0).reshape(h.shape)
+        matrix = h.reshape(len(h), -1) if h.ndim else h.reshape(1, 1)
+        out = np.empty(matrix.shape)
+        compiled.calendar_hours(self._cum, self._rate, float(self._first), np.asarray(codes, dtype=np.int64),
+                                micros(start) / US_PER_DAY, np.ascontiguousarray(matrix), out)
+        return out.reshape(h.shape)
 
     def to_dict(self) -> dict:
         return {"weeks": self.weeks, "holidays": self.holidays, "country": self.country, "years": list(self.years)}

@@ -1,4 +1,4 @@
-"""The compiled loops over LightGBM trees: its decision rule, prediction, TreeSHAP.
+"""The compiled loops over LightGBM trees (its decision rule, prediction, TreeSHAP) and the operating clock's inverse.
 
 One definition of how a row goes at a split (``goes_left``, LightGBM's own rule) serves
 both loops that walk trees: ``predict`` (``runtime.forest``) and ``contributions``
@@ -117,3 +117,33 @@ def contributions(X, feature, threshold, categorical, default_left, missing, cat
                 out[r, slot_feature[k]] += vz * (followed * slot_inv_z[k] - 1.0) * \
                     table[base + (followed_set & ~(1 << j))]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def calendar_hours(cum, rate, first, codes, start_days, operating_hours, out):
+    """``runtime.clock.OperatingClock.calendar_hours``'s loop: per row, read its clock
+    (``codes``: rows of ``cum`` and ``rate``) at ``start_days``, add each of its
+    ``operating_hours``, and find the first moment the clock shows that reading (the last
+    day whose running total is at or under it; a stopped day holds no time). One call
+    for any batch: a live request pays no per-array set-up."""
+    n_days = rate.shape[1]
+    for i in range(codes.shape[0]):
+        c = codes[i]
+        t = start_days[i] - first
+        day = min(max(int(np.floor(t)), 0), n_days - 1)
+        start = cum[c, day] + rate[c, day] * (t - day)
+        for j in range(operating_hours.shape[1]):
+            target = start + operating_hours[i, j] / 24.0
+            lo, hi = 0, n_days + 1  # cum's row has a running total at every day's start and the end
+            while lo < hi:
+                mid = (lo + hi) // 2
+                if cum[c, mid] <= target:
+                    lo = mid + 1
+                else:
+                    hi = mid
+            d = min(max(lo - 1, 0), n_days - 1)
+            r = rate[c, d]
+            frac = (target - cum[c, d]) / r if r > 0 else 0.0
+            out[i, j] = max((first + d + frac - start_days[i]) * 24.0, 0.0)
+    return out
+

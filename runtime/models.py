@@ -25,6 +25,7 @@ worked out once per booster (``runtime.treeshap``).
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from pathlib import Path
@@ -257,9 +258,12 @@ class EddModel(_Model):
         behind = {"*": np.nan, **getattr(self, "nowcast_behind_", {})}
         return per_group(behind, np.asarray(rows["destination_region"], dtype=object))
 
-    def log_median(self, rows, carriers, raw: np.ndarray) -> np.ndarray:
-        """The median as the boosters speak it (log operating hours), level-shifted."""
-        return self.level_shifted(raw, self.calibration_groups(rows, carriers), rows)[:, 1]
+    def shifted_quantiles(self, rows, carriers, raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The sorted quantiles as the boosters speak them (log operating hours), level-shifted
+        and nowcast, and each row's calibration group: what ``predict_hours``,
+        ``promise_hours`` and the reasons read, worked out once for all three."""
+        groups = self.calibration_groups(rows, carriers)
+        return self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, rows), groups
 
     def hours_from_log(self, rows, log_hours: np.ndarray) -> np.ndarray:
         """Calendar hours from each row's moment for the boosters' log(1 + operating hours)
@@ -271,23 +275,38 @@ class EddModel(_Model):
             return hours
         return clock.calendar_hours(clock.codes(rows["carrier"], rows["service_level"]), rows["as_of"], hours)
 
-    def predict_hours(self, rows, groups, raw: np.ndarray | None = None) -> np.ndarray:
-        """Calibrated (p10, p50, p90) hours from the moment, one row each (``groups``: carriers)."""
-        groups = self.calibration_groups(rows, groups)
-        q = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, rows)
-        shift = per_group(self.interval_shift_, groups)
-        low, mid, high = self.hours_from_log(rows, np.column_stack([q[:, 0] - shift, q[:, 1], q[:, 2] + shift])).T
-        return np.column_stack([np.minimum(low, mid), mid, np.maximum(high, mid)])
+    def predict_hours(self, rows, groups, raw: np.ndarray | None = None, shifted=None) -> np.ndarray:
+        """Calibrated (p10, p50, p90) hours from the moment, one row each (``groups``: carriers;
+        ``shifted``: ``shifted_quantiles`` of the rows, when the caller has them)."""
+        q, groups = self.shifted_quantiles(rows, groups, raw) if shifted is None else shifted
+        return _ordered(self.hours_from_log(rows, self._interval_log(q, groups)))
 
-    def promise_hours(self, rows, groups, confidence, raw: np.ndarray | None = None) -> np.ndarray:
+    def promise_hours(self, rows, groups, confidence, raw: np.ndarray | None = None, shifted=None) -> np.ndarray:
         """Hours from the moment within which a share ``confidence`` of parcels arrive.
 
-        ``confidence`` is one value or one per row; ``groups``: carriers."""
+        ``confidence`` is one value or one per row; ``groups``: carriers; ``shifted`` as
+        for ``predict_hours``."""
+        q, groups = self.shifted_quantiles(rows, groups, raw) if shifted is None else shifted
+        return self.hours_from_log(rows, self._promise_log(q, groups, confidence))
+
+    def eta_and_promise_hours(self, rows, groups, confidence, shifted) -> tuple[np.ndarray, np.ndarray]:
+        """``predict_hours`` and ``promise_hours`` together, through the clock in one pass
+        (an answer needs both; a live request pays the clock's set-up once)."""
+        q, groups = shifted
+        hours = self.hours_from_log(rows, np.column_stack([self._interval_log(q, groups),
+                                                           self._promise_log(q, groups, confidence)]))
+        return _ordered(hours[:, :3]), hours[:, 3]
+
+    def _interval_log(self, q: np.ndarray, groups) -> np.ndarray:
+        """The 10-90% interval's ends widened by the group's conformal shift, and the median."""
+        shift = per_group(self.interval_shift_, groups)
+        return np.column_stack([q[:, 0] - shift, q[:, 1], q[:, 2] + shift])
+
+    def _promise_log(self, q: np.ndarray, groups, confidence) -> np.ndarray:
+        """The 90% point plus the group's one-sided error at ``confidence`` (log operating hours)."""
         c = np.asarray(confidence, dtype=float)
         if ((c < 0.5) | (c > 0.995)).any():
             raise ValueError(f"confidence must be between 0.5 and 0.995, not {confidence}")
-        groups = self.calibration_groups(rows, groups)
-        q90 = self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, rows)[:, 2]
         grid = np.linspace(0, 1, 201)
         names = list(self.promise_scores_)
         pos = _group_positions(names, groups)
@@ -296,7 +315,7 @@ class EddModel(_Model):
         for k in np.unique(pos):  # one interpolation per carrier, over every row of it
             rows_k = pos == k
             shift[rows_k] = np.interp(c[rows_k], grid, self.promise_scores_[names[k]])
-        return self.hours_from_log(rows, q90 + shift)
+        return q[:, 2] + shift
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -427,10 +446,24 @@ class ProbabilityModel(_Model):
         return m
 
 
+def _ordered(hours: np.ndarray) -> np.ndarray:
+    """(p10, p50, p90) hours with the ends never inside the median (a conformal shift can
+    be negative where the boosters' interval was too wide)."""
+    low, mid, high = hours.T
+    return np.column_stack([np.minimum(low, mid), mid, np.maximum(high, mid)])
+
+
 def _group_positions(names: list[str], groups) -> np.ndarray:
     """Each row's position in ``names`` (a per-group table's keys), '*' when its group has none."""
-    pos = Lookup(names).codes(groups)
-    return np.where(pos >= 0, pos, names.index("*"))
+    lookup, star = _group_lookup(tuple(names))
+    pos = lookup.codes(groups)
+    return np.where(pos >= 0, pos, star)
+
+
+@functools.lru_cache(maxsize=256)
+def _group_lookup(names: tuple[str, ...]) -> tuple[Lookup, int]:
+    # a model's few tables, asked on every request: each looked up once, not rebuilt per call
+    return Lookup(names), names.index("*")
 
 
 def calibration_groups(rows, carriers) -> np.ndarray:

@@ -227,7 +227,7 @@ class EddEstimator(EddModel):
         age = (self.nowcast_end_ - micros(rows.as_of)) / US_PER_HOUR
         hours = np.asarray(hours, dtype=float)
         seen = np.where(np.isnan(hours) | (hours > age), age, hours)  # on its way at the end: its age so far
-        q50 = self.log_median(rows, rows.carrier, self.raw_log_quantiles(rows))  # before any nowcast: set empty above
+        q50 = self.shifted_quantiles(rows, rows.carrier)[0][:, 1]  # without a nowcast: emptied above
         due = (self.hours_from_log(rows, q50) < age) & (age > 0)
         error = self.target(rows, seen) - q50
         shift, behind = {"*": 0.0}, {}
