@@ -103,9 +103,7 @@ class ModelBundle:
             out[name] = at + (hours[:, k] * US_PER_HOUR).astype(np.int64)
         out["promise_at"] = end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64))
         has_promise = ~np.isnan(np.asarray(rows["promise_hours"], dtype=float))
-        late = self.delay.predict_proba(rows, self._delay_matrix(rows, X)) if self.delay is not None \
-            else np.full(len(at), np.nan)
-        out["late_probability"] = np.where(has_promise, late, np.nan)
+        out["late_probability"] = np.where(has_promise, self.late_probability(rows, X, shifted[0]), np.nan)
         out["confidence"] = confidence_label(rows)
         explain = np.broadcast_to(np.asarray(explain, dtype=bool), len(at))
         reasons = [[] for _ in range(len(at))]
@@ -119,6 +117,20 @@ class ModelBundle:
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons
         return out
+
+    def late_probability(self, rows, X: np.ndarray | None = None, shifted: np.ndarray | None = None) -> np.ndarray:
+        """The delay model's probability of missing the promise, moved by the mass of the
+        ETA distribution the region's nowcast pushed past it (``EddModel.late_shift``);
+        ``X`` and ``shifted`` (the EDD model's matrix and ``shifted_quantiles``) when the
+        caller has them. NaN without a delay model."""
+        if self.delay is None:
+            return np.full(len(np.asarray(rows["as_of"])), np.nan)
+        late = self.delay.predict_proba(rows, None if X is None else self._delay_matrix(rows, X))
+        if self.edd is None:
+            return late
+        if shifted is None:
+            shifted = self.edd.shifted_quantiles(rows, rows["carrier"])[0]
+        return np.clip(late + self.edd.late_shift(rows, shifted, self.edd.nowcast_shift(rows)), 0.0, 1.0)
 
     def _delay_matrix(self, rows, edd_X: np.ndarray) -> np.ndarray | None:
         # Same features, order and categorical levels (both train on the shipment rows): reuse.

@@ -252,6 +252,26 @@ class EddModel(_Model):
         fade = np.where(age_days >= 0, 0.5 ** (np.maximum(age_days, 0) / NOWCAST_HALF_LIFE_DAYS), 0.0)
         return per_group(shift, np.asarray(rows["destination_region"], dtype=object)) * fade
 
+    def late_shift(self, rows, shifted: np.ndarray, nowcast: np.ndarray) -> np.ndarray:
+        """How much each row's nowcast raises its chance of missing the promise: the mass of
+        its ETA distribution the nowcast moved past the promise (a normal in log operating
+        hours, median and spread from the ``shifted`` quantiles). The delay model sees no
+        storm either, so its probability moves with the ETA (``ModelBundle``); 0 where
+        nothing was moved, NaN without a promise."""
+        out = np.zeros(len(nowcast))
+        moved = nowcast != 0
+        if not moved.any():
+            return out
+        from scipy.special import ndtr  # the normal distribution function, vectorised
+
+        left = np.maximum(np.asarray(rows["hours_to_promise"], dtype=float), 0.0)
+        clock = getattr(self, "clock_", None)
+        if clock is not None:
+            left = clock.operating_hours(clock.codes(rows["carrier"], rows["service_level"]), rows["as_of"], left)
+        spread = np.maximum((shifted[:, 2] - shifted[:, 0]) / (2 * 1.2815515655446004), 1e-6)  # z of the 90% point
+        gap = np.log1p(left) - shifted[:, 1]
+        return np.where(moved, ndtr((gap + nowcast) / spread) - ndtr(gap / spread), 0.0)
+
     def nowcast_behind(self, rows) -> np.ndarray:
         """Per row, the share of its destination region's latest parcels that ran behind the
         model at the data's end (what ``nowcast_shift`` read; NaN for a region without)."""

@@ -141,7 +141,7 @@ def delay_figures(moment: str, bundle: ModelBundle, rows: pd.DataFrame, labels: 
     r, yk = with_label(rows, labels.late.to_numpy())
     if bundle.delay is None or len(yk) < MIN_EVAL_ROWS:
         return []
-    scores = {"eddy": bundle.delay.predict_proba(r), "late_rate": baselines.late_rate_table(r)}
+    scores = {"eddy": bundle.late_probability(r), "late_rate": baselines.late_rate_table(r)}
     if moment == "at_order":
         scores["oracle"] = outcomes.oracle("shipments", "shipment_id", "p_late", r.shipment_id)
     return [f for model, p in scores.items() if p is not None for f in _probability_figures(moment, model, "delay", p, yk)]

@@ -255,6 +255,30 @@ def test_the_storm_shows_in_its_regions_nowcast_which_fades_and_is_given_as_a_re
                for reasons in said), said.tolist()
 
 
+def test_the_storm_regions_nowcast_raises_the_chance_of_missing_the_promise(drift):
+    """The delay model sees no storm either: its probability moves by the mass of the ETA
+    distribution the nowcast pushed past each promise, and not at all without a nowcast."""
+    from features.rows import order_moments
+
+    _, drifted, orders = drift
+    placed = orders["storm"].assign(ordered_at=CUT + pd.Timedelta(hours=1))
+    placed = placed.assign(promised_at=placed.ordered_at + pd.Timedelta(days=4))
+    rows = drifted.shipment_rows(placed, None, order_moments(placed))
+    nowcast = drifted.edd.nowcast_
+    with_it = drifted.predict_rows(rows, explain=False).late_probability.to_numpy()
+    try:
+        drifted.edd.nowcast_ = {}
+        without = drifted.predict_rows(rows, explain=False).late_probability.to_numpy()
+    finally:
+        drifted.edd.nowcast_ = nowcast
+    assert (with_it >= without).all() and (with_it <= 1).all()
+    assert (with_it - without).mean() > 0.1, (with_it - without)
+    later = placed.assign(ordered_at=CUT + pd.Timedelta(days=30), promised_at=CUT + pd.Timedelta(days=34))
+    rows = drifted.shipment_rows(later, None, order_moments(later))
+    faded = drifted.late_probability(rows) - drifted.delay.predict_proba(rows)
+    assert np.abs(faded).max() < 0.01
+
+
 def test_a_sudden_lane_slow_down_widens_that_lanes_intervals_at_the_next_cutoff(drift):
     calm, drifted, orders = drift
     width = lambda b, k: (_hours(b, orders[k]).p90 - _hours(b, orders[k]).p10).mean()
