@@ -243,6 +243,22 @@ def test_training_windows_on_dask_equal_the_in_process_ones(client, trained, mon
         same_rows(local_snapshot.customers.frame(table), snapshot.customers.frame(table), ["order_id"])
 
 
+def test_the_nowcasts_parcels_on_dask_are_the_in_process_ones(client, trained):
+    """`train --cluster` reads the region nowcast's parcels (the orders of the last days
+    before the end) from the partitions: the same rows and hours to delivery as in process."""
+    from training.distributed import recent_shipments_on
+    from training.rows import recent_rows
+
+    _, ds = trained
+    snap = FeatureSnapshot.fit(ds)
+    local_rows, local_hours = recent_rows(ds["shipments"], snap)
+    remote_rows, remote_hours = recent_rows(recent_shipments_on(client, read_on(client, ds.folder, n=3), snap.end), snap)
+    assert len(local_rows) > 10 and np.isnan(local_hours).any() and not np.isnan(local_hours).all()
+    a = local_rows.assign(_hours=local_hours).sort_values("shipment_id").reset_index(drop=True)
+    b = remote_rows.assign(_hours=remote_hours).sort_values("shipment_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+
+
 def test_boosters_trained_on_dask_match_the_in_process_fit(client, trained):
     """lightgbm.dask has no early stopping: the rounds come from an in-process fit (on the
     whole training window here, below the sample size), and the Dask booster, trained on
