@@ -32,10 +32,10 @@ from features.build import FeatureSnapshot
 from features.customer import CustomerHistory
 from features.distributed import customers_of, shared_on, snapshot_on
 from features.pit import frame_of, micros, timestamps_of
-from training.rows import (LABEL, MIN_TRAIN_ROWS, NOWCAST_DAYS, REF, Labelled, Split, at_order, churn_labels, churn_split,
+from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, at_order, churn_labels, churn_split,
                            churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows,
-                           eval_counts, eval_draw, eval_shares, kept, lead_days, shipment_labels, split_of_shipments, tail_bounds,
-                           too_few_churn_labels, windows_from)
+                           eval_counts, eval_draw, eval_shares, kept, lead_days, recent_shipments, shipment_labels,
+                           split_of_shipments, tail_bounds, too_few_churn_labels, windows_from)
 
 #: the shipment models and their labels (``training.rows.shipment_labels``)
 SHIPMENT_LABELS = {"edd": "hours_left", "delay": "late"}
@@ -82,13 +82,12 @@ def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timest
 
 
 def recent_shipments_on(client, data, end: pd.Timestamp) -> pd.DataFrame:
-    """The shipments ordered in the ``NOWCAST_DAYS`` before ``end``, from every partition."""
+    """``training.rows.recent_shipments`` of every partition, as one table."""
     return pd.concat(client.gather(client.map(_recent, data.parts, end=end)), ignore_index=True)
 
 
 def _recent(part: DataSet, end: pd.Timestamp) -> pd.DataFrame:
-    s = part["shipments"]
-    return s[(s.ordered_at < end) & (s.ordered_at >= end - pd.Timedelta(days=NOWCAST_DAYS))]
+    return recent_shipments(part["shipments"], end)
 
 
 def _shipment_facts(part: DataSet) -> tuple[np.ndarray, pd.Timestamp | None]:

@@ -278,12 +278,19 @@ def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
 NOWCAST_DAYS = 10
 
 
-def recent_rows(shipments: pd.DataFrame, snapshot: FeatureSnapshot) -> tuple[pd.DataFrame, np.ndarray]:
-    """At-order rows of the shipments ordered in the ``NOWCAST_DAYS`` before the snapshot's
-    end, and their hours to delivery where known by then (NaN: still on the way)."""
-    end = micros(pd.Series([snapshot.end]))[0]
+def recent_shipments(shipments: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
+    """The shipments ordered in the ``NOWCAST_DAYS`` before ``end`` (of a data set, or of
+    one partition of it: the parts' add up to the whole's)."""
     ordered = micros(shipments.ordered_at)
-    recent = shipments[(ordered < end) & (ordered >= end - NOWCAST_DAYS * US_PER_DAY)].reset_index(drop=True)
+    end_us = micros(pd.Series([end]))[0]
+    return shipments[(ordered < end_us) & (ordered >= end_us - NOWCAST_DAYS * US_PER_DAY)].reset_index(drop=True)
+
+
+def recent_rows(shipments: pd.DataFrame, snapshot: FeatureSnapshot) -> tuple[pd.DataFrame, np.ndarray]:
+    """At-order rows of the ``recent_shipments`` before the snapshot's end, and their hours
+    to delivery where known by then (NaN: still on the way)."""
+    end = micros(pd.Series([snapshot.end]))[0]
+    recent = recent_shipments(shipments, snapshot.end)
     rows = frame_of(shipment_rows(columns_of(recent), None, order_moments(recent), snapshot), timestamps=("as_of",))
     delivered = micros(recent.delivered_at)
     known = (delivered != NAT) & (delivered < end)
