@@ -68,10 +68,14 @@ class OperatingClock:
                           self._services.codes(np.asarray(service, dtype=object))]  # -1: the unseen row
 
     def reading(self, codes: np.ndarray, days: np.ndarray) -> np.ndarray:
-        """Operating days on each row's clock from its first day to ``days`` (float days since 1970)."""
-        t = np.asarray(days, dtype=float) - self._first
-        day = np.clip(np.floor(t).astype(np.int64), 0, self._rate.shape[1] - 1)
-        return self._cum[codes, day] + self._rate[codes, day] * (t - day)
+        """Operating days on each row's clock from its first day to ``days`` (float days since
+        1970): ``runtime.compiled.clock_reading``, the one definition ``calendar_hours`` reads too."""
+        from runtime import compiled  # numba: imported by the code that uses the clock
+
+        days = np.asarray(days, dtype=float)
+        codes = np.broadcast_to(np.asarray(codes, dtype=np.int64), days.shape)
+        return compiled.clock_readings(self._cum, self._rate, float(self._first), np.ascontiguousarray(codes),
+                                       np.ascontiguousarray(days), np.empty(days.shape))
 
     def operating_hours(self, codes: np.ndarray, start, hours) -> np.ndarray:
         """Operating hours from ``start`` (timestamps) to ``hours`` calendar hours later."""
@@ -82,8 +86,8 @@ class OperatingClock:
     def calendar_hours(self, codes: np.ndarray, start, operating_hours) -> np.ndarray:
         """Calendar hours from ``start`` (timestamps) until each row's clock has run
         ``operating_hours`` (one value per row, or a matrix with a row per start): the
-        ``reading`` and ``moment`` arithmetic in one compiled loop (``runtime.compiled``)."""
-        from runtime import compiled  # numba: imported by the code that predicts
+        reading and its inverse in one compiled loop (``runtime.compiled``)."""
+        from runtime import compiled  # numba: imported by the code that uses the clock
 
         h = np.asarray(operating_hours, dtype=float)
         matrix = h.reshape(len(h), -1) if h.ndim else h.reshape(1, 1)

@@ -1,4 +1,4 @@
-"""The compiled loops over LightGBM trees (its decision rule, prediction, TreeSHAP) and the operating clock's inverse.
+"""The compiled loops over LightGBM trees (its decision rule, prediction, TreeSHAP) and the operating clock.
 
 One definition of how a row goes at a split (``goes_left``, LightGBM's own rule) serves
 both loops that walk trees: ``predict`` (``runtime.forest``) and ``contributions``
@@ -119,6 +119,25 @@ def contributions(X, feature, threshold, categorical, default_left, missing, cat
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def clock_reading(cum, rate, first, c, days):
+    """Operating days on clock ``c`` from its first day to ``days`` (float days since 1970):
+    the running total at the start of that day plus the day's rate for the part of it gone
+    (days outside the laid-out span read at the nearest day's rate)."""
+    n_days = rate.shape[1]
+    t = days - first
+    day = min(max(int(np.floor(t)), 0), n_days - 1)
+    return cum[c, day] + rate[c, day] * (t - day)
+
+
+@numba.njit(cache=True, nogil=True)
+def clock_readings(cum, rate, first, codes, days, out):
+    """``clock_reading`` of every row."""
+    for i in range(codes.shape[0]):
+        out[i] = clock_reading(cum, rate, first, codes[i], days[i])
+    return out
+
+
 @numba.njit(cache=True, nogil=True)
 def calendar_hours(cum, rate, first, codes, start_days, operating_hours, out):
     """``runtime.clock.OperatingClock.calendar_hours``'s loop: per row, read its clock
@@ -129,9 +148,7 @@ def calendar_hours(cum, rate, first, codes, start_days, operating_hours, out):
     n_days = rate.shape[1]
     for i in range(codes.shape[0]):
         c = codes[i]
-        t = start_days[i] - first
-        day = min(max(int(np.floor(t)), 0), n_days - 1)
-        start = cum[c, day] + rate[c, day] * (t - day)
+        start = clock_reading(cum, rate, first, c, start_days[i])
         for j in range(operating_hours.shape[1]):
             target = start + operating_hours[i, j] / 24.0
             lo, hi = 0, n_days + 1  # cum's row has a running total at every day's start and the end
