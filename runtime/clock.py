@@ -68,14 +68,14 @@ class OperatingClock:
                           self._services.codes(np.asarray(service, dtype=object))]  # -1: the unseen row
 
     def reading(self, codes: np.ndarray, days: np.ndarray) -> np.ndarray:
-        """Operating days on each row's clock from its first day to ``days`` (float days since
-        1970): ``runtime.compiled.clock_reading``, the one definition ``calendar_hours`` reads too."""
+        """Operating days on each row's clock (``codes``, one per row) from its first day to
+        ``days`` (float days since 1970): ``runtime.compiled.clock_reading``, the one
+        definition ``calendar_hours`` reads too."""
         from runtime import compiled  # numba: imported by the code that uses the clock
 
-        days = np.asarray(days, dtype=float)
-        codes = np.broadcast_to(np.asarray(codes, dtype=np.int64), days.shape)
-        return compiled.clock_readings(self._cum, self._rate, float(self._first), np.ascontiguousarray(codes),
-                                       np.ascontiguousarray(days), np.empty(days.shape))
+        days = np.ascontiguousarray(days, dtype=float)
+        return compiled.clock_readings(self._cum, self._rate, float(self._first),
+                                       np.ascontiguousarray(codes, dtype=np.int64), days, np.empty(days.shape))
 
     def operating_hours(self, codes: np.ndarray, start, hours) -> np.ndarray:
         """Operating hours from ``start`` (timestamps) to ``hours`` calendar hours later."""
