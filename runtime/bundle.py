@@ -96,14 +96,15 @@ class ModelBundle:
         groups = rows["carrier"]
         X = self.edd._matrix(rows)  # once: reused by every EDD booster, the delay booster's columns and the reasons
         raw = self.edd.raw_log_quantiles(rows, X)
-        shifted = self.edd.shifted_quantiles(rows, groups, raw)  # once, for the ETA, the promise and the reasons
+        nowcast = self.edd.nowcast_shift(rows)  # once, for the quantiles, the late probability and the reasons
+        shifted = self.edd.shifted_quantiles(rows, groups, raw, nowcast)  # once, for the ETA, the promise and the reasons
         hours, promise_h = self.edd.eta_and_promise_hours(rows, groups, confidence, shifted)
         out = {"shipment_id": np.asarray(rows["shipment_id"], dtype=object), "as_of": at}
         for k, name in enumerate(("eta_p10", "eta_p50", "eta_p90")):
             out[name] = at + (hours[:, k] * US_PER_HOUR).astype(np.int64)
         out["promise_at"] = end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64))
         has_promise = ~np.isnan(np.asarray(rows["promise_hours"], dtype=float))
-        out["late_probability"] = np.where(has_promise, self.late_probability(rows, X, shifted[0]), np.nan)
+        out["late_probability"] = np.where(has_promise, self.late_probability(rows, X, shifted[0], nowcast), np.nan)
         out["confidence"] = confidence_label(rows)
         explain = np.broadcast_to(np.asarray(explain, dtype=bool), len(at))
         reasons = [[] for _ in range(len(at))]
@@ -111,18 +112,18 @@ class ModelBundle:
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
-            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick],
-                                  top=CANDIDATES)
+            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick], top=CANDIDATES, nowcast=nowcast[pick])
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons
         return out
 
-    def late_probability(self, rows, X: np.ndarray | None = None, shifted: np.ndarray | None = None) -> np.ndarray:
+    def late_probability(self, rows, X: np.ndarray | None = None, shifted: np.ndarray | None = None,
+                         nowcast: np.ndarray | None = None) -> np.ndarray:
         """The delay model's probability of missing the promise, moved by the mass of the
         ETA distribution the region's nowcast pushed past it (``EddModel.late_shift``);
-        ``X`` and ``shifted`` (the EDD model's matrix and ``shifted_quantiles``) when the
-        caller has them. NaN without a delay model."""
+        ``X``, ``shifted`` and ``nowcast`` (the EDD model's matrix, ``shifted_quantiles``
+        and ``nowcast_shift``) when the caller has them. NaN without a delay model."""
         if self.delay is None:
             return np.full(len(np.asarray(rows["as_of"])), np.nan)
         late = self.delay.predict_proba(rows, None if X is None else self._delay_matrix(rows, X))
@@ -130,7 +131,9 @@ class ModelBundle:
             return late
         if shifted is None:
             shifted = self.edd.shifted_quantiles(rows, rows["carrier"])[0]
-        return np.clip(late + self.edd.late_shift(rows, shifted, self.edd.nowcast_shift(rows)), 0.0, 1.0)
+        if nowcast is None:
+            nowcast = self.edd.nowcast_shift(rows)
+        return np.clip(late + self.edd.late_shift(rows, shifted, nowcast), 0.0, 1.0)
 
     def _delay_matrix(self, rows, edd_X: np.ndarray) -> np.ndarray | None:
         # Same features, order and categorical levels (both train on the shipment rows): reuse.
@@ -144,15 +147,16 @@ class ModelBundle:
             out.pop("reasons")
         return pd.DataFrame({k: timestamps_of(v).array if k in TIMESTAMPS else v for k, v in out.items()})
 
-    def reasons(self, rows, log_p50: np.ndarray, X: np.ndarray | None = None,
-                top: int = REASONS) -> list[list[dict]]:
+    def reasons(self, rows, log_p50: np.ndarray, X: np.ndarray | None = None, top: int = REASONS,
+                nowcast: np.ndarray | None = None) -> list[list[dict]]:
         """Top features by |effect| on the median ETA, in hours (TreeSHAP: ``_Model.contributions``);
-        ``log_p50`` is the median as the boosters speak it (log operating hours, level-shifted)."""
+        ``log_p50`` is the median as the boosters speak it (log operating hours, level-shifted),
+        ``nowcast`` the rows' ``EddModel.nowcast_shift`` when the caller has it."""
         values = self.edd.contributions(rows, self.edd.explained, X)
         order, raw = _ranked(values, rows, self.edd.features, top)
         log_p50 = np.asarray(log_p50, dtype=float)
-        # The region's nowcast moves the median outside the boosters (``EddModel.nowcast_shift``).
-        nowcast = self.edd.nowcast_shift(rows)
+        # The region's nowcast moves the median outside the boosters.
+        nowcast = self.edd.nowcast_shift(rows) if nowcast is None else nowcast
         # A contribution is in log(1 + operating hours): its effect is the median with and
         # without it; the median, without each contribution and without the nowcast in one
         # pass through the clock.

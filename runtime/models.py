@@ -230,14 +230,14 @@ class EddModel(_Model):
         the carrier alone for a version calibrated before the moments were apart."""
         return calibration_groups(rows, carriers) if getattr(self, "by_moment_", False) else carriers
 
-    def level_shifted(self, q: np.ndarray, groups, rows=None) -> np.ndarray:
+    def level_shifted(self, q: np.ndarray, groups, nowcast: np.ndarray | None = None) -> np.ndarray:
         """The sorted quantiles moved by the group's median error on the latest calibration
         window (log hours): a lane network that slowed since the boosters' data shows there.
-        ``groups`` are calibration groups (``calibration_groups``); with ``rows``, each
-        row's region nowcast (``nowcast_shift``) is added too."""
+        ``groups`` are calibration groups (``calibration_groups``); each row's region
+        ``nowcast`` (``nowcast_shift``) is added too, when given."""
         level = getattr(self, "level_shift_", None)
         q = q if not level else q + per_group(level, groups)[:, None]
-        return q if rows is None else q + self.nowcast_shift(rows)[:, None]
+        return q if nowcast is None else q + nowcast[:, None]
 
     def nowcast_shift(self, rows) -> np.ndarray:
         """Per row, how far behind the model the parcels into its destination region ran
@@ -278,12 +278,15 @@ class EddModel(_Model):
         behind = {"*": np.nan, **getattr(self, "nowcast_behind_", {})}
         return per_group(behind, np.asarray(rows["destination_region"], dtype=object))
 
-    def shifted_quantiles(self, rows, carriers, raw: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def shifted_quantiles(self, rows, carriers, raw: np.ndarray | None = None,
+                          nowcast: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The sorted quantiles as the boosters speak them (log operating hours), level-shifted
-        and nowcast, and each row's calibration group: what ``predict_hours``,
-        ``promise_hours`` and the reasons read, worked out once for all three."""
+        and nowcast (``nowcast``: the rows' ``nowcast_shift``, when the caller has it), and
+        each row's calibration group: what ``predict_hours``, ``promise_hours`` and the
+        reasons read, worked out once for all three."""
         groups = self.calibration_groups(rows, carriers)
-        return self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, rows), groups
+        nowcast = self.nowcast_shift(rows) if nowcast is None else nowcast
+        return self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, nowcast), groups
 
     def hours_from_log(self, rows, log_hours: np.ndarray) -> np.ndarray:
         """Calendar hours from each row's moment for the boosters' log(1 + operating hours)
