@@ -104,10 +104,10 @@ class Forest:
 def in_parts(run, rows: int, threads: int) -> None:
     """``run(start, stop)`` over consecutive row ranges, one per thread (at most ``rows``);
     for compiled loops that release the GIL."""
-    bounds = np.linspace(0, rows, max(1, min(threads, rows)) + 1).astype(int)
-    if len(bounds) == 2:
+    if threads <= 1 or rows <= 1:  # a live request: no bounds to work out (linspace is 15 us)
         run(0, rows)
         return
+    bounds = np.linspace(0, rows, min(threads, rows) + 1).astype(int)
     with ThreadPoolExecutor(len(bounds) - 1) as pool:
         list(pool.map(run, bounds[:-1], bounds[1:]))
 
