@@ -144,9 +144,12 @@ CHURN_FEATURES = [
 
 #: what moves an answer besides the boosters' features, with words for its reason; never
 #: a model column. ``region_nowcast``: how far behind the model the latest parcels into
-#: the destination region ran at the data's end (``runtime.models.EddModel.nowcast_shift``).
+#: the destination region ran at the data's end beyond the network's; ``network_nowcast``:
+#: how far behind the parcels everywhere ran (``runtime.models.EddModel.nowcast_parts``).
 ADJUSTMENTS = {EDD: [Feature("region_nowcast", "numeric", (), (
-    "parcels into {destination} are running behind right now", "parcels into {destination} are running ahead right now"))]}
+    "parcels into {destination} are running behind right now", "parcels into {destination} are running ahead right now")),
+    Feature("network_nowcast", "numeric", (), (
+        "parcels everywhere are running behind lately", "parcels everywhere are running ahead lately"))]}
 
 FEATURES = [*SHIPMENT_FEATURES, *CHURN_FEATURES]
 _BY_MODEL = {m: {f.name: f for f in FEATURES if m in f.models} for m in (EDD, DELAY, CHURN)}

@@ -30,7 +30,8 @@ from runtime.reasons import REASON_CONTEXT, actionable_share, plain_reasons
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
 CANDIDATES = 15  # contributions looked at per row (all are computed anyway); reasons that read alike merge
-NOWCAST = "region_nowcast"  # the reason a region's nowcast gives (``features.spec.ADJUSTMENTS``)
+#: the reasons the nowcast's parts give, region and network (``features.spec.ADJUSTMENTS``)
+NOWCASTS = ("region_nowcast", "network_nowcast")
 CHURN_OUTPUT = ("order_id", "as_of", "carrier", "service_level", "origin_region", "destination_region", "days_late",
                 "exceptions", "failed_attempts", "returned", "parcels_missing", "rating", "contacts", "orders_so_far")
 TIMESTAMPS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
@@ -96,7 +97,8 @@ class ModelBundle:
         groups = rows["carrier"]
         X = self.edd._matrix(rows)  # once: reused by every EDD booster, the delay booster's columns and the reasons
         raw = self.edd.raw_log_quantiles(rows, X)
-        nowcast = self.edd.nowcast_shift(rows)  # once, for the quantiles, the late probability and the reasons
+        parts = self.edd.nowcast_parts(rows)  # once, for the quantiles, the late probability and the reasons
+        nowcast = parts.sum(axis=1)
         shifted = self.edd.shifted_quantiles(rows, groups, raw, nowcast)  # once, for the ETA, the promise and the reasons
         hours, promise_h = self.edd.eta_and_promise_hours(rows, groups, confidence, shifted)
         out = {"shipment_id": np.asarray(rows["shipment_id"], dtype=object), "as_of": at}
@@ -112,7 +114,7 @@ class ModelBundle:
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
-            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick], top=CANDIDATES, nowcast=nowcast[pick])
+            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick], top=CANDIDATES, nowcast=parts[pick])
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons
@@ -149,29 +151,32 @@ class ModelBundle:
 
     def reasons(self, rows, log_p50: np.ndarray, X: np.ndarray | None = None, top: int = REASONS,
                 nowcast: np.ndarray | None = None) -> list[list[dict]]:
-        """Top features by |effect| on the median ETA, in hours (TreeSHAP: ``_Model.contributions``);
-        ``log_p50`` is the median as the boosters speak it (log operating hours, level-shifted),
-        ``nowcast`` the rows' ``EddModel.nowcast_shift`` when the caller has it."""
+        """Top features by |effect| on the median ETA, in hours (TreeSHAP: ``_Model.contributions``),
+        and the nowcast's parts where they moved it; ``log_p50`` is the median as the
+        boosters speak it (log operating hours, level-shifted), ``nowcast`` the rows'
+        ``EddModel.nowcast_parts`` when the caller has them."""
         values = self.edd.contributions(rows, self.edd.explained, X)
         order, raw = _ranked(values, rows, self.edd.features, top)
         log_p50 = np.asarray(log_p50, dtype=float)
-        # The region's nowcast moves the median outside the boosters.
-        nowcast = self.edd.nowcast_shift(rows) if nowcast is None else nowcast
+        # The nowcast moves the median outside the boosters.
+        parts = self.edd.nowcast_parts(rows) if nowcast is None else nowcast
         # A contribution is in log(1 + operating hours): its effect is the median with and
-        # without it; the median, without each contribution and without the nowcast in one
-        # pass through the clock.
+        # without it; the median, without each contribution and without each part of the
+        # nowcast, in one pass through the clock.
         hours = self.edd.hours_from_log(rows, np.column_stack(
-            [log_p50, log_p50[:, None] - np.take_along_axis(values, order, axis=1), log_p50 - nowcast]))
+            [log_p50, log_p50[:, None] - np.take_along_axis(values, order, axis=1), log_p50[:, None] - parts]))
         effect = hours[:, :1] - hours[:, 1:]
         names = self.edd.features
         out = [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
                 for k, j in enumerate(order[i])] for i in range(len(values))]
-        moved = np.flatnonzero(nowcast != 0)
-        if len(moved):  # a reason of its own, its value the share of the region's latest parcels behind
+        moved = np.flatnonzero((parts != 0).any(axis=1))
+        if len(moved):  # a reason each, its value the share of the parcels it read that ran behind
             behind = self.edd.nowcast_behind(rows)
             for i in moved:
-                out[i].append({"feature": NOWCAST, "value": round(float(behind[i]), 3),
-                               "effect_hours": round(float(effect[i, -1]), 2)})
+                for p, name in enumerate(NOWCASTS):
+                    if parts[i, p] != 0:
+                        out[i].append({"feature": name, "value": _plain(round(float(behind[i, p]), 3)),
+                                       "effect_hours": round(float(effect[i, len(order[i]) + p]), 2)})
                 out[i].sort(key=lambda r: -abs(r["effect_hours"]))
         return out
 

@@ -42,9 +42,13 @@ from runtime.forest import Forest
 from runtime.treeshap import ContributionTables
 
 QUANTILES = (0.1, 0.5, 0.9)
-#: a region's nowcast (``EddModel.nowcast_shift``) halves every this many days after the
-#: data's end: the simulator's storms last 2 to 5 days, and so do most real disruptions
+#: a region's nowcast, beyond the network's (``EddModel.nowcast_parts``), halves every this
+#: many days after the data's end: the simulator's storms last 2 to 5 days, and so do most
+#: real disruptions of one region
 NOWCAST_HALF_LIFE_DAYS = 2.0
+#: the network's nowcast halves every this many days: a slow-down of the whole network
+#: lasts (Olist's lead times rose for months after Black Friday 2017; chosen by backtest)
+NOWCAST_NETWORK_HALF_LIFE_DAYS = 60.0
 #: up to this many rows a booster predicts on one thread
 ONE_THREAD_ROWS = 512
 
@@ -240,17 +244,25 @@ class EddModel(_Model):
         return q if nowcast is None else q + nowcast[:, None]
 
     def nowcast_shift(self, rows) -> np.ndarray:
-        """Per row, how far behind the model the parcels into its destination region ran
-        at the data's end (log operating hours, ``training.models.EddEstimator.nowcast``),
-        fading with the row's moment after that end (``NOWCAST_HALF_LIFE_DAYS``); 0 for a
+        """Per row, the whole nowcast: the sum of ``nowcast_parts``."""
+        return self.nowcast_parts(rows).sum(axis=1)
+
+    def nowcast_parts(self, rows) -> np.ndarray:
+        """(rows, 2): how far behind the model the parcels ran at the data's end (log
+        operating hours, ``training.models.EddEstimator.nowcast``): those into the row's
+        destination region beyond the network's (fading with ``NOWCAST_HALF_LIFE_DAYS``
+        after that end), and the network's (``NOWCAST_NETWORK_HALF_LIFE_DAYS``); 0 for a
         moment before the end, which the data already speaks of, and for a version without."""
         at = rows["as_of"]
         shift = getattr(self, "nowcast_", None)
         if not shift:
-            return np.zeros(len(at))
-        age_days = (micros(at) - self.nowcast_end_) / US_PER_DAY
-        fade = np.where(age_days >= 0, 0.5 ** (np.maximum(age_days, 0) / NOWCAST_HALF_LIFE_DAYS), 0.0)
-        return per_group(shift, np.asarray(rows["destination_region"], dtype=object)) * fade
+            return np.zeros((len(at), 2))
+        age_days = np.maximum((micros(at) - self.nowcast_end_) / US_PER_DAY, 0.0)
+        after = micros(at) >= self.nowcast_end_
+        network = getattr(self, "nowcast_network_", 0.0)
+        region = per_group(shift, np.asarray(rows["destination_region"], dtype=object)) - network
+        return np.column_stack([np.where(after, region * 0.5 ** (age_days / NOWCAST_HALF_LIFE_DAYS), 0.0),
+                                np.where(after, network * 0.5 ** (age_days / NOWCAST_NETWORK_HALF_LIFE_DAYS), 0.0)])
 
     def late_shift(self, rows, shifted: np.ndarray, nowcast: np.ndarray) -> np.ndarray:
         """How much each row's nowcast raises its chance of missing the promise: the mass of
@@ -273,10 +285,12 @@ class EddModel(_Model):
         return np.where(moved, ndtr((gap + nowcast) / spread) - ndtr(gap / spread), 0.0)
 
     def nowcast_behind(self, rows) -> np.ndarray:
-        """Per row, the share of its destination region's latest parcels that ran behind the
-        model at the data's end (what ``nowcast_shift`` read; NaN for a region without)."""
+        """(rows, 2): the shares of the parcels that ran behind the model at the data's end,
+        into the row's destination region and over the network (what ``nowcast_parts``
+        read; NaN where none was read)."""
         behind = {"*": np.nan, **getattr(self, "nowcast_behind_", {})}
-        return per_group(behind, np.asarray(rows["destination_region"], dtype=object))
+        region = per_group(behind, np.asarray(rows["destination_region"], dtype=object))
+        return np.column_stack([region, np.full(len(region), behind["*"])])
 
     def shifted_quantiles(self, rows, carriers, raw: np.ndarray | None = None,
                           nowcast: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -348,7 +362,8 @@ class EddModel(_Model):
         meta = {**self._meta(), "interval_shift": self.interval_shift_, "level_shift": getattr(self, "level_shift_", {}),
                 "clock": None if clock is None else clock.to_dict(), "by_moment": getattr(self, "by_moment_", False),
                 "nowcast": {"end_us": getattr(self, "nowcast_end_", 0), "shift": getattr(self, "nowcast_", {}),
-                            "behind": getattr(self, "nowcast_behind_", {})},
+                            "behind": getattr(self, "nowcast_behind_", {}),
+                            "network": getattr(self, "nowcast_network_", 0.0)},
                 "promise_scores": {k: list(map(float, v)) for k, v in self.promise_scores_.items()}}
         (folder / "edd.json").write_text(json.dumps(meta))
 
@@ -364,7 +379,7 @@ class EddModel(_Model):
         m.by_moment_ = meta.get("by_moment", False)
         nowcast = meta.get("nowcast") or {}
         m.nowcast_, m.nowcast_end_ = nowcast.get("shift", {}), int(nowcast.get("end_us", 0))
-        m.nowcast_behind_ = nowcast.get("behind", {})
+        m.nowcast_behind_, m.nowcast_network_ = nowcast.get("behind", {}), float(nowcast.get("network", 0.0))
         m.promise_scores_ = {k: np.array(v) for k, v in meta["promise_scores"].items()}
         return m
 

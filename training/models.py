@@ -32,8 +32,12 @@ INTERVAL_COVERAGE = 0.8
 CONFORMAL_HALF_LIFE_DAYS: float | None = 4.0
 LEVEL_SHIFT = True  # move the quantiles by the calibration window's median error (chosen by backtest)
 MIN_GROUP_ROWS = 200  # smaller carriers use the overall conformal correction
-#: a region with n parcels behind its nowcast weighs n / (n + 20) against no shift
+#: a nowcast read from n parcels weighs n / (n + 20) against its prior (the network's: no
+#: shift; a region's: the network's)
 NOWCAST_PRIOR = 20.0
+#: a region's nowcast reads the parcels ordered in this many days before the end: a storm
+#: is days old, and older calm parcels into the region would drown it
+NOWCAST_REGION_DAYS = 10
 #: Depth is capped: per-request reasons run TreeSHAP (pred_contrib), whose cost grows
 #: with trees x leaves x depth squared; unbalanced 20-deep trees made it 8 ms a row.
 BASE_PARAMS = {
@@ -211,17 +215,22 @@ class EddEstimator(EddModel):
         return self
 
     def nowcast(self, rows: pd.DataFrame, hours: np.ndarray, end: pd.Timestamp) -> "EddEstimator":
-        """Per destination region, how far behind the model its latest parcels ran at
-        ``end`` (``runtime.models.EddModel.nowcast_shift`` applies it to later moments).
+        """How far behind the model the latest parcels ran at ``end``: over the whole network
+        and per destination region (``runtime.models.EddModel.nowcast_parts`` applies both
+        to later moments).
 
         ``rows`` are at-order rows of recently ordered shipments, ``hours`` their hours to
         delivery where known at ``end`` (NaN: still on the way). Among the parcels whose
         predicted median moment has passed by ``end`` (so whether they beat it is known),
         the median error in log operating hours, a parcel still on its way counting at its
-        age: a lower bound, so the shift is at least what the parcels show. A storm shows
-        here days before its slow deliveries reach any trailing window; the boosters see
-        too few storms to learn it from features (README, "Backtests")."""
+        age: a lower bound, so the shift is at least what the parcels show. The network's
+        reads every such parcel (a drift that lasts, as Olist's months after Black Friday),
+        shrunk toward no shift; a region's reads those of the last ``NOWCAST_REGION_DAYS``,
+        shrunk toward the network's. A storm shows here days before its slow deliveries
+        reach any trailing window; the boosters see too few storms to learn it from
+        features (README, "Backtests")."""
         self.nowcast_, self.nowcast_behind_, self.nowcast_end_ = {}, {}, int(micros(pd.Series([end]))[0])
+        self.nowcast_network_ = 0.0
         if not len(rows):
             return self
         age = (self.nowcast_end_ - micros(rows.as_of)) / US_PER_HOUR
@@ -230,13 +239,21 @@ class EddEstimator(EddModel):
         q50 = self.shifted_quantiles(rows, rows.carrier)[0][:, 1]  # without a nowcast: emptied above
         due = (self.hours_from_log(rows, q50) < age) & (age > 0)
         error = self.target(rows, seen) - q50
-        shift, behind = {"*": 0.0}, {}
-        regions = rows.destination_region.to_numpy(dtype=object)[due]
-        for region, e in pd.Series(error[due]).groupby(regions):
-            shift[str(region)] = float(len(e) / (len(e) + NOWCAST_PRIOR) * np.median(e))
+        network = _shrunk(error[due], 0.0)
+        shift, behind = {"*": network}, {"*": float(np.mean(error[due] > 0)) if due.any() else np.nan}
+        recent = due & (age <= NOWCAST_REGION_DAYS * 24)
+        regions = rows.destination_region.to_numpy(dtype=object)[recent]
+        for region, e in pd.Series(error[recent]).groupby(regions):
+            shift[str(region)] = _shrunk(e.to_numpy(), network)
             behind[str(region)] = float(np.mean(e > 0))
-        self.nowcast_, self.nowcast_behind_ = shift, behind
+        self.nowcast_, self.nowcast_behind_, self.nowcast_network_ = shift, behind, network
         return self
+
+
+def _shrunk(errors: np.ndarray, prior: float) -> float:
+    """The median of ``errors``, weighed n / (n + ``NOWCAST_PRIOR``) against ``prior``."""
+    n = len(errors)
+    return float((n * np.median(errors) + NOWCAST_PRIOR * prior) / (n + NOWCAST_PRIOR)) if n else prior
 
 
 class ProbabilityEstimator(ProbabilityModel):

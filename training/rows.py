@@ -274,8 +274,10 @@ def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
     return rows, shipment_labels(shipments, rows, snapshot.end)
 
 
-#: the days of orders before the data's end that a region's nowcast reads (``recent_rows``)
-NOWCAST_DAYS = 10
+#: the days of orders before the data's end that the nowcast reads (``recent_rows``): the
+#: network's over all of them, a region's over the newest ``training.models.NOWCAST_REGION_DAYS``.
+#: Olist's parcels take about 10 days: over 10 days hardly one is due (chosen by backtest, README)
+NOWCAST_DAYS = 45
 
 
 def recent_shipments(shipments: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
