@@ -123,7 +123,7 @@ class ModelBundle:
     def late_probability(self, rows, X: np.ndarray | None = None, shifted: np.ndarray | None = None,
                          nowcast: np.ndarray | None = None) -> np.ndarray:
         """The delay model's probability of missing the promise, moved by the mass of the
-        ETA distribution the region's nowcast pushed past it (``EddModel.late_shift``);
+        ETA distribution the nowcast (region and network) pushed past it (``EddModel.late_shift``);
         ``X``, ``shifted`` and ``nowcast`` (the EDD model's matrix, ``shifted_quantiles``
         and ``nowcast_shift``) when the caller has them. NaN without a delay model."""
         if self.delay is None:
