@@ -32,10 +32,11 @@ from features.build import FeatureSnapshot
 from features.customer import CustomerHistory
 from features.distributed import customers_of, shared_on, snapshot_on
 from features.pit import frame_of, micros, timestamps_of
-from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Split, at_order, churn_labels, churn_split,
-                           churn_training_moments, churn_training_rows, edd_training_moments, edd_training_rows,
-                           eval_counts, eval_draw, eval_shares, kept, lead_days, recent_shipments, shipment_labels,
-                           split_of_shipments, tail_bounds, too_few_churn_labels, windows_from)
+from training.rows import (LABEL, MIN_TRAIN_ROWS, NOWCAST_MAX_ROWS, REF, Labelled, Split, at_order, churn_labels,
+                           churn_split, churn_training_moments, churn_training_rows, edd_training_moments,
+                           edd_training_rows, eval_counts, eval_draw, eval_shares, kept, lead_days, recent_share,
+                           recent_shipments, shipment_labels, split_of_shipments, tail_bounds, too_few_churn_labels,
+                           windows_from)
 
 #: the shipment models and their labels (``training.rows.shipment_labels``)
 SHIPMENT_LABELS = {"edd": "hours_left", "delay": "late"}
@@ -81,13 +82,21 @@ def labelled_on(client, data, horizon_days: float, seed: int = 0, end: pd.Timest
     return snapshot, Labelled(split, windows["edd"], windows["delay"], churn, c_split, shipments)
 
 
-def recent_shipments_on(client, data, end: pd.Timestamp) -> pd.DataFrame:
-    """``training.rows.recent_shipments`` of every partition, as one table."""
-    return pd.concat(client.gather(client.map(_recent, data.parts, end=end)), ignore_index=True)
+def recent_shipments_on(client, data, end: pd.Timestamp, cap: int = NOWCAST_MAX_ROWS) -> pd.DataFrame:
+    """``training.rows.recent_shipments`` of the whole data, as one table: every
+    partition counts its recent shipments, and each sends the share of them that all
+    the counts set (the in-process rows, shipment for shipment)."""
+    count = sum(client.gather(client.map(_recent_count, data.parts, end=end)))
+    share = recent_share(count, cap)
+    return pd.concat(client.gather(client.map(_recent, data.parts, end=end, share=share)), ignore_index=True)
 
 
-def _recent(part: DataSet, end: pd.Timestamp) -> pd.DataFrame:
-    return recent_shipments(part["shipments"], end)
+def _recent_count(part: DataSet, end: pd.Timestamp) -> int:
+    return len(recent_shipments(part["shipments"], end, share=1.0))
+
+
+def _recent(part: DataSet, end: pd.Timestamp, share: float) -> pd.DataFrame:
+    return recent_shipments(part["shipments"], end, share=share)
 
 
 def _shipment_facts(part: DataSet) -> tuple[np.ndarray, pd.Timestamp | None]:

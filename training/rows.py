@@ -280,19 +280,38 @@ def edd_training_rows(ds: DataSet, snapshot: FeatureSnapshot, seed: int = 0,
 NOWCAST_DAYS = 45
 
 
-def recent_shipments(shipments: pd.DataFrame, end: pd.Timestamp) -> pd.DataFrame:
-    """The shipments ordered in the ``NOWCAST_DAYS`` before ``end`` (of a data set, or of
-    one partition of it: the parts' add up to the whole's)."""
+#: at most about this many of them are read, a keyed sample past it: a median needs no
+#: more, and it bounds the rows the client builds however large the data (``train --cluster``)
+NOWCAST_MAX_ROWS = 200_000
+NOWCAST_SEED = 97  # its keyed draw's own: no other draw of shipments at their order moment uses it
+
+
+def recent_shipments(shipments: pd.DataFrame, end: pd.Timestamp, cap: int = NOWCAST_MAX_ROWS,
+                     share: float | None = None) -> pd.DataFrame:
+    """The shipments ordered in the ``NOWCAST_DAYS`` before ``end``; past ``cap`` of them,
+    a keyed share (by shipment and order moment, so the same shipments whichever
+    partition holds them). ``share``: the one a caller set from every partition's count
+    (``recent_share``); by default these shipments' own."""
     ordered = micros(shipments.ordered_at)
     end_us = micros(pd.Series([end]))[0]
-    return shipments[(ordered < end_us) & (ordered >= end_us - NOWCAST_DAYS * US_PER_DAY)].reset_index(drop=True)
+    recent = shipments[(ordered < end_us) & (ordered >= end_us - NOWCAST_DAYS * US_PER_DAY)]
+    share = recent_share(len(recent), cap) if share is None else share
+    if share < 1.0:
+        draw = keyed_uniform(recent.shipment_id.astype("str").to_numpy(dtype=object), micros(recent.ordered_at),
+                             NOWCAST_SEED)
+        recent = recent[draw < share]
+    return recent.reset_index(drop=True)
 
 
-def recent_rows(shipments: pd.DataFrame, snapshot: FeatureSnapshot) -> tuple[pd.DataFrame, np.ndarray]:
-    """At-order rows of the ``recent_shipments`` before the snapshot's end, and their hours
+def recent_share(count: int, cap: int = NOWCAST_MAX_ROWS) -> float:
+    """The share of ``count`` recent shipments the nowcast reads: all up to ``cap``."""
+    return min(1.0, cap / count) if count else 1.0
+
+
+def recent_rows(recent: pd.DataFrame, snapshot: FeatureSnapshot) -> tuple[pd.DataFrame, np.ndarray]:
+    """At-order rows of ``recent_shipments`` (as of the snapshot's end), and their hours
     to delivery where known by then (NaN: still on the way)."""
     end = micros(pd.Series([snapshot.end]))[0]
-    recent = recent_shipments(shipments, snapshot.end)
     rows = frame_of(shipment_rows(columns_of(recent), None, order_moments(recent), snapshot), timestamps=("as_of",))
     delivered = micros(recent.delivered_at)
     known = (delivered != NAT) & (delivered < end)

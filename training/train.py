@@ -28,7 +28,7 @@ from training.distributed import labelled_on, recent_shipments_on
 from training.evaluate import coverage_by, edd_metrics, interval_metrics, probability_metrics, top_decile_lift
 from training.models import EddEstimator, ProbabilityEstimator, recency_weights
 from training.rows import (LABEL, MIN_TRAIN_ROWS, REF, Labelled, Windows, at_order, churn_split, churn_training_rows,
-                           edd_training_rows, recent_rows, shipment_split, too_few_churn_labels, windows_of)
+                           edd_training_rows, recent_rows, recent_shipments, shipment_split, too_few_churn_labels, windows_of)
 
 #: churn labels are noisy (a customer's own baseline is unknowable): small, slow trees
 CHURN_DEFAULTS = {"num_leaves": 15, "min_data_in_leaf": 100, "learning_rate": 0.03, "lambda_l2": 5.0}
@@ -107,7 +107,10 @@ def train(ds: DataSet | None, horizon_days: float = 90.0, params: dict[str, dict
     edd = _train_edd(labelled.edd, params.get("edd"), metrics, skipped, evaluation, tables, truth, hl, client,
                      snapshot.country)
     if edd is not None:  # judged without it: the test window lies before the end it speaks of
-        recent = ds["shipments"] if data is None else recent_shipments_on(client, data, snapshot.end)
+        if data is None:
+            recent = recent_shipments(ds["shipments"], snapshot.end)
+        else:
+            recent = recent_shipments_on(client, data, snapshot.end)
         edd.nowcast(*recent_rows(recent, snapshot), snapshot.end)
     report("delay model", 0.5)
     delay = _train_delay(labelled.delay, params.get("delay"), metrics, skipped, evaluation, truth, hl, client)

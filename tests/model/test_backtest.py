@@ -266,12 +266,12 @@ def test_a_slow_down_everywhere_shows_in_the_networks_nowcast_which_lasts(ds, dr
     import copy
 
     from features.rows import order_moments
-    from training.rows import recent_rows
+    from training.rows import recent_rows, recent_shipments
 
     calm, _, orders = drift
     slow = copy.copy(calm)
     slow.edd = copy.copy(calm.edd)  # nowcast() sets new attributes: the fixture's model stays as it was
-    rows, hours = recent_rows(known_at(ds, CUT)["shipments"], calm.snapshot)
+    rows, hours = recent_rows(recent_shipments(known_at(ds, CUT)["shipments"], CUT), calm.snapshot)
     slow.edd.nowcast(rows, hours * 1.6, CUT)  # every parcel took 60% longer
     network = slow.edd.nowcast_network_
     assert network > 0.2

@@ -244,19 +244,30 @@ def test_training_windows_on_dask_equal_the_in_process_ones(client, trained, mon
 
 
 def test_the_nowcasts_parcels_on_dask_are_the_in_process_ones(client, trained):
-    """`train --cluster` reads the region nowcast's parcels (the orders of the last days
-    before the end) from the partitions: the same rows and hours to delivery as in process."""
+    """`train --cluster` reads the nowcast's parcels (the orders of the last days before
+    the end) from the partitions: the same rows and hours to delivery as in process, and
+    past the cap the same keyed sample of them, shipment for shipment."""
     from training.distributed import recent_shipments_on
-    from training.rows import recent_rows
+    from training.rows import recent_rows, recent_shipments
 
     _, ds = trained
     snap = FeatureSnapshot.fit(ds)
-    local_rows, local_hours = recent_rows(ds["shipments"], snap)
-    remote_rows, remote_hours = recent_rows(recent_shipments_on(client, read_on(client, ds.folder, n=3), snap.end), snap)
-    assert len(local_rows) > 10 and np.isnan(local_hours).any() and not np.isnan(local_hours).all()
-    a = local_rows.assign(_hours=local_hours).sort_values("shipment_id").reset_index(drop=True)
-    b = remote_rows.assign(_hours=remote_hours).sort_values("shipment_id").reset_index(drop=True)
-    pd.testing.assert_frame_equal(a, b)
+    data = read_on(client, ds.folder, n=3)
+
+    def both(cap: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        frames = []
+        for recent in (recent_shipments(ds["shipments"], snap.end, cap), recent_shipments_on(client, data, snap.end, cap)):
+            rows, hours = recent_rows(recent, snap)
+            frames.append(rows.assign(_hours=hours).sort_values("shipment_id").reset_index(drop=True))
+        return frames[0], frames[1]
+
+    local, remote = both(10**9)
+    assert len(local) > 60 and local._hours.isna().any() and not local._hours.isna().all()
+    pd.testing.assert_frame_equal(local, remote)
+    cap = len(local) // 3  # a third of them: a keyed sample, the same one either way
+    local_few, remote_few = both(cap)
+    assert cap / 2 < len(local_few) < cap * 1.5 and set(local_few.shipment_id) < set(local.shipment_id)
+    pd.testing.assert_frame_equal(local_few, remote_few)
 
 
 def test_boosters_trained_on_dask_match_the_in_process_fit(client, trained):
