@@ -173,6 +173,21 @@ def test_recency_weights_halve_every_half_life_and_default_to_equal():
     assert recency_weights(moments, None) is None
 
 
+def test_the_conformal_half_life_is_at_least_one_median_lead_time_of_the_window():
+    """4 days, or the median lead time of the window's at-order parcels where longer;
+    in-transit rows (hours left, not lead times) and unknown outcomes do not count."""
+    from training.models import CONFORMAL_HALF_LIFE_DAYS, conformal_half_life
+
+    def rows(since_order: list[float]) -> pd.DataFrame:
+        return pd.DataFrame({"hours_since_order": since_order})
+
+    assert CONFORMAL_HALF_LIFE_DAYS == 4.0
+    assert conformal_half_life(rows([0, 0, 0]), np.array([48.0, 72.0, 96.0])) == 4.0  # 3 days: 4 stand
+    slow = conformal_half_life(rows([0, 0, 0, 0, 30, 30]), np.array([200.0, 240.0, 280.0, np.nan, 1.0, 1.0]))
+    assert slow == pytest.approx(10.0)  # the median of 200, 240 and 280 hours
+    assert conformal_half_life(rows([30.0]), np.array([500.0])) == 4.0  # no at-order row: 4 days
+
+
 def test_score_map_is_strictly_increasing_and_keeps_isotonic_rates():
     """Calibration without plateaus: distinct scores stay distinct, and each isotonic
     block's rows keep (on average) the block's observed rate."""
