@@ -257,8 +257,9 @@ class EddModel(_Model):
         shift = getattr(self, "nowcast_", None)
         if not shift:
             return np.zeros((len(at), 2))
-        age_days = np.maximum((micros(at) - self.nowcast_end_) / US_PER_DAY, 0.0)
-        after = micros(at) >= self.nowcast_end_
+        at_us = micros(at)
+        after = at_us >= self.nowcast_end_
+        age_days = np.maximum((at_us - self.nowcast_end_) / US_PER_DAY, 0.0)
         network = getattr(self, "nowcast_network_", 0.0)
         region = per_group(shift, np.asarray(rows["destination_region"], dtype=object)) - network
         return np.column_stack([np.where(after, region * 0.5 ** (age_days / NOWCAST_HALF_LIFE_DAYS), 0.0),
