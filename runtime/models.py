@@ -237,8 +237,8 @@ class EddModel(_Model):
     def level_shifted(self, q: np.ndarray, groups, nowcast: np.ndarray | None = None) -> np.ndarray:
         """The sorted quantiles moved by the group's median error on the latest calibration
         window (log hours): a lane network that slowed since the boosters' data shows there.
-        ``groups`` are calibration groups (``calibration_groups``); each row's region
-        ``nowcast`` (``nowcast_shift``) is added too, when given."""
+        ``groups`` are calibration groups (``calibration_groups``); each row's whole
+        ``nowcast`` (``nowcast_shift``: region and network) is added too, when given."""
         level = getattr(self, "level_shift_", None)
         q = q if not level else q + per_group(level, groups)[:, None]
         return q if nowcast is None else q + nowcast[:, None]

@@ -39,6 +39,9 @@ NOWCAST_PRIOR = 20.0
 #: a region's nowcast reads the parcels ordered in this many days before the end: a storm
 #: is days old, and older calm parcels into the region would drown it
 NOWCAST_REGION_DAYS = 10
+#: rounds of backfitting the nowcast's parts: a storm's parcels, once their region's part
+#: is taken out, no longer lift the network's (in the storm test 0.046 -> 0.023 log-hours)
+NOWCAST_ROUNDS = 3
 #: Depth is capped: per-request reasons run TreeSHAP (pred_contrib), whose cost grows
 #: with trees x leaves x depth squared; unbalanced 20-deep trees made it 8 ms a row.
 BASE_PARAMS = {
@@ -229,9 +232,9 @@ class EddEstimator(EddModel):
         reads every such parcel (a drift that lasts, as Olist's months after Black Friday),
         shrunk toward no shift; a region's reads those of the last ``NOWCAST_REGION_DAYS``,
         shrunk toward the network's, and the network's reads its parcels with their
-        region's part taken out (``NOWCAST_ROUNDS`` of backfitting). A storm shows here days before its slow deliveries
-        reach any trailing window; the boosters see too few storms to learn it from
-        features (README, "Backtests")."""
+        region's part taken out (``NOWCAST_ROUNDS`` of backfitting). A storm shows here
+        days before its slow deliveries reach any trailing window; the boosters see too
+        few storms to learn it from features (README, "Backtests")."""
         self.nowcast_, self.nowcast_behind_, self.nowcast_end_ = {}, {}, int(micros(pd.Series([end]))[0])
         self.nowcast_network_ = 0.0
         if not len(rows):
@@ -247,29 +250,24 @@ class EddEstimator(EddModel):
         network, beyond = 0.0, np.zeros(len(error))
         for _ in range(NOWCAST_ROUNDS):  # backfitting the sum of the two parts
             network = _shrunk(error[due] - beyond[due], 0.0)
-            shift, beyond = _region_shifts(error, regions, recent, network)
-        behind = {"*": float(np.mean(error[due] > 0)) if due.any() else np.nan,
-                  **{str(r): float(np.mean(e > 0)) for r, e in pd.Series(error[recent]).groupby(regions[recent])}}
+            shift, behind, beyond = _region_shifts(error, regions, recent, network)
+        behind = {"*": float(np.mean(error[due] > 0)) if due.any() else np.nan, **behind}
         self.nowcast_, self.nowcast_behind_, self.nowcast_network_ = shift, behind, network
         return self
 
 
-#: rounds of backfitting the nowcast's parts: a storm's parcels, once their region's part
-#: is taken out, no longer lift the network's (in the storm test 0.046 -> 0.023 log-hours)
-NOWCAST_ROUNDS = 3
-
-
 def _region_shifts(error: np.ndarray, regions: np.ndarray, recent: np.ndarray,
-                   network: float) -> tuple[dict[str, float], np.ndarray]:
+                   network: float) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
     """Each region's shift from its ``recent`` parcels' errors, shrunk toward the
-    ``network``'s ('*'), and per parcel its region's part beyond the network's (0 for a
-    parcel not ``recent``)."""
-    shift, beyond = {"*": network}, np.zeros(len(error))
+    ``network``'s ('*'); the share of those parcels behind the model; and per parcel its
+    region's part beyond the network's (0 for a parcel not ``recent``)."""
+    shift, behind, beyond = {"*": network}, {}, np.zeros(len(error))
     for region, at in pd.Series(np.flatnonzero(recent)).groupby(regions[recent]):
         pick = at.to_numpy()
         shift[str(region)] = _shrunk(error[pick], network)
+        behind[str(region)] = float(np.mean(error[pick] > 0))
         beyond[pick] = shift[str(region)] - network
-    return shift, beyond
+    return shift, behind, beyond
 
 
 def _shrunk(errors: np.ndarray, prior: float) -> float:
