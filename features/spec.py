@@ -109,6 +109,10 @@ SHIPMENT_FEATURES = [
     Feature("hours_to_promise", "numeric", SHIPMENT_MODELS, PROMISE),
 ]
 
+#: The churn booster's features: the delivery and what the customer did since it. It
+#: starts from the customer's own buying rhythm (``BASES``), so their orders, tenure and
+#: spend are not among them: given those, a booster that read them again ranked worse
+#: than BG/NBD alone at every backtest cutoff (README, "Backtests").
 CHURN_FEATURES = [
     *(Feature(c, "categorical", (CHURN,), _same(w)) for c, w in (
         ("carrier", "the carrier"), ("service_level", "the service level"), ("origin_region", "where it shipped from"),
@@ -125,19 +129,9 @@ CHURN_FEATURES = [
     Feature("not_delivered_by_promise", "numeric", (CHURN,), _same("not delivered by the promised date"), actionable=True),
     Feature("rating", "numeric", (CHURN,), _same("the customer's rating"), actionable=True),
     Feature("contacts", "numeric", (CHURN,), _same("contacts with customer service"), actionable=True),
-    Feature("orders_so_far", "numeric", (CHURN,), _same("orders so far")),
     Feature("orders_since_delivery", "numeric", (CHURN,), _same("orders since the delivery")),
-    Feature("tenure_days", "numeric", (CHURN,), _same("time as a customer")),
-    Feature("days_since_previous_order", "numeric", (CHURN,), _same("days since the previous order")),
-    Feature("days_since_last_order", "numeric", (CHURN,), _same("days since the latest order")),
-    Feature("spend_so_far", "numeric", (CHURN,), _same("spend so far")),
-    Feature("orders_per_year", "numeric", (CHURN,), _same("orders a year")),
-    Feature("rhythm_p_alive", "numeric", (CHURN,), _same("how likely the customer still buys, by their rhythm")),
-    Feature("rhythm_p_no_order", "numeric", (CHURN,), _same("chance of no order soon, by the customer's rhythm")),
-    Feature("earlier_deliveries", "numeric", (CHURN,), _same("earlier deliveries")),
     Feature("earlier_late", "numeric", (CHURN,), _same("earlier late deliveries"), actionable=True),
     Feature("earlier_late_share", "numeric", (CHURN,), _same("share of earlier deliveries late"), actionable=True),
-    Feature("earlier_mean_rating", "numeric", (CHURN,), _same("earlier ratings")),
     Feature("earlier_low_ratings", "numeric", (CHURN,), _same("earlier low ratings"), actionable=True),
     Feature("earlier_contacts", "numeric", (CHURN,), _same("earlier contacts with customer service"), actionable=True),
 ]
@@ -145,11 +139,18 @@ CHURN_FEATURES = [
 #: what moves an answer besides the boosters' features, with words for its reason; never
 #: a model column. ``region_nowcast``: how far behind the model the latest parcels into
 #: the destination region ran at the data's end beyond the network's; ``network_nowcast``:
-#: how far behind the parcels everywhere ran (``runtime.models.EddModel.nowcast_parts``).
+#: how far behind the parcels everywhere ran (``runtime.models.EddModel.nowcast_parts``);
+#: ``rhythm_p_no_order``: the churn model's base (``BASES``), the customer's own pattern.
 ADJUSTMENTS = {EDD: [Feature("region_nowcast", "numeric", (), (
     "parcels into {destination} are running behind right now", "parcels into {destination} are running ahead right now")),
     Feature("network_nowcast", "numeric", (), (
-        "parcels everywhere are running behind lately", "parcels everywhere are running ahead lately"))]}
+        "parcels everywhere are running behind lately", "parcels everywhere are running ahead lately"))],
+    CHURN: [Feature("rhythm_p_no_order", "numeric", (), _same("their own buying rhythm (orders, tenure, time since the last)"))]}
+
+#: the column whose log-odds a model's booster starts from (LightGBM's ``init_score``):
+#: churn starts from BG/NBD's chance of no order within the horizon (``features.rhythm``),
+#: and its booster adds what the delivery and the days since it tell beyond that
+BASES = {CHURN: "rhythm_p_no_order"}
 
 FEATURES = [*SHIPMENT_FEATURES, *CHURN_FEATURES]
 _BY_MODEL = {m: {f.name: f for f in FEATURES if m in f.models} for m in (EDD, DELAY, CHURN)}
@@ -159,6 +160,11 @@ _WORDS = {m: {**features, **{f.name: f for f in ADJUSTMENTS.get(m, [])}} for m, 
 def model_features(model: str) -> list[str]:
     """The columns a model trains on, in the spec's order."""
     return list(_BY_MODEL[model])
+
+
+def base(model: str) -> str | None:
+    """The column ``model`` starts from (``BASES``), or None."""
+    return BASES.get(model)
 
 
 def categorical(model: str) -> tuple[str, ...]:

@@ -97,16 +97,16 @@ def latest_judged(experience, before_us: int, window_days: float) -> dict:
 
 
 def loyalty_drivers(bundle: ModelBundle, rows: pd.DataFrame, sample: int = 1500, top: int = 12) -> dict:
-    """The churn model's global picture on the scored rows: mean |SHAP value| per feature,
-    and (value, SHAP value) pairs for the delivery factors in ``DEPENDENCE`` (a sample,
+    """The churn model's global picture on the scored rows: mean |SHAP value| per feature
+    (and for the customer's own rhythm, the base it starts from), and (value, SHAP value) pairs for the delivery factors in ``DEPENDENCE`` (a sample,
     values above the 99th percentile left out so the plot stays readable).
 
     SHAP values come from LightGBM's ``pred_contrib``, which computes TreeSHAP: the
     numbers shap's TreeExplainer gives, without loading shap in the scoring run."""
-    names = bundle.churn.features
+    names = bundle.churn.explained_names
     if not len(np.asarray(rows["customer_id"])):
         return {"importance": [], "dependence": {}, "base_rate": None, "actionable_share": None}
-    contrib = bundle.churn.contributions(rows, bundle.churn.explained)
+    contrib = bundle.churn.explanation(rows)
     importance = np.abs(contrib).mean(axis=0) if len(rows) else np.zeros(len(names))
     order = np.argsort(-importance)[:top]
     pick = np.random.default_rng(0).permutation(len(rows))[:sample]

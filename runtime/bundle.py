@@ -219,9 +219,9 @@ class ModelBundle:
                "risk_percentile": percentile, **{c: np.asarray(rows[c]) for c in CHURN_OUTPUT}}
         out["new_customer"] = np.asarray(rows["orders_so_far"]) <= 1
         if explain and n:
-            contrib = self.churn.contributions(rows, self.churn.explained, X)
-            out["reasons"] = _objects(_top_contributions(contrib, rows, self.churn.features))
-            out["actionable_share"] = actionable_share(contrib, self.churn.features)
+            contrib, names = self.churn.explanation(rows, X), self.churn.explained_names
+            out["reasons"] = _objects(_top_contributions(contrib, rows, names))
+            out["actionable_share"] = actionable_share(contrib, names)
         elif explain:
             out["reasons"] = np.array([], dtype=object)
             out["actionable_share"] = np.array([])

@@ -86,9 +86,10 @@ class Forest:
         return cls(np.array(nodes, dtype=NODE), np.array(roots, dtype=np.int64), np.array(outputs, dtype=np.int64),
                    left_set_of(codes), sigmoid)
 
-    def predict(self, X: np.ndarray, threads: int = 1) -> np.ndarray:
-        """(rows, boosters): what each booster's ``predict`` gives for ``X``, the rows split
-        over ``threads``."""
+    def predict(self, X: np.ndarray, threads: int = 1, raw: bool = False) -> np.ndarray:
+        """(rows, boosters): what each booster's ``predict`` gives for ``X`` (``raw``: its
+        ``predict(raw_score=True)``, the sums before a binary objective's sigmoid), the
+        rows split over ``threads``."""
         from runtime import compiled  # numba: imported by code that predicts, not at import
 
         X = np.ascontiguousarray(X, dtype=np.float64)
@@ -96,7 +97,7 @@ class Forest:
         in_parts(lambda a, b: compiled.predict(X[a:b], self.nodes, self.roots, self.outputs, self.left_set, out[a:b]),
                  len(X), threads)
         for k, s in enumerate(self.sigmoid):
-            if s is not None:
+            if s is not None and not raw:
                 out[:, k] = compiled.binary_output(out[:, k], s)
         return out
 

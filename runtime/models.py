@@ -130,13 +130,13 @@ class _Model:
             self.explainer(self.explained, dumped[self.boosters.index(self.explained)])
         return self
 
-    def predicted(self, X: np.ndarray) -> np.ndarray:
-        """(rows, boosters): each booster's ``predict`` of ``X``, through the packed forest
-        (bit for bit the same numbers) where it covers the boosters."""
+    def predicted(self, X: np.ndarray, raw: bool = False) -> np.ndarray:
+        """(rows, boosters): each booster's ``predict`` of ``X`` (``raw``: raw scores), through
+        the packed forest (bit for bit the same numbers) where it covers the boosters."""
         forest = self.forest()
         if forest is not None:
-            return forest.predict(X, threads=1 if threads_for(len(X)) == 1 else os.cpu_count() or 1)
-        return np.column_stack([booster_predict(b, X) for b in self.boosters])
+            return forest.predict(X, threads=1 if threads_for(len(X)) == 1 else os.cpu_count() or 1, raw=raw)
+        return np.column_stack([booster_predict(b, X, raw_score=raw) for b in self.boosters])
 
     def forest(self, dumped: list[dict] | None = None) -> Forest | None:
         """The boosters packed (``runtime.forest``), made on first use; None where not covered."""
@@ -442,6 +442,10 @@ class ProbabilityModel(_Model):
         super().__init__(features, categorical, params)
         self.kind = kind
         self.rhythm_: dict | None = None  # churn: BG/NBD parameters and horizon (features.rhythm)
+        #: churn: the column whose log-odds the booster starts from (``features.spec.BASES``),
+        #: and its mean over the training rows (the base's reference in the reasons)
+        self.base_: str | None = None
+        self.base_mean_ = 0.0
 
     @property
     def explained(self) -> lgb.Booster:
@@ -458,7 +462,33 @@ class ProbabilityModel(_Model):
         return rows.assign(**extra) if isinstance(rows, pd.DataFrame) else {**rows, **extra}
 
     def raw_score(self, rows, X: np.ndarray | None = None) -> np.ndarray:
-        return self.predicted(self._matrix(rows) if X is None else X)[:, 0]
+        """The booster's probability before calibration: for a model with a base, the
+        sigmoid of the base's log-odds plus the booster's raw score."""
+        X = self._matrix(rows) if X is None else X
+        if not self.base_:
+            return self.predicted(X)[:, 0]
+        return _expit(self.base_log_odds(rows) + self.predicted(X, raw=True)[:, 0])
+
+    def base_log_odds(self, rows) -> np.ndarray | None:
+        """Each row's starting log-odds, the logit of its ``base_`` column (churn: the
+        customer's BG/NBD chance of no order within the horizon); None without a base."""
+        if not self.base_:
+            return None
+        return logit(self._derived(rows)[self.base_])
+
+    @property
+    def explained_names(self) -> list[str]:
+        """``explanation``'s columns: the features, then the base where there is one."""
+        return self.features + ([self.base_] if self.base_ else [])
+
+    def explanation(self, rows, X: np.ndarray | None = None) -> np.ndarray:
+        """Per-row log-odds contributions in ``explained_names`` order: the booster's TreeSHAP
+        values and, for a model with a base, the base's log-odds against its training mean.
+        With the booster's expected value and that mean they add up to the row's log-odds."""
+        values = self.contributions(rows, self.explained, X)
+        if not self.base_:
+            return values
+        return np.column_stack([values, self.base_log_odds(rows) - self.base_mean_])
 
     def predict_proba(self, rows, X: np.ndarray | None = None) -> np.ndarray:
         return self.calibration_.probability(self.raw_score(rows, X))
@@ -471,7 +501,8 @@ class ProbabilityModel(_Model):
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         self.booster_.save_model(str(folder / f"{self.kind}.txt"))
-        meta = {**self._meta(), "calibration": self.calibration_.to_dict(), "rhythm": self.rhythm_}
+        meta = {**self._meta(), "calibration": self.calibration_.to_dict(), "rhythm": self.rhythm_,
+                "base": {"column": self.base_, "mean": self.base_mean_} if self.base_ else None}
         (folder / f"{self.kind}.json").write_text(json.dumps(meta))
 
     @classmethod
@@ -482,6 +513,8 @@ class ProbabilityModel(_Model):
         m.booster_ = lgb.Booster(model_file=str(folder / f"{kind}.txt"))
         m.calibration_ = ScoreMap.from_dict(meta["calibration"])
         m.rhythm_ = meta.get("rhythm")
+        base = meta.get("base") or {}  # a version trained before the base: none
+        m.base_, m.base_mean_ = base.get("column"), float(base.get("mean", 0.0))
         return m
 
 

@@ -73,34 +73,39 @@ DASK_ROUNDS_SAMPLE = 200_000
 
 def train_booster(params: dict, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFrame, y_val: np.ndarray,
                   callbacks: list | None = None, weight: np.ndarray | None = None, client=None,
-                  weeks: np.ndarray | None = None) -> lgb.Booster:
+                  weeks: np.ndarray | None = None, init: tuple[np.ndarray, np.ndarray] | None = None) -> lgb.Booster:
     """A booster stopped early on the validation rows; with a Dask ``client``, trained by
     ``lightgbm.dask`` across the workers for the rounds a sample chose (``weeks``, each
-    training row's week, stratifies that sample)."""
+    training row's week, stratifies that sample). ``init``: the training and validation
+    rows' starting scores (LightGBM's ``init_score``), for a model with a base."""
     if client is not None:
-        Xs, ys, ws = _week_sample(X, y, weight, weeks)
-        rounds = train_booster(params, Xs, ys, X_val, y_val, callbacks, ws).best_iteration
-        return _train_on_dask(client, {**params, "rounds": max(rounds, 1)}, X, y, weight)
-    train = lgb.Dataset(X, y, weight=weight, free_raw_data=False)
-    valid = lgb.Dataset(X_val, y_val, reference=train)
+        keep = _week_sample(len(X), weeks)
+        sample = (X.iloc[keep], y[keep], None if weight is None else weight[keep])
+        rounds = train_booster(params, *sample[:2], X_val, y_val, callbacks, sample[2],
+                               init=None if init is None else (init[0][keep], init[1])).best_iteration
+        return _train_on_dask(client, {**params, "rounds": max(rounds, 1)}, X, y, weight,
+                              None if init is None else init[0])
+    train = lgb.Dataset(X, y, weight=weight, init_score=None if init is None else init[0], free_raw_data=False)
+    valid = lgb.Dataset(X_val, y_val, init_score=None if init is None else init[1], reference=train)
     return lgb.train({**BASE_PARAMS, **params}, train, num_boost_round=params.get("rounds", ROUNDS),
                      valid_sets=[valid], callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False), *(callbacks or [])])
 
 
-def _week_sample(X: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None, weeks: np.ndarray | None):
-    """At most ``DASK_ROUNDS_SAMPLE`` rows, the same share of every week."""
-    if len(X) <= DASK_ROUNDS_SAMPLE:
-        return X, y, weight
+def _week_sample(n: int, weeks: np.ndarray | None) -> np.ndarray:
+    """Positions of at most ``DASK_ROUNDS_SAMPLE`` of ``n`` rows, the same share of every week."""
+    if n <= DASK_ROUNDS_SAMPLE:
+        return np.arange(n)
     rng = np.random.default_rng(0)
-    strata = weeks if weeks is not None else np.zeros(len(X), dtype=np.int64)
-    share = DASK_ROUNDS_SAMPLE / len(X)
+    strata = weeks if weeks is not None else np.zeros(n, dtype=np.int64)
+    share = DASK_ROUNDS_SAMPLE / n
     keep = np.concatenate([rng.choice(idx, max(1, int(round(len(idx) * share))), replace=False)
-                           for idx in pd.Series(np.arange(len(X))).groupby(strata).indices.values()])
+                           for idx in pd.Series(np.arange(n)).groupby(strata).indices.values()])
     keep.sort()
-    return X.iloc[keep], y[keep], None if weight is None else weight[keep]
+    return keep
 
 
-def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None) -> lgb.Booster:
+def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight: np.ndarray | None,
+                   init: np.ndarray | None = None) -> lgb.Booster:
     """``lightgbm.dask`` on the rows spread over the workers (each worker builds its
     histograms, LightGBM's network adds them up); categorical levels are fixed by the
     encoder before, so every partition agrees on the codes."""
@@ -115,7 +120,8 @@ def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight:
     # workers then hand LightGBM plain float columns that agree across partitions.
     categorical = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
     codes = {c: X[c].cat.codes.astype(np.float64).where(X[c].cat.codes >= 0) for c in categorical}
-    frame = X.assign(**codes).astype(np.float64).assign(_y=y, _w=weight if weight is not None else 1.0)
+    frame = X.assign(**codes).astype(np.float64).assign(_y=y, _w=weight if weight is not None else 1.0,
+                                                        _i=init if init is not None else 0.0)
     # Shuffled, so every worker holds every period (the rows arrive in time order), and
     # scattered as pieces spread over the workers (not one large task graph).
     frame = frame.iloc[np.random.default_rng(0).permutation(len(frame))].reset_index(drop=True)
@@ -123,7 +129,8 @@ def _train_on_dask(client, params: dict, X: pd.DataFrame, y: np.ndarray, weight:
     pieces = client.scatter([frame.iloc[a:b] for a, b in zip(edges[:-1], edges[1:])])
     data = dd.from_delayed(pieces, meta=frame.iloc[:0], verify_meta=False)
     estimator = (DaskLGBMClassifier if options.get("objective") == "binary" else DaskLGBMRegressor)(client=client, **options)
-    estimator.fit(data[list(X.columns)], data["_y"], sample_weight=data["_w"], categorical_feature=categorical)
+    estimator.fit(data[list(X.columns)], data["_y"], sample_weight=data["_w"], categorical_feature=categorical,
+                  init_score=data["_i"] if init is not None else None)
     booster = estimator.booster_
     # the levels a pandas-trained booster would carry, so frames of categoricals (SHAP
     # plots, signatures) map to the same codes; saved with the model
@@ -277,13 +284,18 @@ def _shrunk(errors: np.ndarray, prior: float) -> float:
 
 
 class ProbabilityEstimator(ProbabilityModel):
-    """Learns a binary booster and the isotonic map that calibrates its scores."""
+    """Learns a binary booster (from the base's log-odds, for a model with one) and the
+    isotonic map that calibrates its scores."""
 
     def fit(self, rows: pd.DataFrame, y: np.ndarray, val_rows: pd.DataFrame, val_y: np.ndarray,
             callbacks: list | None = None, weight: np.ndarray | None = None, client=None) -> "ProbabilityEstimator":
         self.encoder_ = CategoricalEncoder(self.categorical).fit(rows)
+        init = None
+        if self.base_:  # the booster learns what the base (churn: the customer's rhythm) leaves
+            init = (self.base_log_odds(rows), self.base_log_odds(val_rows))
+            self.base_mean_ = float(np.mean(init[0]))
         self.booster_ = train_booster({**self.params, "objective": "binary"}, self._X(rows), y,
-                                      self._X(val_rows), val_y, callbacks, weight, client, _weeks(rows))
+                                      self._X(val_rows), val_y, callbacks, weight, client, _weeks(rows), init)
         return self
 
     def calibrate(self, rows: pd.DataFrame, y: np.ndarray) -> "ProbabilityEstimator":

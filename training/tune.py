@@ -12,7 +12,7 @@ import optuna
 import pandas as pd
 
 from features.build import FeatureSnapshot
-from runtime.models import CategoricalEncoder
+from runtime.models import CategoricalEncoder, logit
 from training.models import edd_target, fit_clock, train_booster
 from features import spec
 from features.rhythm import rhythm_features
@@ -20,14 +20,29 @@ from training.rows import LABEL, Labelled, Windows
 from training.train import feature_columns, rhythm_params
 
 
-def search_space(trial: optuna.Trial) -> dict:
-    return {
-        "num_leaves": trial.suggest_int("num_leaves", 15, 127, log=True),
-        "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.15, log=True),
-        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 10, 200, log=True),
-        "feature_fraction": trial.suggest_float("feature_fraction", 0.6, 1.0),
-        "lambda_l2": trial.suggest_float("lambda_l2", 1e-3, 10.0, log=True),
-    }
+#: each parameter's range (log scale but for the feature fraction). The churn booster
+#: adds a little to its base (the customer's rhythm) from noisy labels: its space holds
+#: smaller, slower trees, around the defaults the backtest chose (``training.train.CHURN_DEFAULTS``)
+SPACES = {
+    "default": {"num_leaves": (15, 127), "learning_rate": (0.02, 0.15), "min_data_in_leaf": (10, 200),
+                "lambda_l2": (1e-3, 10.0)},
+    spec.CHURN: {"num_leaves": (4, 31), "learning_rate": (0.005, 0.05), "min_data_in_leaf": (50, 400),
+                 "lambda_l2": (1e-1, 20.0), "rounds": 1000},
+}
+
+
+def search_space(trial: optuna.Trial, model: str = "default") -> dict:
+    """A trial's parameters from the model's ``SPACES`` (fixed values pass as they are)."""
+    out = {}
+    for name, bounds in SPACES.get(model, SPACES["default"]).items():
+        if not isinstance(bounds, tuple):
+            out[name] = bounds
+        elif isinstance(bounds[0], int):
+            out[name] = trial.suggest_int(name, *bounds, log=True)
+        else:
+            out[name] = trial.suggest_float(name, *bounds, log=True)
+    out["feature_fraction"] = trial.suggest_float("feature_fraction", 0.6, 1.0)
+    return out
 
 
 def pruning_callback(trial: optuna.Trial):
@@ -39,10 +54,11 @@ def pruning_callback(trial: optuna.Trial):
     return callback
 
 
-def _study(name: str, X, y, Xv, yv, objective_params: dict, n_trials: int, seed: int, log_nested) -> dict:
+def _study(name: str, X, y, Xv, yv, objective_params: dict, n_trials: int, seed: int, log_nested,
+           init: tuple | None = None) -> dict:
     def objective(trial: optuna.Trial) -> float:
-        params = {**search_space(trial), **objective_params}
-        booster = train_booster(params, X, y, Xv, yv, callbacks=[pruning_callback(trial)])
+        params = {**search_space(trial, name), **objective_params}
+        booster = train_booster(params, X, y, Xv, yv, callbacks=[pruning_callback(trial)], init=init)
         score = float(booster.best_score["valid_0"][next(iter(booster.best_score["valid_0"]))])
         log_nested(name, trial.number, params, score)
         return score
@@ -76,8 +92,11 @@ def tune(snapshot: FeatureSnapshot, labelled: Labelled, n_trials: int, horizon_d
     if isinstance(labelled.churn, Windows):
         rhythm = rhythm_params(snapshot, labelled.churn_split.calibrate_from, {}, {})
         fit, val = (w.assign(**rhythm_features(w, rhythm, horizon_days)) for w in (labelled.churn.fit, labelled.churn.val))
+        # from the base the final fit starts from (features.spec.BASES), so trials judge the same model
+        base = spec.base(spec.CHURN) if rhythm else None
+        init = (logit(fit[base]), logit(val[base])) if base else None
         out["churn"] = _study("churn", *_matrices(fit, val, spec.CHURN), {"objective": "binary"}, n_trials, seed,
-                              log_nested)
+                              log_nested, init)
     logging.getLogger(__name__).info("tuned %s", {k: v["best_value"] for k, v in out.items()})
     return out
 

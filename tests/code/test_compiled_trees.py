@@ -131,6 +131,13 @@ def test_forest_predicts_lightgbms_numbers_bit_for_bit(name):
     np.testing.assert_array_equal(Forest.of([b]).predict(X)[:, 0], expected)
 
 
+def test_forest_gives_raw_scores_as_lightgbm_does():
+    """A model with a base adds the booster's raw score to it: the sums before the sigmoid."""
+    b = BOOSTERS["binary"]
+    X = odd_rows(12)
+    np.testing.assert_array_equal(Forest.of([b]).predict(X, raw=True)[:, 0], b.predict(X, num_threads=1, raw_score=True))
+
+
 def test_one_forest_holds_several_boosters_each_its_own_column():
     boosters = list(BOOSTERS.values())
     X = odd_rows(12)

@@ -304,6 +304,33 @@ def test_boosters_trained_on_dask_match_the_in_process_fit(client, trained):
     assert np.allclose(remote.predict(X.iloc[test]), b)
 
 
+def test_a_booster_with_a_base_trains_on_dask_from_that_base(client):
+    """A model with a base (churn: the customer's rhythm) hands each row's starting
+    log-odds to lightgbm.dask as it does in process: the Dask booster learns only what the
+    base leaves, as the in-process one does, and ranks later rows as well."""
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    from training.models import train_booster
+
+    rng = np.random.default_rng(5)
+    n = 12_000
+    X = pd.DataFrame({"late": rng.exponential(1.0, n), "noise": rng.normal(size=n)})
+    base = rng.normal(1.0, 1.5, n)  # off centre: a booster trained without it adds its level again
+    y = (rng.random(n) < 1 / (1 + np.exp(-(base + 0.8 * X.late.to_numpy() - 0.8)))).astype(float)
+    fit, val, test = np.split(np.arange(n), [8000, 10_000])
+    params = {"objective": "binary", "num_leaves": 7, "learning_rate": 0.05}
+    init = (base[fit], base[val])
+    local = train_booster(params, X.iloc[fit], y[fit], X.iloc[val], y[val], init=init)
+    remote = train_booster(params, X.iloc[fit], y[fit], X.iloc[val], y[val], client=client, init=init)
+    assert remote.num_trees() == local.best_iteration > 10
+    a, b = (m.predict(X.iloc[test], raw_score=True) for m in (local, remote))
+    assert np.corrcoef(a, b)[0, 1] > 0.95
+    loss = [log_loss(y[test], 1 / (1 + np.exp(-(base[test] + p)))) for p in (a, b)]
+    assert loss[1] <= loss[0] + 0.01, loss
+    auc = [roc_auc_score(y[test], base[test] + p) for p in (a, b)]
+    assert auc[1] >= auc[0] - 0.01 and auc[1] > roc_auc_score(y[test], base[test]) + 0.02, auc
+
+
 def _planted(sim_small, folder):
     """The simulated set as parts, with rule-breaking rows spread over them."""
     from data.write import write_data_set

@@ -273,3 +273,33 @@ def test_shipped_boosters_predict_and_explain_through_compiled_walks_with_lightg
         expected = np.column_stack([b.predict(X) for b in model.boosters])
         np.testing.assert_array_equal(model.predicted(X), expected)
         np.testing.assert_array_equal(np.vstack([model.predicted(X[i:i + 1]) for i in range(0, len(X), 50)]), expected[::50])
+
+
+def test_churn_starts_from_the_customers_rhythm_and_its_reasons_add_up(trained):
+    """The churn booster learns on top of BG/NBD's log-odds (features.spec.BASES): its
+    features are the delivery's and the days since it, not the customer's orders again;
+    the base, the booster's expected value and every reason add up to the risk's log-odds
+    before calibration; the rhythm is a reason of its own, never an actionable one."""
+    from features import spec
+    from runtime.models import logit
+    from runtime.reasons import actionable_share
+
+    result, ds = trained
+    churn = result.bundle.churn
+    assert churn.base_ == "rhythm_p_no_order" and "orders_so_far" not in churn.features
+    assert churn.explained_names == churn.features + ["rhythm_p_no_order"]
+    rows = churn._derived(result.evaluation["churn"]["rows"].head(400))
+    X = churn._matrix(rows)
+    booster_log_odds = churn.explained.predict(X, raw_score=True)
+    np.testing.assert_allclose(logit(churn.raw_score(rows)), logit(rows["rhythm_p_no_order"]) + booster_log_odds,
+                               rtol=0, atol=1e-6)
+    explained = churn.explanation(rows)
+    expected_value = churn.explained.predict(X, pred_contrib=True)[:, -1]
+    np.testing.assert_allclose(explained.sum(axis=1) + expected_value + churn.base_mean_,
+                               logit(churn.raw_score(rows)), rtol=0, atol=1e-6)
+    rhythm = explained[:, -1]
+    assert rhythm.std() > 0.1  # the rhythm moves the risk, customer by customer
+    assert not spec.feature(spec.CHURN, "rhythm_p_no_order").actionable
+    only_rhythm = np.zeros_like(explained)
+    only_rhythm[:, -1] = np.abs(rhythm)
+    assert (actionable_share(only_rhythm, churn.explained_names) == 0).all()
