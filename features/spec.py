@@ -33,6 +33,9 @@ class Feature:
     #: at the snapshot's end): live requests always differ from the training window, so
     #: drift is shown for it but never advised on
     clock: bool = False
+    #: +1: the model's answer may only rise as the feature grows (LightGBM's monotone
+    #: constraint), -1: only fall, 0: free. A CX agent never sees more exceptions lower a risk.
+    direction: int = 0
 
 
 def _same(text: str) -> tuple[str, str]:
@@ -119,21 +122,21 @@ CHURN_FEATURES = [
         ("destination_region", "the customer's region"))),
     Feature("days_since_delivery", "numeric", (CHURN,), _same("days since the delivery")),
     Feature("parcels", "numeric", (CHURN,), _same("parcels in the order")),
-    Feature("parcels_missing", "numeric", (CHURN,), _same("parcels never delivered"), actionable=True),
-    Feature("days_late", "numeric", (CHURN,), _same("days late"), actionable=True),
+    Feature("parcels_missing", "numeric", (CHURN,), _same("parcels never delivered"), actionable=True, direction=1),
+    Feature("days_late", "numeric", (CHURN,), _same("days late"), actionable=True, direction=1),
     Feature("transit_days", "numeric", (CHURN,), _same("days in transit"), actionable=True),
-    Feature("transit_vs_usual", "numeric", (CHURN,), _same("delivery time against the lane's usual"), actionable=True),
-    Feature("exceptions", "numeric", (CHURN,), _same("carrier exceptions"), actionable=True),
-    Feature("failed_attempts", "numeric", (CHURN,), _same("failed delivery attempts"), actionable=True),
-    Feature("returned", "numeric", (CHURN,), _same("parcel returned"), actionable=True),
-    Feature("not_delivered_by_promise", "numeric", (CHURN,), _same("not delivered by the promised date"), actionable=True),
-    Feature("rating", "numeric", (CHURN,), _same("the customer's rating"), actionable=True),
-    Feature("contacts", "numeric", (CHURN,), _same("contacts with customer service"), actionable=True),
-    Feature("orders_since_delivery", "numeric", (CHURN,), _same("orders since the delivery")),
-    Feature("earlier_late", "numeric", (CHURN,), _same("earlier late deliveries"), actionable=True),
-    Feature("earlier_late_share", "numeric", (CHURN,), _same("share of earlier deliveries late"), actionable=True),
-    Feature("earlier_low_ratings", "numeric", (CHURN,), _same("earlier low ratings"), actionable=True),
-    Feature("earlier_contacts", "numeric", (CHURN,), _same("earlier contacts with customer service"), actionable=True),
+    Feature("transit_vs_usual", "numeric", (CHURN,), _same("delivery time against the lane's usual"), actionable=True, direction=1),
+    Feature("exceptions", "numeric", (CHURN,), _same("carrier exceptions"), actionable=True, direction=1),
+    Feature("failed_attempts", "numeric", (CHURN,), _same("failed delivery attempts"), actionable=True, direction=1),
+    Feature("returned", "numeric", (CHURN,), _same("parcel returned"), actionable=True, direction=1),
+    Feature("not_delivered_by_promise", "numeric", (CHURN,), _same("not delivered by the promised date"), actionable=True, direction=1),
+    Feature("rating", "numeric", (CHURN,), _same("the customer's rating"), actionable=True, direction=-1),
+    Feature("contacts", "numeric", (CHURN,), _same("contacts with customer service"), actionable=True, direction=1),
+    Feature("orders_since_delivery", "numeric", (CHURN,), _same("orders since the delivery"), direction=-1),
+    Feature("earlier_late", "numeric", (CHURN,), _same("earlier late deliveries"), actionable=True, direction=1),
+    Feature("earlier_late_share", "numeric", (CHURN,), _same("share of earlier deliveries late"), actionable=True, direction=1),
+    Feature("earlier_low_ratings", "numeric", (CHURN,), _same("earlier low ratings"), actionable=True, direction=1),
+    Feature("earlier_contacts", "numeric", (CHURN,), _same("earlier contacts with customer service"), actionable=True, direction=1),
 ]
 
 #: what moves an answer besides the boosters' features, with words for its reason; never
@@ -160,6 +163,12 @@ _WORDS = {m: {**features, **{f.name: f for f in ADJUSTMENTS.get(m, [])}} for m, 
 def model_features(model: str) -> list[str]:
     """The columns a model trains on, in the spec's order."""
     return list(_BY_MODEL[model])
+
+
+def monotone(model: str, names: list[str]) -> list[int]:
+    """Each of ``names``' ``direction`` for ``model``, in their order (LightGBM's
+    ``monotone_constraints``)."""
+    return [_BY_MODEL[model][n].direction if n in _BY_MODEL[model] else 0 for n in names]
 
 
 def base(model: str) -> str | None:

@@ -21,6 +21,7 @@ import pandas as pd
 from sklearn.isotonic import IsotonicRegression
 
 from data.calendar import holiday_dates
+from features import spec
 from features.pit import US_PER_DAY, US_PER_HOUR, micros
 from runtime.clock import ANY, OperatingClock, pair_names
 from runtime.models import QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel, ScoreMap, logit
@@ -89,6 +90,15 @@ def train_booster(params: dict, X: pd.DataFrame, y: np.ndarray, X_val: pd.DataFr
     valid = lgb.Dataset(X_val, y_val, init_score=None if init is None else init[1], reference=train)
     return lgb.train({**BASE_PARAMS, **params}, train, num_boost_round=params.get("rounds", ROUNDS),
                      valid_sets=[valid], callbacks=[lgb.early_stopping(EARLY_STOP, verbose=False), *(callbacks or [])])
+
+
+def monotone_params(model: str, features: list[str]) -> dict:
+    """LightGBM's monotone constraints for the features the spec gives a direction
+    (``features.spec.Feature.direction``); none when it gives none."""
+    constraints = spec.monotone(model, features)
+    if not any(constraints):
+        return {}
+    return {"monotone_constraints": constraints, "monotone_constraints_method": "advanced"}
 
 
 def _week_sample(n: int, weeks: np.ndarray | None) -> np.ndarray:
@@ -284,8 +294,8 @@ def _shrunk(errors: np.ndarray, prior: float) -> float:
 
 
 class ProbabilityEstimator(ProbabilityModel):
-    """Learns a binary booster (from the base's log-odds, for a model with one) and the
-    isotonic map that calibrates its scores."""
+    """Learns a binary booster (from the base's log-odds, for a model with one; monotone
+    in the features the spec gives a direction) and the isotonic map that calibrates its scores."""
 
     def fit(self, rows: pd.DataFrame, y: np.ndarray, val_rows: pd.DataFrame, val_y: np.ndarray,
             callbacks: list | None = None, weight: np.ndarray | None = None, client=None) -> "ProbabilityEstimator":
@@ -294,7 +304,8 @@ class ProbabilityEstimator(ProbabilityModel):
         if self.base_:  # the booster learns what the base (churn: the customer's rhythm) leaves
             init = (self.base_log_odds(rows), self.base_log_odds(val_rows))
             self.base_mean_ = float(np.mean(init[0]))
-        self.booster_ = train_booster({**self.params, "objective": "binary"}, self._X(rows), y,
+        params = {**monotone_params(self.kind, self.features), **self.params, "objective": "binary"}
+        self.booster_ = train_booster(params, self._X(rows), y,
                                       self._X(val_rows), val_y, callbacks, weight, client, _weeks(rows), init)
         return self
 

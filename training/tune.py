@@ -13,7 +13,7 @@ import pandas as pd
 
 from features.build import FeatureSnapshot
 from runtime.models import CategoricalEncoder, logit
-from training.models import edd_target, fit_clock, train_booster
+from training.models import edd_target, fit_clock, monotone_params, train_booster
 from features import spec
 from features.rhythm import rhythm_features
 from training.rows import LABEL, Labelled, Windows
@@ -80,7 +80,7 @@ def tune(snapshot: FeatureSnapshot, labelled: Labelled, n_trials: int, horizon_d
 
     def log_nested(model: str, number: int, params: dict, score: float) -> None:
         with mlflow.start_run(run_name=f"tune {model} #{number}", nested=True):
-            mlflow.log_params({k: v for k, v in params.items() if k not in ("objective",)})
+            mlflow.log_params({k: v for k, v in params.items() if k not in ("objective", "monotone_constraints")})
             mlflow.log_metric("validation_loss", score)
 
     out = {}
@@ -95,8 +95,9 @@ def tune(snapshot: FeatureSnapshot, labelled: Labelled, n_trials: int, horizon_d
         # from the base the final fit starts from (features.spec.BASES), so trials judge the same model
         base = spec.base(spec.CHURN) if rhythm else None
         init = (logit(fit[base]), logit(val[base])) if base else None
-        out["churn"] = _study("churn", *_matrices(fit, val, spec.CHURN), {"objective": "binary"}, n_trials, seed,
-                              log_nested, init)
+        matrices = _matrices(fit, val, spec.CHURN)
+        shape = {"objective": "binary", **monotone_params(spec.CHURN, list(matrices[0].columns))}
+        out["churn"] = _study("churn", *matrices, shape, n_trials, seed, log_nested, init)
     logging.getLogger(__name__).info("tuned %s", {k: v["best_value"] for k, v in out.items()})
     return out
 

@@ -129,6 +129,27 @@ def test_a_late_damaged_or_lost_delivery_raises_churn_risk(bundle, trained):
     assert all(0 <= r <= 1 for r in (on_time, late, late_damaged, lost))
 
 
+def test_worse_delivery_factors_never_lower_anyones_churn_risk(trained):
+    """The churn booster is monotone in the factors the spec gives a direction: for every
+    one of 300 real rows, swept over each factor's range, a later, more troubled,
+    lower-rated delivery never lowers the risk and an order since the delivery never
+    raises it; days late do raise most rows' risk."""
+    from features import spec
+
+    result, _ = trained
+    churn = result.bundle.churn
+    assert churn.booster_.params["monotone_constraints"] == spec.monotone(spec.CHURN, churn.features)
+    rows = result.evaluation["churn"]["rows"].head(300)
+    sweeps = {"days_late": np.arange(-3.0, 15.0, 0.25), "exceptions": np.arange(0.0, 4.0), "failed_attempts": np.arange(0.0, 4.0),
+              "contacts": np.arange(0.0, 5.0), "parcels_missing": np.arange(0.0, 3.0), "transit_vs_usual": np.arange(0.2, 4.0, 0.1),
+              "rating": np.arange(5.0, 0.0, -1.0), "orders_since_delivery": np.arange(3.0, -1.0, -1.0)}
+    for column, values in sweeps.items():  # each in the order along which the risk may only rise
+        risk = np.column_stack([churn.predict_proba(rows.assign(**{column: v})) for v in values])
+        assert (np.diff(risk, axis=1) >= -1e-12).all(), column
+        if column == "days_late":
+            assert (risk[:, -1] > risk[:, 0]).mean() > 0.5
+
+
 def test_churn_reasons_name_the_delivery_factors(bundle, trained):
     _, ds = trained
     df, scans, moments = delivered_order(ds, late_days=6, exception=True)
