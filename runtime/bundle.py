@@ -100,13 +100,14 @@ class ModelBundle:
         parts = self.edd.nowcast_parts(rows)  # once, for the quantiles, the late probability and the reasons
         nowcast = parts.sum(axis=1)
         shifted = self.edd.shifted_quantiles(rows, groups, raw, nowcast)  # once, for the ETA, the promise and the reasons
-        hours, promise_h = self.edd.eta_and_promise_hours(rows, groups, confidence, shifted)
+        codes = self.edd.clock_codes(rows)  # once, for the same three
+        hours, promise_h = self.edd.eta_and_promise_hours(rows, groups, confidence, shifted, codes)
         out = {"shipment_id": np.asarray(rows["shipment_id"], dtype=object), "as_of": at}
         for k, name in enumerate(("eta_p10", "eta_p50", "eta_p90")):
             out[name] = at + (hours[:, k] * US_PER_HOUR).astype(np.int64)
         out["promise_at"] = end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64))
         has_promise = ~np.isnan(np.asarray(rows["promise_hours"], dtype=float))
-        out["late_probability"] = np.where(has_promise, self.late_probability(rows, X, shifted[0], nowcast), np.nan)
+        out["late_probability"] = np.where(has_promise, self.late_probability(rows, X, shifted[0], nowcast, codes), np.nan)
         out["confidence"] = confidence_label(rows)
         explain = np.broadcast_to(np.asarray(explain, dtype=bool), len(at))
         reasons = [[] for _ in range(len(at))]
@@ -114,18 +115,20 @@ class ModelBundle:
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
-            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick], top=CANDIDATES, nowcast=parts[pick])
+            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick], top=CANDIDATES, nowcast=parts[pick],
+                                  codes=None if codes is None else codes[pick])
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons
         return out
 
     def late_probability(self, rows, X: np.ndarray | None = None, shifted: np.ndarray | None = None,
-                         nowcast: np.ndarray | None = None) -> np.ndarray:
+                         nowcast: np.ndarray | None = None, codes: np.ndarray | None = None) -> np.ndarray:
         """The delay model's probability of missing the promise, moved by the mass of the
         ETA distribution the nowcast (region and network) pushed past it (``EddModel.late_shift``);
         ``X``, ``shifted`` and ``nowcast`` (the EDD model's matrix, ``shifted_quantiles``
-        and ``nowcast_shift``) when the caller has them. NaN without a delay model."""
+        and ``nowcast_shift``) and ``codes`` (its ``clock_codes``) when the caller has them.
+        NaN without a delay model."""
         if self.delay is None:
             return np.full(len(np.asarray(rows["as_of"])), np.nan)
         late = self.delay.predict_proba(rows, None if X is None else self._delay_matrix(rows, X))
@@ -135,7 +138,7 @@ class ModelBundle:
             shifted = self.edd.shifted_quantiles(rows, rows["carrier"])[0]
         if nowcast is None:
             nowcast = self.edd.nowcast_shift(rows)
-        return np.clip(late + self.edd.late_shift(rows, shifted, nowcast), 0.0, 1.0)
+        return np.clip(late + self.edd.late_shift(rows, shifted, nowcast, codes), 0.0, 1.0)
 
     def _delay_matrix(self, rows, edd_X: np.ndarray) -> np.ndarray | None:
         # Same features, order and categorical levels (both train on the shipment rows): reuse.
@@ -150,11 +153,11 @@ class ModelBundle:
         return pd.DataFrame({k: timestamps_of(v).array if k in TIMESTAMPS else v for k, v in out.items()})
 
     def reasons(self, rows, log_p50: np.ndarray, X: np.ndarray | None = None, top: int = REASONS,
-                nowcast: np.ndarray | None = None) -> list[list[dict]]:
+                nowcast: np.ndarray | None = None, codes: np.ndarray | None = None) -> list[list[dict]]:
         """Top features by |effect| on the median ETA, in hours (TreeSHAP: ``_Model.contributions``),
         and the nowcast's parts where they moved it; ``log_p50`` is the median as the
         boosters speak it (log operating hours, level-shifted), ``nowcast`` the rows'
-        ``EddModel.nowcast_parts`` when the caller has them."""
+        ``EddModel.nowcast_parts`` and ``codes`` their ``clock_codes``, when the caller has them."""
         values = self.edd.contributions(rows, self.edd.explained, X)
         order, raw = _ranked(values, rows, self.edd.features, top)
         log_p50 = np.asarray(log_p50, dtype=float)
@@ -164,7 +167,7 @@ class ModelBundle:
         # without it; the median, without each contribution and without each part of the
         # nowcast, in one pass through the clock.
         hours = self.edd.hours_from_log(rows, np.column_stack(
-            [log_p50, log_p50[:, None] - np.take_along_axis(values, order, axis=1), log_p50[:, None] - parts]))
+            [log_p50, log_p50[:, None] - np.take_along_axis(values, order, axis=1), log_p50[:, None] - parts]), codes)
         effect = hours[:, :1] - hours[:, 1:]
         names = self.edd.features
         out = [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
@@ -286,11 +289,14 @@ def _plain(v):
     return None if math.isnan(v) else v
 
 
+CONFIDENCE = np.array(["low", "normal", "high"])
+
+
 def confidence_label(rows) -> np.ndarray:
     """'low' for unseen or thin lanes, 'high' for busy lanes, else 'normal'."""
     n = np.nan_to_num(np.asarray(rows["carrier_lane_91d_n"], dtype=float))
     unseen_carrier = np.nan_to_num(np.asarray(rows["carrier_91d_n"], dtype=float)) == 0
-    return np.where(unseen_carrier | (n < 5), "low", np.where(n >= 50, "high", "normal"))
+    return CONFIDENCE[np.where(unseen_carrier | (n < 5), 0, np.where(n >= 50, 2, 1))]
 
 
 def end_of_day(us: np.ndarray) -> np.ndarray:

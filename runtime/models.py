@@ -49,6 +49,10 @@ NOWCAST_HALF_LIFE_DAYS = 2.0
 #: the network's nowcast halves every this many days: a slow-down of the whole network
 #: lasts (Olist's lead times rose for months after Black Friday 2017; chosen by backtest)
 NOWCAST_NETWORK_HALF_LIFE_DAYS = 60.0
+#: the levels (0 to 1) at which a version keeps each group's one-sided errors
+#: (``EddModel.promise_scores_``); a promise at any confidence interpolates between them
+PROMISE_GRID = np.linspace(0, 1, 201)
+PROMISE_GRID.flags.writeable = False
 #: up to this many rows a booster predicts on one thread
 ONE_THREAD_ROWS = 512
 
@@ -265,12 +269,13 @@ class EddModel(_Model):
         return np.column_stack([np.where(after, region * 0.5 ** (age_days / NOWCAST_HALF_LIFE_DAYS), 0.0),
                                 np.where(after, network * 0.5 ** (age_days / NOWCAST_NETWORK_HALF_LIFE_DAYS), 0.0)])
 
-    def late_shift(self, rows, shifted: np.ndarray, nowcast: np.ndarray) -> np.ndarray:
+    def late_shift(self, rows, shifted: np.ndarray, nowcast: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
         """How much each row's nowcast raises its chance of missing the promise: the mass of
         its ETA distribution the nowcast moved past the promise (a normal in log operating
         hours, median and spread from the ``shifted`` quantiles). The delay model sees no
         storm either, so its probability moves with the ETA (``ModelBundle``); 0 where
-        nothing was moved, NaN without a promise."""
+        nothing was moved, NaN without a promise. ``codes``: the rows' ``clock_codes``, when
+        the caller has them."""
         out = np.zeros(len(nowcast))
         moved = nowcast != 0
         if not moved.any():
@@ -280,7 +285,7 @@ class EddModel(_Model):
         left = np.maximum(np.asarray(rows["hours_to_promise"], dtype=float), 0.0)
         clock = getattr(self, "clock_", None)
         if clock is not None:
-            left = clock.operating_hours(clock.codes(rows["carrier"], rows["service_level"]), rows["as_of"], left)
+            left = clock.operating_hours(self.clock_codes(rows) if codes is None else codes, rows["as_of"], left)
         spread = np.maximum((shifted[:, 2] - shifted[:, 0]) / (2 * 1.2815515655446004), 1e-6)  # z of the 90% point
         gap = np.log1p(left) - shifted[:, 1]
         return np.where(moved, ndtr((gap + nowcast) / spread) - ndtr(gap / spread), 0.0)
@@ -303,15 +308,23 @@ class EddModel(_Model):
         nowcast = self.nowcast_shift(rows) if nowcast is None else nowcast
         return self.level_shifted(self.raw_log_quantiles(rows) if raw is None else raw, groups, nowcast), groups
 
-    def hours_from_log(self, rows, log_hours: np.ndarray) -> np.ndarray:
+    def clock_codes(self, rows) -> np.ndarray | None:
+        """Each row's operating clock (``runtime.clock``); None for a version without clocks.
+        An answer reads them three times (interval and promise, late shift, reasons): its
+        caller works them out once and passes them on."""
+        clock = getattr(self, "clock_", None)
+        return None if clock is None else clock.codes(rows["carrier"], rows["service_level"])
+
+    def hours_from_log(self, rows, log_hours: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
         """Calendar hours from each row's moment for the boosters' log(1 + operating hours)
         (a value per row, or a matrix with a row per row): the operating clock run forward
-        from ``as_of`` (``runtime.clock``; a version without one learned calendar hours)."""
+        from ``as_of`` (``runtime.clock``; a version without one learned calendar hours).
+        ``codes``: the rows' ``clock_codes``, when the caller has them."""
         hours = np.maximum(np.expm1(log_hours), 0.0)
         clock = getattr(self, "clock_", None)
         if clock is None:
             return hours
-        return clock.calendar_hours(clock.codes(rows["carrier"], rows["service_level"]), rows["as_of"], hours)
+        return clock.calendar_hours(self.clock_codes(rows) if codes is None else codes, rows["as_of"], hours)
 
     def predict_hours(self, rows, groups, raw: np.ndarray | None = None, shifted=None) -> np.ndarray:
         """Calibrated (p10, p50, p90) hours from the moment, one row each (``groups``: carriers;
@@ -327,12 +340,13 @@ class EddModel(_Model):
         q, groups = self.shifted_quantiles(rows, groups, raw) if shifted is None else shifted
         return self.hours_from_log(rows, self._promise_log(q, groups, confidence))
 
-    def eta_and_promise_hours(self, rows, groups, confidence, shifted) -> tuple[np.ndarray, np.ndarray]:
+    def eta_and_promise_hours(self, rows, groups, confidence, shifted,
+                              codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``predict_hours`` and ``promise_hours`` together, through the clock in one pass
         (an answer needs both; a live request pays the clock's set-up once)."""
         q, groups = shifted
         hours = self.hours_from_log(rows, np.column_stack([self._interval_log(q, groups),
-                                                           self._promise_log(q, groups, confidence)]))
+                                                           self._promise_log(q, groups, confidence)]), codes)
         return _ordered(hours[:, :3]), hours[:, 3]
 
     def _interval_log(self, q: np.ndarray, groups) -> np.ndarray:
@@ -345,7 +359,7 @@ class EddModel(_Model):
         c = np.asarray(confidence, dtype=float)
         if ((c < 0.5) | (c > 0.995)).any():
             raise ValueError(f"confidence must be between 0.5 and 0.995, not {confidence}")
-        grid = np.linspace(0, 1, 201)
+        grid = PROMISE_GRID
         names = list(self.promise_scores_)
         pos = _group_positions(names, groups)
         c = np.broadcast_to(c, len(pos))

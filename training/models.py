@@ -24,7 +24,7 @@ from data.calendar import holiday_dates
 from features import spec
 from features.pit import US_PER_DAY, US_PER_HOUR, micros
 from runtime.clock import ANY, OperatingClock, pair_names
-from runtime.models import QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel, ScoreMap, logit
+from runtime.models import PROMISE_GRID, QUANTILES, CategoricalEncoder, EddModel, ProbabilityModel, ScoreMap, logit
 
 INTERVAL_COVERAGE = 0.8
 #: half-life (days) of the weights of calibration errors; None weighs them alike. Chosen
@@ -381,4 +381,4 @@ def _conformal_quantile(scores: np.ndarray, coverage: float, weights: np.ndarray
 
 
 def _quantile_grid(scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
-    return _weighted_quantile(scores, weights, np.linspace(0, 1, 201))
+    return _weighted_quantile(scores, weights, PROMISE_GRID)

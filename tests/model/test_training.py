@@ -303,3 +303,35 @@ def test_churn_starts_from_the_customers_rhythm_and_its_reasons_add_up(trained):
     only_rhythm = np.zeros_like(explained)
     only_rhythm[:, -1] = np.abs(rhythm)
     assert (actionable_share(only_rhythm, churn.explained_names) == 0).all()
+
+
+def test_an_answer_works_out_the_clocks_once_and_answers_what_each_part_alone_does(trained):
+    """``predict_columns`` reads the rows' operating clocks once and hands them to the
+    interval, the promise, the late probability and the reasons; each part asked alone
+    (working the clocks out itself) gives the same numbers."""
+    from runtime.bundle import end_of_day
+
+    result, ds = trained
+    bundle = result.bundle
+    # a day past the data's end: the nowcast moves the answers, so the late shift reads the clocks too
+    late_orders = ds["shipments"].tail(200)
+    moments = pd.DataFrame({"shipment_id": late_orders.shipment_id.astype("str").to_numpy(),
+                            "as_of": pd.Series([bundle.snapshot.end + pd.Timedelta(days=1)] * 200, dtype="datetime64[us, UTC]")})
+    rows = bundle.shipment_rows(ds["shipments"], ds["scans"], moments)
+    assert (bundle.edd.nowcast_shift(rows) != 0).all()
+    out = bundle.predict_columns(rows, 0.95, True)
+    groups = rows["carrier"]
+    at = np.asarray(out["as_of"])
+    hours = bundle.edd.predict_hours(rows, groups)
+    np.testing.assert_array_equal(out["eta_p50"], at + (hours[:, 1] * 3_600_000_000).astype(np.int64))
+    promise = bundle.edd.promise_hours(rows, groups, 0.95)
+    np.testing.assert_array_equal(out["promise_at"], end_of_day(at + (promise * 3_600_000_000).astype(np.int64)))
+    late = bundle.late_probability(rows)
+    np.testing.assert_array_equal(np.isnan(out["late_probability"]), np.isnan(np.asarray(rows["promise_hours"], dtype=float)))
+    known = ~np.isnan(out["late_probability"])
+    np.testing.assert_allclose(out["late_probability"][known], late[known], rtol=0, atol=1e-12)
+    shifted = bundle.edd.shifted_quantiles(rows, groups)[0]
+    alone = bundle.reasons(rows, shifted[:, 1], top=15)
+    assert [[r["effect_hours"] for r in rs] for rs in alone] == \
+        [[r["effect_hours"] for r in rs] for rs in bundle.reasons(rows, shifted[:, 1], top=15,
+                                                                 codes=bundle.edd.clock_codes(rows))]
