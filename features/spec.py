@@ -9,6 +9,9 @@ ETA, a higher risk) and when it pushes it down. Sentences may name the row's
 ``{lane}``, ``{carrier}``, ``{destination}``, ``{day}`` or ``{value}``.
 ``actionable``: something the retailer or carrier can change for this customer
 (a late or damaged delivery, a contact), as opposed to the customer's own pattern.
+``direction``: the way the model's answer may move as the feature grows (monotone
+constraints), or free. ``BASES`` names the column a model's booster starts from (churn:
+the customer's own buying rhythm), whose words sit with the ``ADJUSTMENTS``.
 """
 
 from __future__ import annotations
