@@ -153,6 +153,16 @@ ADJUSTMENTS = {EDD: [Feature("region_nowcast", "numeric", (), (
         "parcels everywhere are running behind lately", "parcels everywhere are running ahead lately"))],
     CHURN: [Feature("rhythm_p_no_order", "numeric", (), _same("their own buying rhythm (orders, tenure, time since the last)"))]}
 
+#: features the churn boosters of versions trained before the base (2026-12-03) read: no
+#: booster trains on them now, but a stored version that did still explains its answers
+#: in these words (the registry keeps old versions, and one may still be the champion)
+FORMER = {CHURN: [Feature(name, "numeric", (), _same(words)) for name, words in (
+    ("orders_so_far", "orders so far"), ("tenure_days", "time as a customer"),
+    ("days_since_previous_order", "days since the previous order"), ("days_since_last_order", "days since the latest order"),
+    ("spend_so_far", "spend so far"), ("orders_per_year", "orders a year"),
+    ("rhythm_p_alive", "how likely the customer still buys, by their rhythm"),
+    ("earlier_deliveries", "earlier deliveries"), ("earlier_mean_rating", "earlier ratings"))]}
+
 #: the column whose log-odds a model's booster starts from (LightGBM's ``init_score``):
 #: churn starts from BG/NBD's chance of no order within the horizon (``features.rhythm``),
 #: and its booster adds what the delivery and the days since it tell beyond that
@@ -160,7 +170,8 @@ BASES = {CHURN: "rhythm_p_no_order"}
 
 FEATURES = [*SHIPMENT_FEATURES, *CHURN_FEATURES]
 _BY_MODEL = {m: {f.name: f for f in FEATURES if m in f.models} for m in (EDD, DELAY, CHURN)}
-_WORDS = {m: {**features, **{f.name: f for f in ADJUSTMENTS.get(m, [])}} for m, features in _BY_MODEL.items()}
+_WORDS = {m: {**{f.name: f for f in FORMER.get(m, [])}, **features, **{f.name: f for f in ADJUSTMENTS.get(m, [])}}
+          for m, features in _BY_MODEL.items()}
 
 
 def model_features(model: str) -> list[str]:
@@ -184,5 +195,5 @@ def categorical(model: str) -> tuple[str, ...]:
 
 
 def feature(model: str, name: str) -> Feature:
-    """A model's feature, or one of its ``ADJUSTMENTS``, by name (for its words)."""
+    """A model's feature, one of its ``ADJUSTMENTS`` or a ``FORMER`` one, by name (for its words)."""
     return _WORDS[model][name]

@@ -335,3 +335,34 @@ def test_an_answer_works_out_the_clocks_once_and_answers_what_each_part_alone_do
     assert [[r["effect_hours"] for r in rs] for rs in alone] == \
         [[r["effect_hours"] for r in rs] for rs in bundle.reasons(rows, shifted[:, 1], top=15,
                                                                  codes=bundle.edd.clock_codes(rows))]
+
+
+def test_a_version_trained_before_the_churn_base_still_scores_and_explains(trained):
+    """The registry keeps old versions, and one may be the champion: a churn booster on
+    the former features (the customer's orders, tenure, spend and rhythm, no base)
+    scores, explains in plain words and fills the drivers page as before."""
+    import copy
+
+    from features import spec
+    from runtime.batch import loyalty_drivers
+    from runtime.reasons import churn_words
+    from training.models import ProbabilityEstimator
+    from training.rows import LABEL
+
+    result, _ = trained
+    rows = result.evaluation["churn"]["rows"]
+    former = [f.name for f in spec.FORMER[spec.CHURN]] + ["rhythm_p_no_order"]
+    features = result.bundle.churn.features + former
+    old = ProbabilityEstimator("churn", features, spec.categorical(spec.CHURN), {"num_leaves": 7, "rounds": 60})
+    old.rhythm_ = result.bundle.churn.rhythm_
+    half = len(rows) // 2
+    old.fit(rows.iloc[:half], rows[LABEL].to_numpy()[:half], rows.iloc[half:], rows[LABEL].to_numpy()[half:])
+    old.calibrate(rows, rows[LABEL].to_numpy())
+    assert old.base_ is None and old.explained_names == features
+    bundle = copy.copy(result.bundle)
+    bundle.churn = old
+    scored = bundle.score_churn_rows(rows.head(200))
+    named = {r["feature"] for rs in scored.reasons for r in rs}
+    assert named & set(former)  # the former features do explain these answers
+    assert all("_" not in churn_words(f) for f in named)
+    assert loyalty_drivers(bundle, rows.head(200))["importance"]
