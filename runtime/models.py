@@ -478,9 +478,10 @@ class ProbabilityModel(_Model):
     def raw_score(self, rows, X: np.ndarray | None = None) -> np.ndarray:
         """The booster's probability before calibration: for a model with a base, the
         sigmoid of the base's log-odds plus the booster's raw score."""
-        X = self._matrix(rows) if X is None else X
         if not self.base_:
-            return self.predicted(X)[:, 0]
+            return self.predicted(self._matrix(rows) if X is None else X)[:, 0]
+        rows = self._derived(rows)  # once: the matrix and the base both read the rhythm
+        X = self._matrix(rows) if X is None else X
         return _expit(self.base_log_odds(rows) + self.predicted(X, raw=True)[:, 0])
 
     def base_log_odds(self, rows) -> np.ndarray | None:
@@ -499,10 +500,10 @@ class ProbabilityModel(_Model):
         """Per-row log-odds contributions in ``explained_names`` order: the booster's TreeSHAP
         values and, for a model with a base, the base's log-odds against its training mean.
         With the booster's expected value and that mean they add up to the row's log-odds."""
-        values = self.contributions(rows, self.explained, X)
         if not self.base_:
-            return values
-        return np.column_stack([values, self.base_log_odds(rows) - self.base_mean_])
+            return self.contributions(rows, self.explained, X)
+        rows = self._derived(rows)  # once: the matrix and the base both read the rhythm
+        return np.column_stack([self.contributions(rows, self.explained, X), self.base_log_odds(rows) - self.base_mean_])
 
     def predict_proba(self, rows, X: np.ndarray | None = None) -> np.ndarray:
         return self.calibration_.probability(self.raw_score(rows, X))

@@ -300,14 +300,20 @@ class ProbabilityEstimator(ProbabilityModel):
     def fit(self, rows: pd.DataFrame, y: np.ndarray, val_rows: pd.DataFrame, val_y: np.ndarray,
             callbacks: list | None = None, weight: np.ndarray | None = None, client=None) -> "ProbabilityEstimator":
         self.encoder_ = CategoricalEncoder(self.categorical).fit(rows)
-        init = None
-        if self.base_:  # the booster learns what the base (churn: the customer's rhythm) leaves
-            init = (self.base_log_odds(rows), self.base_log_odds(val_rows))
+        shape, init = self.booster_setup(rows, val_rows)
+        if init is not None:
             self.base_mean_ = float(np.mean(init[0]))
-        params = {**monotone_params(self.kind, self.features), **self.params, "objective": "binary"}
-        self.booster_ = train_booster(params, self._X(rows), y,
+        self.booster_ = train_booster({**shape, **self.params, "objective": "binary"}, self._X(rows), y,
                                       self._X(val_rows), val_y, callbacks, weight, client, _weeks(rows), init)
         return self
+
+    def booster_setup(self, rows: pd.DataFrame, val_rows: pd.DataFrame) -> tuple[dict, tuple | None]:
+        """What a fit of this model's booster takes besides its rows and parameters (tuning's
+        trials take the same): the spec's monotone constraints and, for a model with a base,
+        the training and validation rows' starting log-odds (the booster learns what the
+        base, churn's customer rhythm, leaves)."""
+        init = (self.base_log_odds(rows), self.base_log_odds(val_rows)) if self.base_ else None
+        return monotone_params(self.kind, self.features), init
 
     def calibrate(self, rows: pd.DataFrame, y: np.ndarray) -> "ProbabilityEstimator":
         self.calibration_ = score_map(self.raw_score(rows), y)

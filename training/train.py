@@ -290,6 +290,16 @@ def _train_delay(win: Windows, params, metrics, skipped, evaluation, truth, half
     return model
 
 
+def churn_estimator(features: list[str], rhythm: dict | None, horizon_days: float,
+                    params: dict | None = None) -> ProbabilityEstimator:
+    """The churn model before its fit: the rhythm's BG/NBD parameters and, where they could
+    be fitted, the base it starts from (``features.spec.BASES``); without BG/NBD, the booster alone."""
+    model = ProbabilityEstimator("churn", features, spec.categorical(spec.CHURN), {**CHURN_DEFAULTS, **(params or {})})
+    model.rhythm_ = {"params": rhythm, "horizon_days": horizon_days} if rhythm else None
+    model.base_ = spec.base(spec.CHURN) if rhythm else None
+    return model
+
+
 def _train_churn(labelled: Labelled, snapshot, horizon_days, params, metrics, skipped, evaluation, tables, truth,
                  fitted, half_life, client=None):
     if isinstance(labelled.churn, str):
@@ -305,9 +315,7 @@ def _train_churn(labelled: Labelled, snapshot, horizon_days, params, metrics, sk
     fit, val, cal, test = (w.assign(**rhythm_features(w, rhythm, horizon_days))
                            for w in (win.fit, win.val, win.calibrate, win.test))
     features = feature_columns(fit, spec.CHURN)
-    model = ProbabilityEstimator("churn", features, spec.categorical(spec.CHURN), {**CHURN_DEFAULTS, **(params or {})})
-    model.rhythm_ = {"params": rhythm, "horizon_days": horizon_days} if rhythm else None
-    model.base_ = spec.base(spec.CHURN) if rhythm else None  # without BG/NBD: the booster alone
+    model = churn_estimator(features, rhythm, horizon_days, params)
     model.fit(fit, _y(fit), val, _y(val), weight=recency_weights(fit[REF], half_life), client=client)
     model.calibrate(cal, _y(cal))
     # Judged on the moment right after each delivery, as the truth file speaks of it.

@@ -12,12 +12,12 @@ import optuna
 import pandas as pd
 
 from features.build import FeatureSnapshot
-from runtime.models import CategoricalEncoder, logit
-from training.models import edd_target, fit_clock, monotone_params, train_booster
+from runtime.models import CategoricalEncoder
+from training.models import edd_target, fit_clock, train_booster
 from features import spec
 from features.rhythm import rhythm_features
 from training.rows import LABEL, Labelled, Windows
-from training.train import feature_columns, rhythm_params
+from training.train import churn_estimator, feature_columns, rhythm_params
 
 
 #: each parameter's range (log scale but for the feature fraction). The churn booster
@@ -92,12 +92,10 @@ def tune(snapshot: FeatureSnapshot, labelled: Labelled, n_trials: int, horizon_d
     if isinstance(labelled.churn, Windows):
         rhythm = rhythm_params(snapshot, labelled.churn_split.calibrate_from, {}, {})
         fit, val = (w.assign(**rhythm_features(w, rhythm, horizon_days)) for w in (labelled.churn.fit, labelled.churn.val))
-        # from the base the final fit starts from (features.spec.BASES), so trials judge the same model
-        base = spec.base(spec.CHURN) if rhythm else None
-        init = (logit(fit[base]), logit(val[base])) if base else None
-        matrices = _matrices(fit, val, spec.CHURN)
-        shape = {"objective": "binary", **monotone_params(spec.CHURN, list(matrices[0].columns))}
-        out["churn"] = _study("churn", *matrices, shape, n_trials, seed, log_nested, init)
+        # the base and constraints the final fit takes, so the trials judge the same model
+        shape, init = churn_estimator(feature_columns(fit, spec.CHURN), rhythm, horizon_days).booster_setup(fit, val)
+        out["churn"] = _study("churn", *_matrices(fit, val, spec.CHURN), {"objective": "binary", **shape}, n_trials,
+                              seed, log_nested, init)
     logging.getLogger(__name__).info("tuned %s", {k: v["best_value"] for k, v in out.items()})
     return out
 
