@@ -115,8 +115,8 @@ class ModelBundle:
             pick = np.flatnonzero(explain)
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
-            ranked = self.reasons(chosen, shifted[0][pick, 1], X[pick], top=CANDIDATES, nowcast=parts[pick],
-                                  codes=None if codes is None else codes[pick])
+            ranked = self._candidates(chosen, shifted[0][pick, 1], X[pick], CANDIDATES, parts[pick],
+                                      None if codes is None else codes[pick])
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons
@@ -158,6 +158,12 @@ class ModelBundle:
         and the nowcast's parts where they moved it; ``log_p50`` is the median as the
         boosters speak it (log operating hours, level-shifted), ``nowcast`` the rows'
         ``EddModel.nowcast_parts`` and ``codes`` their ``clock_codes``, when the caller has them."""
+        return [[{"feature": f, "value": v, "effect_hours": e} for f, v, e in row]
+                for row in self._candidates(rows, log_p50, X, top, nowcast, codes)]
+
+    def _candidates(self, rows, log_p50, X, top, nowcast, codes) -> list[list[tuple]]:
+        """``reasons`` as (feature, value, effect in hours) triples: a bulk answer with
+        reasons makes 15 per row, and a dict each cost more than the sentences."""
         values = self.edd.contributions(rows, self.edd.explained, X)
         order, raw = _ranked(values, rows, self.edd.features, top)
         log_p50 = np.asarray(log_p50, dtype=float)
@@ -168,19 +174,18 @@ class ModelBundle:
         # nowcast, in one pass through the clock.
         hours = self.edd.hours_from_log(rows, np.column_stack(
             [log_p50, log_p50[:, None] - np.take_along_axis(values, order, axis=1), log_p50[:, None] - parts]), codes)
-        effect = hours[:, :1] - hours[:, 1:]
+        effect = np.round(hours[:, :1] - hours[:, 1:], 2).tolist()
         names = self.edd.features
-        out = [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_hours": round(float(effect[i, k]), 2)}
-                for k, j in enumerate(order[i])] for i in range(len(values))]
+        out = [[(names[j], raw[j][i], e[k]) for k, j in enumerate(js)]
+               for i, (js, e) in enumerate(zip(order.tolist(), effect))]
         moved = np.flatnonzero((parts != 0).any(axis=1))
         if len(moved):  # a reason each, its value the share of the parcels it read that ran behind
             behind = self.edd.nowcast_behind(rows)
             for i in moved:
                 for p, name in enumerate(NOWCASTS):
                     if parts[i, p] != 0:
-                        out[i].append({"feature": name, "value": _plain(round(float(behind[i, p]), 3)),
-                                       "effect_hours": round(float(effect[i, len(order[i]) + p]), 2)})
-                out[i].sort(key=lambda r: -abs(r["effect_hours"]))
+                        out[i].append((name, _plain(round(float(behind[i, p]), 3)), effect[i][order.shape[1] + p]))
+                out[i].sort(key=lambda r: -abs(r[2]))
         return out
 
     # -- customers
@@ -255,9 +260,10 @@ def _collector_paused(pause: bool):
 
 
 def _ranked(values: np.ndarray, rows, names: list[str], top: int):
-    """Each row's top features by |contribution|, and the raw values of the features chosen."""
+    """Each row's top features by |contribution|, and the chosen features' values, plain
+    (``_plain_column``)."""
     order = np.argsort(-np.abs(values), axis=1)[:, :top]
-    raw = {j: (np.asarray(rows[names[j]]).tolist() if names[j] in rows else [None] * len(values)) for j in np.unique(order)}
+    raw = {j: (_plain_column(rows[names[j]]) if names[j] in rows else [None] * len(values)) for j in np.unique(order)}
     return order, raw
 
 
@@ -275,7 +281,7 @@ def _take(rows, pick: np.ndarray):
 
 def _top_contributions(values: np.ndarray, rows: pd.DataFrame, names: list[str], top: int = REASONS) -> list[list[dict]]:
     order, raw = _ranked(values, rows, names, top)
-    return [[{"feature": names[j], "value": _plain(raw[j][i]), "effect_log_odds": round(float(values[i, j]), 3)}
+    return [[{"feature": names[j], "value": raw[j][i], "effect_log_odds": round(float(values[i, j]), 3)}
              for j in order[i]] for i in range(len(values))]
 
 
@@ -287,6 +293,17 @@ def _plain(v):
     except (TypeError, ValueError):  # pandas' NA and the like: not known
         return None
     return None if math.isnan(v) else v
+
+
+def _plain_column(column) -> list:
+    """``_plain`` of every value, numbers at C speed: a float, or None where not known."""
+    a = np.asarray(column)
+    if a.dtype.kind in "fiub":
+        a = a.astype(np.float64)
+        out = a.astype(object)
+        out[np.isnan(a)] = None
+        return out.tolist()
+    return [_plain(v) for v in a.tolist()]
 
 
 CONFIDENCE = np.array(["low", "normal", "high"])

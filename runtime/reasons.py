@@ -7,6 +7,7 @@ or ``None``: a value that is not known leaves the sentence without it.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -44,27 +45,40 @@ def _sentence(template: str, value, fields: dict) -> str:
     return text if "{day}" not in template or _known(value) else "the day it was ordered"
 
 
+@functools.cache
+def _reads(template: str) -> int:
+    """What a sentence needs: 0 nothing (it is the text), 1 the row's fields, 2 its value too."""
+    if "{value" in template or "{day}" in template:
+        return 2
+    return 1 if "{" in template else 0
+
+
 def _at_order(row: dict) -> bool:
     """No scan seen and no time in transit: the carrier does not have the parcel yet."""
     return not row.get("scans_so_far") and not row.get("hours_since_order")
 
 
-def plain_reasons(reasons: list[dict], row: dict, top: int = 3) -> list[dict]:
-    """Reasons from ``ModelBundle.reasons`` with sentences a CX agent can read.
+def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
+    """Reasons from ``ModelBundle._candidates``, (feature, value, effect in hours), with
+    sentences a CX agent can read.
 
     Reasons that read the same (two windows of one lane) become one, their effects
     added; at order time every in-transit feature is one reason, "not handed to the
-    carrier yet", not "time already spent in transit" at 0 hours."""
+    carrier yet", not "time already spent in transit" at 0 hours. A bulk answer makes
+    15 candidates a row: the row's fields are worked out only for a sentence that names them."""
     merged: dict[str, dict] = {}
-    fields = _fields(row)
+    fields = None
     at_order = _at_order(row)
-    for r in reasons:
-        f, v, e = r["feature"], r["value"], float(r["effect_hours"])
+    for f, v, e in reasons:
         spec = feature(EDD, f)
         if spec.in_transit and at_order:
             text = NOT_HANDED_OVER
         else:
-            text = _sentence(spec.words[0] if e > 0 else spec.words[1], v, fields)
+            template = spec.words[0] if e > 0 else spec.words[1]
+            reads = _reads(template)
+            if reads and fields is None:
+                fields = _fields(row)
+            text = template if reads == 0 else template.format(**fields) if reads == 1 else _sentence(template, v, fields)
         if text in merged:
             merged[text]["effect_hours"] = round(merged[text]["effect_hours"] + e, 2)
         else:

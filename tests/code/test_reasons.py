@@ -1,0 +1,59 @@
+"""Reason sentences without a model: values made plain in bulk, candidates merged into sentences."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from runtime.bundle import _plain, _plain_column
+from runtime.reasons import NOT_HANDED_OVER, plain_reasons
+
+
+def _same(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(
+        (x is None and y is None) or (type(x) is type(y) and (x == y or (math.isnan(x) and math.isnan(y))))
+        for x, y in zip(a, b))
+
+
+def test_a_column_made_plain_at_once_equals_each_value_made_plain():
+    columns = [
+        np.array([1.5, np.nan, -0.0, np.inf], dtype=np.float64),
+        np.array([193.00305, np.nan, 2.5], dtype=np.float32),
+        np.array([3, 0, -7], dtype=np.int64),
+        np.array([True, False]),
+        np.array(["usps", None, float("nan"), "ups"], dtype=object),
+        pd.array(["a", pd.NA], dtype="string").to_numpy(dtype=object),
+    ]
+    for column in columns:
+        alone = [_plain(v) for v in np.asarray(column).tolist()]
+        together = _plain_column(column)
+        assert _same(together, alone), (column, together, alone)
+        assert not any(isinstance(v, float) and math.isnan(v) for v in together)
+
+
+ROW = {"carrier": "usps", "service_level": "ground_advantage", "origin_region": "NJ", "destination_region": "CA",
+       "last_event": "arrived_at_facility", "hours_since_order": 30.0, "scans_so_far": 3}
+
+
+def test_reasons_that_read_alike_merge_and_sentences_fill_only_what_they_name():
+    candidates = [("lane_28d_median_h", None, 6.0), ("lane_91d_median_h", 40.0, 2.5), ("distance_km", 3912.4, 3.0),
+                  ("distance_km", None, -1.0), ("hours_to_promise", 90.0, 1.0)]
+    out = plain_reasons(candidates, ROW, top=4)
+    assert [r["text"] for r in out] == ["lane NJ → CA is usually slow", "3,912 km to go", "distance to go",
+                                        "the promised date is far off"]
+    assert out[0]["effect_hours"] == 8.5 and out[0]["value"] is None
+    assert out[1]["value"] == 3912.4 and out[2]["value"] is None
+
+
+def test_at_order_every_in_transit_reason_is_one_not_handed_over():
+    at_order = {**ROW, "hours_since_order": 0.0, "scans_so_far": 0, "last_event": None}
+    candidates = [("hours_since_order", 0.0, 4.0), ("last_event", None, 2.0), ("carrier_7d_median_h", 50.0, -1.5),
+                  ("facility_scans", 0.0, 1.25)]
+    out = plain_reasons(candidates, at_order, top=3)
+    assert [r["text"] for r in out] == [NOT_HANDED_OVER, "usps ground advantage is faster lately"]
+    assert out[0]["effect_hours"] == 7.25
+    in_transit = plain_reasons(candidates, ROW, top=3)
+    assert [r["text"] for r in in_transit] == ["time already spent in transit", "latest scan: arrived at facility",
+                                               "usps ground advantage is faster lately"]
