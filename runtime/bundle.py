@@ -298,7 +298,7 @@ def _plain(v):
 def _plain_column(column) -> list:
     """``_plain`` of every value, numbers at C speed: a float, or None where not known."""
     a = np.asarray(column)
-    if a.dtype.kind in "fiub":
+    if a.dtype.kind in "fiub" and len(a) > 64:  # a request's row: five numpy calls cost more than one _plain
         a = a.astype(np.float64)
         out = a.astype(object)
         out[np.isnan(a)] = None

@@ -26,7 +26,7 @@ def test_a_column_made_plain_at_once_equals_each_value_made_plain():
         np.array(["usps", None, float("nan"), "ups"], dtype=object),
         pd.array(["a", pd.NA], dtype="string").to_numpy(dtype=object),
     ]
-    for column in columns:
+    for column in columns + [np.tile(c, 40) for c in columns]:  # a request's few rows and a bulk answer's many
         alone = [_plain(v) for v in np.asarray(column).tolist()]
         together = _plain_column(column)
         assert _same(together, alone), (column, together, alone)
