@@ -82,40 +82,86 @@ def binary_output(raw, sigmoid):
     return out
 
 
+@numba.njit(cache=True, nogil=True, inline="always")
+def _decisions(x, feature, threshold, categorical, default_left, missing, cat_row, left_set, left):
+    """``goes_left`` of one row at every split of the TreeSHAP tables, into ``left``."""
+    for s in range(feature.shape[0]):
+        left[s] = goes_left(x[feature[s]], categorical[s], missing[s], default_left[s], threshold[s], cat_row[s],
+                            left_set)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _subset(parent, first_bit, bit, away):
+    """A node's subset of followed path features: its parent's with the edge's feature set
+    (first split on it) and cleared when the row goes the other way. Branch-free: which
+    way a row goes is as good as random, and a mispredicted branch costs more than the arithmetic."""
+    return (parent | first_bit) & ~(away * bit)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _leaf_shares(out_row, followed_set, first, last, base, vz, slot_feature, slot_inv_z, table):
+    """One leaf's share of each of its path features' contributions for a row that follows ``followed_set``."""
+    for k in range(first, last):
+        j = k - first
+        followed = (followed_set >> j) & 1
+        # followed: (1 - z_k) / z_k x H(O without k); not: -z_k / z_k x H(O)
+        out_row[slot_feature[k]] += vz * (followed * slot_inv_z[k] - 1.0) * table[base + (followed_set & ~(1 << j))]
+
+
 @numba.njit(cache=True, nogil=True)
 def contributions(X, feature, threshold, categorical, default_left, missing, cat_row, left_set,
                   leaf_slots, edge_split, edge_left, edge_bit, edge_first, edge_depth, edge_leaf, max_depth,
                   slot_feature, slot_inv_z, leaf_offset, leaf_vz, table, out):
-    """TreeSHAP from ``runtime.treeshap``'s tables: a row is one decision per split, one step
-    per edge down each tree and one table entry per (leaf, path feature)."""
-    n_splits = feature.shape[0]
-    left = np.empty(n_splits, dtype=np.bool_)
+    """TreeSHAP from ``runtime.treeshap``'s tables, a row at a time (a live request): a
+    row is one decision per split, one step per edge down each tree (depth first) and
+    one table entry per (leaf, path feature)."""
+    left = np.empty(feature.shape[0], dtype=np.bool_)
+    subset = np.zeros(max_depth + 1, dtype=np.int64)
     for r in range(X.shape[0]):
-        for s in range(n_splits):
-            left[s] = goes_left(X[r, feature[s]], categorical[s], missing[s], default_left[s], threshold[s],
-                                cat_row[s], left_set)
-        # Down every tree once, depth first: a node's subset of followed path features
-        # is its parent's with the edge's feature set (first split on it) and cleared
-        # when the row goes the other way. Branch-free: which way a row goes is as good
-        # as random, and a mispredicted branch costs more than the arithmetic.
-        subset = np.zeros(max_depth + 1, dtype=np.int64)
+        _decisions(X[r], feature, threshold, categorical, default_left, missing, cat_row, left_set, left)
         for e in range(edge_split.shape[0]):
             d = edge_depth[e]
-            away = np.int64(left[edge_split[e]] != edge_left[e])
-            subset[d] = (subset[d - 1] | (edge_first[e] << edge_bit[e])) & ~(away << edge_bit[e])
+            subset[d] = _subset(subset[d - 1], edge_first[e] << edge_bit[e], np.int64(1) << edge_bit[e],
+                                np.int64(left[edge_split[e]] != edge_left[e]))
             leaf = edge_leaf[e]
-            if leaf < 0:
-                continue
-            first, last = leaf_slots[leaf], leaf_slots[leaf + 1]
-            followed_set = subset[d]
-            base = leaf_offset[leaf]
-            vz = leaf_vz[leaf]
-            for k in range(first, last):
-                j = k - first
-                followed = (followed_set >> j) & 1
-                # followed: (1 - z_k) / z_k x H(O without k); not: -z_k / z_k x H(O)
-                out[r, slot_feature[k]] += vz * (followed * slot_inv_z[k] - 1.0) * \
-                    table[base + (followed_set & ~(1 << j))]
+            if leaf >= 0:
+                _leaf_shares(out[r], subset[d], leaf_slots[leaf], leaf_slots[leaf + 1], leaf_offset[leaf],
+                             leaf_vz[leaf], slot_feature, slot_inv_z, table)
+    return out
+
+
+#: rows that go down every tree's edges together in bulk TreeSHAP: a leaf's table (up to
+#: 2 KB) and the edge arrays are read once for the block, not once a row. The tables of
+#: a 465-tree booster are 1.7 MB and a row reads most of them: 3,000 rows on one thread
+#: took 0.62-0.68 s a row at a time and 0.38-0.46 s in blocks of 16 (5,000 rows on 2
+#: cores: 0.65-0.80 s, blocks of 4 0.42-0.50, of 16 0.33-0.37, of 64 0.36-0.40); one row
+#: alone is quicker through ``contributions`` (200 against 318 us)
+SHAP_BLOCK_ROWS = 16
+
+
+@numba.njit(cache=True, nogil=True)
+def contributions_in_blocks(X, feature, threshold, categorical, default_left, missing, cat_row, left_set,
+                            leaf_slots, edge_split, edge_left, edge_bit, edge_first, edge_depth, edge_leaf, max_depth,
+                            slot_feature, slot_inv_z, leaf_offset, leaf_vz, table, out):
+    """``contributions`` of ``SHAP_BLOCK_ROWS`` rows at a time, each row's sums in the same
+    order as alone (bit for bit)."""
+    block = SHAP_BLOCK_ROWS
+    left = np.empty((block, feature.shape[0]), dtype=np.bool_)
+    subset = np.zeros((max_depth + 1, block), dtype=np.int64)
+    for start in range(0, X.shape[0], block):
+        rows = min(block, X.shape[0] - start)
+        for i in range(rows):
+            _decisions(X[start + i], feature, threshold, categorical, default_left, missing, cat_row, left_set, left[i])
+        for e in range(edge_split.shape[0]):
+            d, split, way = edge_depth[e], edge_split[e], edge_left[e]
+            first_bit, bit = edge_first[e] << edge_bit[e], np.int64(1) << edge_bit[e]
+            for i in range(rows):
+                subset[d, i] = _subset(subset[d - 1, i], first_bit, bit, np.int64(left[i, split] != way))
+            leaf = edge_leaf[e]
+            if leaf >= 0:
+                first, last, base, vz = leaf_slots[leaf], leaf_slots[leaf + 1], leaf_offset[leaf], leaf_vz[leaf]
+                for i in range(rows):
+                    _leaf_shares(out[start + i], subset[d, i], first, last, base, vz, slot_feature, slot_inv_z, table)
     return out
 
 

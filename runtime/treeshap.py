@@ -119,10 +119,11 @@ class ContributionTables:
         from runtime import compiled  # numba: only code that explains pays for importing it
 
         sp = self.splits
-        compiled.contributions(X, sp.feature, sp.threshold, sp.categorical, sp.default_left, sp.missing, sp.cat_row,
-                               sp.left_set, self.leaf_slots, self.edge_split, self.edge_left, self.edge_bit,
-                               self.edge_first, self.edge_depth, self.edge_leaf, self.max_depth, self.slot_feature,
-                               self.slot_inv_z, self.leaf_offset, self.leaf_vz, self.table, out)
+        walk = compiled.contributions_in_blocks if len(X) >= compiled.SHAP_BLOCK_ROWS else compiled.contributions
+        walk(X, sp.feature, sp.threshold, sp.categorical, sp.default_left, sp.missing, sp.cat_row, sp.left_set,
+             self.leaf_slots, self.edge_split, self.edge_left, self.edge_bit, self.edge_first, self.edge_depth,
+             self.edge_leaf, self.max_depth, self.slot_feature, self.slot_inv_z, self.leaf_offset, self.leaf_vz,
+             self.table, out)
 
 
 class _Paths:

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from runtime.forest import Forest
 from runtime.model_text import dumped
-from runtime.compiled import BLOCK_ROWS
+from runtime.compiled import BLOCK_ROWS, SHAP_BLOCK_ROWS
 from runtime.models import ONE_THREAD_ROWS, EddModel, ProbabilityModel
 from runtime.treeshap import MAX_PATH_FEATURES, ContributionTables
 
@@ -81,6 +81,17 @@ def test_tables_equal_lightgbm_pred_contrib(name):
     np.testing.assert_allclose(tables.contributions(X), expected, rtol=0, atol=1e-12)
     # rows split over threads add up to the same numbers
     np.testing.assert_array_equal(tables.contributions(X, threads=2), tables.contributions(X))
+
+
+@pytest.mark.parametrize("name", list(BOOSTERS))
+def test_rows_in_blocks_give_each_row_its_numbers_alone(name):
+    """Bulk TreeSHAP walks SHAP_BLOCK_ROWS rows at a time (a part block at the end), a
+    request one row: the same sums in the same order, bit for bit."""
+    tables = TABLES[name]
+    X = odd_rows(11, n=2 * SHAP_BLOCK_ROWS + 5)
+    alone = np.vstack([tables.contributions(X[i:i + 1]) for i in range(len(X))])
+    np.testing.assert_array_equal(tables.contributions(X), alone)
+    np.testing.assert_array_equal(tables.contributions(X[:SHAP_BLOCK_ROWS - 1]), alone[:SHAP_BLOCK_ROWS - 1])
 
 
 def test_the_data_exercises_every_kind_of_split():
