@@ -211,8 +211,8 @@ class _Model:
         held = self._explainers.get(id(booster))
         if held is None or held[0] is not booster:  # an id can be reused once a booster is gone
             tables = ContributionTables.of(booster, dumped)
-            if tables is not None:  # compiled (or read from numba's cache) now, not on a live request
-                tables.contributions(np.zeros((1, tables.n_features)))
+            if tables is not None:
+                tables.ready()
             held = self._explainers[id(booster)] = (booster, tables)
         return held[1]
 

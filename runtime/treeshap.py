@@ -115,6 +115,15 @@ class ContributionTables:
         in_parts(lambda a, b: self._into(X[a:b], out[a:b]), len(X), threads)
         return out
 
+    def ready(self) -> "ContributionTables":
+        """Both walks compiled (or read from numba's cache) now, not on the first request
+        of one row or of a batch."""
+        from runtime import compiled
+
+        for rows in (1, compiled.SHAP_BLOCK_ROWS):
+            self.contributions(np.zeros((rows, self.n_features)))
+        return self
+
     def _into(self, X: np.ndarray, out: np.ndarray) -> None:
         from runtime import compiled  # numba: only code that explains pays for importing it
 
