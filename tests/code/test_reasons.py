@@ -57,3 +57,12 @@ def test_at_order_every_in_transit_reason_is_one_not_handed_over():
     in_transit = plain_reasons(candidates, ROW, top=3)
     assert [r["text"] for r in in_transit] == ["time already spent in transit", "latest scan: arrived at facility",
                                                "usps ground advantage is faster lately"]
+
+
+def test_merged_reasons_rank_by_their_added_effect():
+    """Three windows of one lane, each smaller than the distance, add up past it."""
+    candidates = [("distance_km", 3912.4, 16.8), ("lane_28d_median_h", None, 12.0), ("lane_91d_median_h", None, 10.0),
+                  ("hours_to_promise", 90.0, 9.0), ("lane_365d_median_h", None, 7.6)]
+    out = plain_reasons(candidates, ROW, top=2)
+    assert [(r["text"], r["effect_hours"]) for r in out] == [("lane NJ → CA is usually slow", 29.6),
+                                                              ("3,912 km to go", 16.8)]
