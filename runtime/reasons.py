@@ -63,8 +63,9 @@ def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
     sentences a CX agent can read.
 
     Reasons that read the same (two windows of one lane) become one, their effects
-    added, and the ``top`` largest effects after that are the answer, largest first;
-    at order time every in-transit feature is one reason, "not handed to the carrier
+    added. The answer is the ``top`` sentences whose largest single contribution is
+    largest (so a situational reason such as the network's nowcast is not crowded out
+    by the sum of several small windows), listed by their added effect; at order time every in-transit feature is one reason, "not handed to the carrier
     yet", not "time already spent in transit" at 0 hours. A bulk answer makes 15
     candidates a row: the row's fields are worked out only for a sentence that names them."""
     merged: dict[str, dict] = {}
@@ -84,8 +85,8 @@ def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
             merged[text]["effect_hours"] = round(merged[text]["effect_hours"] + e, 2)
         else:
             merged[text] = {"feature": f, "text": text, "value": v if _known(v) else None, "effect_hours": e}
-    # Sorted again: three windows of one lane, each smaller than the distance, can add up past it.
-    return sorted(merged.values(), key=lambda r: -abs(r["effect_hours"]))[:top]
+    # Listed by what they add up to: three windows of one lane can add up past the distance.
+    return sorted(list(merged.values())[:top], key=lambda r: -abs(r["effect_hours"]))
 
 
 def churn_words(name: str) -> str:

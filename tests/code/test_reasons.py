@@ -59,10 +59,13 @@ def test_at_order_every_in_transit_reason_is_one_not_handed_over():
                                                "usps ground advantage is faster lately"]
 
 
-def test_merged_reasons_rank_by_their_added_effect():
-    """Three windows of one lane, each smaller than the distance, add up past it."""
-    candidates = [("distance_km", 3912.4, 16.8), ("lane_28d_median_h", None, 12.0), ("lane_91d_median_h", None, 10.0),
-                  ("hours_to_promise", 90.0, 9.0), ("lane_365d_median_h", None, 7.6)]
-    out = plain_reasons(candidates, ROW, top=2)
-    assert [(r["text"], r["effect_hours"]) for r in out] == [("lane NJ → CA is usually slow", 29.6),
-                                                              ("3,912 km to go", 16.8)]
+def test_the_chosen_reasons_are_listed_by_their_added_effect():
+    """Three windows of one lane, each smaller than the distance, add up past it; the
+    reasons chosen are those with the largest single contributions."""
+    lane = [("lane_28d_median_h", None, 12.0), ("lane_91d_median_h", None, 10.0), ("lane_365d_median_h", None, 7.6)]
+    out = plain_reasons([("distance_km", 3912.4, 16.8), *lane[:2], ("hours_to_promise", 90.0, 9.0), lane[2]], ROW, top=3)
+    assert [(r["text"], r["effect_hours"]) for r in out] == [
+        ("lane NJ → CA is usually slow", 29.6), ("3,912 km to go", 16.8), ("the promised date is far off", 9.0)]
+    # Two larger single contributions keep their places though the lane's add up past both.
+    out = plain_reasons([("distance_km", 3912.4, 20.0), ("hours_to_promise", 90.0, 15.0), *lane], ROW, top=2)
+    assert [r["text"] for r in out] == ["3,912 km to go", "the promised date is far off"]
