@@ -218,6 +218,10 @@ class _Model:
 
 
 class EddModel(_Model):
+    """Boosters for the 10%, 50% and 90% quantiles of log operating hours. With
+    ``ends_from_median_`` (trained since 2026-12-04) the two ends' boosters predict their
+    distance from the median booster's answer, which they were trained starting from."""
+
     kind = "edd"
 
     @property
@@ -231,6 +235,9 @@ class EddModel(_Model):
 
     def raw_log_quantiles(self, rows, X: np.ndarray | None = None) -> np.ndarray:
         q = self.predicted(self._matrix(rows) if X is None else X)
+        if getattr(self, "ends_from_median_", False):  # the ends' boosters hold their distance from the median
+            q[:, 0] += q[:, 1]
+            q[:, 2] += q[:, 1]
         return np.sort(q, axis=1)  # quantile boosters can cross; sorting never hurts coverage
 
     def calibration_groups(self, rows, carriers) -> np.ndarray:
@@ -376,6 +383,7 @@ class EddModel(_Model):
         clock = getattr(self, "clock_", None)
         meta = {**self._meta(), "interval_shift": self.interval_shift_, "level_shift": getattr(self, "level_shift_", {}),
                 "clock": None if clock is None else clock.to_dict(), "by_moment": getattr(self, "by_moment_", False),
+                "ends_from_median": getattr(self, "ends_from_median_", False),
                 "nowcast": {"end_us": getattr(self, "nowcast_end_", 0), "shift": getattr(self, "nowcast_", {}),
                             "behind": getattr(self, "nowcast_behind_", {}),
                             "network": getattr(self, "nowcast_network_", 0.0)},
@@ -392,6 +400,7 @@ class EddModel(_Model):
         m.level_shift_ = meta.get("level_shift", {})
         m.clock_ = OperatingClock.from_dict(meta["clock"]) if meta.get("clock") else None
         m.by_moment_ = meta.get("by_moment", False)
+        m.ends_from_median_ = meta.get("ends_from_median", False)
         nowcast = meta.get("nowcast") or {}
         m.nowcast_, m.nowcast_end_ = nowcast.get("shift", {}), int(nowcast.get("end_us", 0))
         m.nowcast_behind_, m.nowcast_network_ = nowcast.get("behind", {}), float(nowcast.get("network", 0.0))

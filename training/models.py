@@ -64,6 +64,11 @@ ROUNDS, EARLY_STOP = 500, 40
 #: default data set (benchmarks/explained_booster.py): 483 trees of 31 leaves, depth 8:
 #: MAE 0.970 days, TreeSHAP 3.6 ms a row; 346 trees of 15 leaves, depth 6, rate 0.15:
 #: MAE 0.990 (+2%), 1.1 ms. Reasons on every answer are worth the 2%. Tuned parameters win.
+#: The interval's ends use the same: they start from the median's prediction (LightGBM's
+#: init_score) and learn only their distance from it. On the 100,000-shipment benchmark
+#: set they stopped at 211 and 57 trees of 15 leaves, against 416 and 291 of 31 trained
+#: from nothing (the 10%/90% boosters were 707 of the 1,328 trees bulk prediction walks);
+#: after conformal calibration the interval was 2% wider (2.88 against 2.83 days).
 EXPLAINED_PARAMS = {"num_leaves": 15, "max_depth": 6, "learning_rate": 0.15}
 
 
@@ -206,10 +211,16 @@ class EddEstimator(EddModel):
         self.clock_ = fit_clock(rows, hours, country)
         X, Xv = self._X(rows), self._X(val_rows)
         y, yv = self.target(rows, hours), self.target(val_rows, val_hours)
-        self.boosters_ = [train_booster({**(EXPLAINED_PARAMS if q == 0.5 else {}), **self.params,
-                                         "objective": "quantile", "alpha": q}, X, y, Xv, yv, callbacks, weight,
-                                        client, _weeks(rows))
-                          for q in QUANTILES]
+        weeks = _weeks(rows)
+        median = train_booster({**EXPLAINED_PARAMS, **self.params, "objective": "quantile", "alpha": 0.5},
+                               X, y, Xv, yv, callbacks, weight, client, weeks)
+        # The interval's ends learn how far each end lies from the median, starting from it.
+        init = (median.predict(X), median.predict(Xv))
+        low, high = (train_booster({**EXPLAINED_PARAMS, **self.params, "objective": "quantile", "alpha": q},
+                                   X, y, Xv, yv, callbacks, weight, client, weeks, init=init)
+                     for q in (QUANTILES[0], QUANTILES[2]))
+        self.boosters_ = [low, median, high]
+        self.ends_from_median_ = True
         return self
 
     def target(self, rows: pd.DataFrame, hours: np.ndarray) -> np.ndarray:

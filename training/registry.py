@@ -67,7 +67,8 @@ def log_run(result, report_dir: Path | None, tuning: dict | None = None) -> None
 
 
 def _boosters(result):
-    """(name, booster, encoded sample rows) for each trained LightGBM booster."""
+    """(name, booster, encoded sample rows) for each trained LightGBM booster (``edd_q10``
+    and ``edd_q90`` predict their distance from ``edd_q50``'s answer: ``EddModel``)."""
     b = result.bundle
     out = []
     sample = result.tables.get("_sample_shipment_rows")

@@ -366,3 +366,29 @@ def test_a_version_trained_before_the_churn_base_still_scores_and_explains(train
     assert named & set(former)  # the former features do explain these answers
     assert all("_" not in churn_words(f) for f in named)
     assert loyalty_drivers(bundle, rows.head(200))["importance"]
+
+
+def test_the_interval_ends_are_trained_as_distances_from_the_median(trained, tmp_path):
+    """The 10% and 90% boosters start from the median booster's answer and learn only
+    each end's distance from it: small boosters (bulk prediction walks every tree), an
+    interval that brackets the median, kept across a save; a version whose ends were
+    trained on their own still reads its boosters as the quantiles themselves."""
+    import copy
+
+    from features.rows import order_moments
+
+    result, ds = trained
+    edd = result.bundle.edd
+    s = ds["shipments"].tail(400)
+    rows = result.bundle.shipment_rows(s, ds["scans"], order_moments(s))
+    X = edd._matrix(rows)
+    low, median, high = (b.predict(X) for b in edd.boosters_)
+    assert edd.ends_from_median_
+    assert np.median(low) < 0 < np.median(high)  # distances, not log hours
+    np.testing.assert_array_equal(edd.raw_log_quantiles(rows, X),
+                                  np.sort(np.column_stack([median + low, median, median + high]), axis=1))
+    assert all(b.num_trees() < edd.boosters_[1].num_trees() for b in (edd.boosters_[0], edd.boosters_[2]))
+    assert ModelBundle.load(result.bundle.save(tmp_path / "b")).edd.ends_from_median_
+    former = copy.copy(edd)
+    former.ends_from_median_ = False
+    np.testing.assert_array_equal(former.raw_log_quantiles(rows, X), np.sort(np.column_stack([low, median, high]), axis=1))
