@@ -217,3 +217,19 @@ def test_lookup_in_bulk_gives_the_dicts_codes(words, seed):
     get = lookup._code.get
     np.testing.assert_array_equal(lookup.codes(values), [get(v, -1) for v in values.tolist()])
     assert lookup.codes(values[:3]).tolist() == [get(v, -1) for v in values[:3].tolist()]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["a", "b", "S1", "", "é"]), st.none()), min_size=0, max_size=12),
+       st.sampled_from(["str", "string"]))
+def test_text_columns_become_the_same_objects_whichever_way_they_are_read(texts, dtype):
+    """A text column (Arrow's strings) reads as its values one by one would, None where
+    missing, whether it holds repeats, only gaps or nothing; writing to the answer leaves
+    the table alone."""
+    table = pd.DataFrame({"t": pd.Series(texts, dtype=dtype)})
+    col = columns_of(table)["t"]
+    assert col.dtype == object
+    assert col.tolist() == [None if pd.isna(v) else v for v in table.t.tolist()]
+    if len(col):
+        col[0] = "changed"
+        assert "changed" not in table.t.dropna().tolist()
