@@ -92,7 +92,8 @@ class Forest:
         rows split over ``threads``."""
         from runtime import compiled  # numba: imported by code that predicts, not at import
 
-        X = np.ascontiguousarray(X, dtype=np.float64)
+        X = np.asarray(X)
+        X = np.ascontiguousarray(X, dtype=np.float32 if X.dtype == np.float32 else np.float64)
         out = np.zeros((len(X), len(self.sigmoid)))
         in_parts(lambda a, b: compiled.predict(X[a:b], self.nodes, self.roots, self.outputs, self.left_set, out[a:b]),
                  len(X), threads)

@@ -149,7 +149,8 @@ class _Model:
         if len(held) != len(boosters) or any(a is not b for a, b in zip(held, boosters)):
             forest = Forest.of(list(boosters), dumped)
             if forest is not None:  # compiled (or read from numba's cache) now, not on a live request
-                forest.predict(np.zeros((1, boosters[0].num_feature())))
+                for dtype in (np.float32, np.float64):  # the feature code's rows; other tables
+                    forest.predict(np.zeros((1, boosters[0].num_feature()), dtype=dtype))
             self._forest = (boosters, forest)
         return forest
 
@@ -165,12 +166,16 @@ class _Model:
         return self.encoder_.transform(rows.reindex(columns=self.features))
 
     def _matrix(self, rows) -> np.ndarray:
-        """The features as a float64 matrix with categorical codes, for predicting.
+        """The features as a float matrix with categorical codes, for predicting.
 
-        ``rows`` is a mapping of column name to array (a DataFrame is one too)."""
+        ``rows`` is a mapping of column name to array (a DataFrame is one too). float32
+        when every number is one already (the feature code makes them so): the same
+        values in half the memory, and a float32 compares with LightGBM's float64
+        thresholds exactly as its float64 copy would. A bulk prediction's first matrix
+        (100,000 rows) cost 0.3 s as float64, most of it the new memory's page faults."""
         rows = self._derived(rows)
         n = len(next(iter(rows.values()))) if isinstance(rows, dict) else len(rows)
-        out = np.full((n, len(self.features)), np.nan, dtype=np.float64)
+        out = np.full((n, len(self.features)), np.nan, dtype=self._matrix_dtype(rows))
         for j, c, categorical in self._columns():
             if c not in rows:
                 continue
@@ -182,6 +187,14 @@ class _Model:
             else:
                 out[:, j] = values  # numpy casts to float64 as it copies
         return out
+
+    def _matrix_dtype(self, rows) -> type:
+        """float32 where it holds every value exactly: each number column a float32 array
+        and every categorical code below 2 ** 24; float64 otherwise."""
+        exact = all(len(levels) < 2 ** 24 for levels in self.encoder_.levels_.values()) and all(
+            categorical or c not in rows or (isinstance(rows[c], np.ndarray) and rows[c].dtype == np.float32)
+            for _, c, categorical in self._columns())
+        return np.float32 if exact else np.float64
 
     def _columns(self) -> list[tuple[int, str, bool]]:
         """(position, name, is categorical) per feature, worked out once per model."""
