@@ -78,23 +78,41 @@ LIVE_COMBINATIONS = 200_000  # combinations ``LiveRows`` holds before it starts 
 LANE_DAYS = 91  # a snapshot lists the combinations ordered in its last quarter: filled in at load
 
 
-def group_keys(cols, level: str, missing: dict[str, np.ndarray] | None = None) -> np.ndarray:
-    """One key per row naming its group at ``level`` (None when a part is missing).
-
-    ``missing`` caches each column's missing mask, for callers keying several levels."""
+def group_keys(cols, level: str) -> np.ndarray:
+    """One key per row naming its group at ``level`` (None when a part is missing)."""
     names = LEVELS[level]
     if not names:
         return np.full(size(cols) if isinstance(cols, dict) else len(cols), "all", dtype=object)
     parts = [np.asarray(cols[c], dtype=object) for c in names]
-    missing = {} if missing is None else missing
-    for c, p in zip(names, parts):
-        if c not in missing:
-            missing[c] = pd.isna(p)
-    gaps = [missing[c] for c in names]
+    gaps = [pd.isna(p) for p in parts]
     key = np.where(gaps[0], "", parts[0])
     for p, gap in zip(parts[1:], gaps[1:]):
         key = key + "|" + np.where(gap, "", p)
     return np.where(np.logical_or.reduce(gaps), None, key)
+
+
+def distinct_groups(cols, level: str, factorized: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``group_keys`` of the distinct combinations of the level's values, and each row's
+    position among them: ``keys[inverse]`` is ``group_keys(cols, level)``, its strings
+    made once per combination rather than once per row (100,000 shipments fall in a few
+    thousand). ``factorized`` caches each column's ``pd.factorize``, for callers keying
+    several levels."""
+    names = LEVELS[level]
+    n = size(cols) if isinstance(cols, dict) else len(cols)
+    if not names:  # one group
+        return group_keys(cols, level)[:1], np.zeros(n, dtype=np.int64)
+    factorized = {} if factorized is None else factorized
+    for c in names:
+        if c not in factorized:
+            factorized[c] = pd.factorize(np.asarray(cols[c], dtype=object))
+    if np.prod([float(len(factorized[c][1]) + 1) for c in names]) >= 2.0 ** 62:  # past int64: one key per row
+        return group_keys(cols, level), np.arange(n)
+    combined = np.zeros(n, dtype=np.int64)
+    for c in names:
+        codes, values = factorized[c]
+        combined = combined * (len(values) + 1) + (codes + 1)  # 0: missing
+    _, first, inverse = np.unique(combined, return_index=True, return_inverse=True)
+    return group_keys({c: np.asarray(cols[c], dtype=object)[first] for c in names}, level), inverse.reshape(-1)
 
 
 def first_exceptions(scans: pd.DataFrame | None) -> pd.Series:
@@ -298,13 +316,15 @@ class History:
 
     def _columns_at(self, shipments, days: np.ndarray) -> Columns:
         """The statistics of ``shipments`` at their query ``days``."""
-        missing: dict[str, np.ndarray] = {}  # each key column's gaps, found once for every level
-        keys = {level: group_keys(shipments, level, missing) for level in self.tables}
+        factorized: dict[str, tuple] = {}  # each key column's codes, found once for every level
+        groups = {level: distinct_groups(shipments, level, factorized) for level in self.tables}
         cols: Columns = {}
         for level, table in self.tables.items():
-            cols.update(self._at_days(level, table, table.codes(keys[level]), days))
+            keys, inverse = groups[level]
+            cols.update(self._at_days(level, table, table.codes(keys)[inverse], days))
         self._add_shrunk(cols)
-        volume = self._at_days("volume", self.volume, self.volume.codes(keys["carrier"]), days)
+        keys, inverse = groups["carrier"]
+        volume = self._at_days("volume", self.volume, self.volume.codes(keys)[inverse], days)
         self._add_carrier_trend(cols, volume)
         return {k: v.astype(np.float32, copy=False) for k, v in cols.items()}
 

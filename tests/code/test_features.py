@@ -233,3 +233,20 @@ def test_text_columns_become_the_same_objects_whichever_way_they_are_read(texts,
     if len(col):
         col[0] = "changed"
         assert "changed" not in table.t.dropna().tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(*[st.one_of(st.sampled_from(["a", "b", "UPS", ""]), st.none(), st.just(float("nan")))] * 4),
+                min_size=0, max_size=30),
+       st.sampled_from(["global", "carrier", "lane", "carrier_lane", "destination"]))
+def test_distinct_groups_give_every_row_its_group_key(values, level):
+    """Keys made once per distinct combination name each row's group as its own key
+    would: missing parts, empty text, repeats and no rows at all."""
+    from features.history import distinct_groups, group_keys
+
+    names = ("carrier", "service_level", "origin_region", "destination_region")
+    cols = {c: np.array([v[i] for v in values], dtype=object) for i, c in enumerate(names)}
+    cols["as_of"] = np.zeros(len(values), dtype=np.int64)
+    keys, inverse = distinct_groups(cols, level)
+    assert keys[inverse].tolist() == group_keys(cols, level).tolist()
+    assert len(keys) <= len({tuple(map(str, v)) for v in values}) or level == "global"
