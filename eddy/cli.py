@@ -515,7 +515,7 @@ def predict(
     out_file: Annotated[Path, typer.Option("--out", help="Parquet (or .csv) file to write.")],
     as_of: Annotated[str | None, typer.Option(help="Predict every shipment at this UTC moment with the scans seen by then (default: each at its order time).")] = None,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.995, help="Confidence of the promise date.")] = 0.95,
-    reasons: Annotated[bool, typer.Option(help="Add the top three reasons (TreeSHAP: about 2 ms a shipment).")] = True,
+    reasons: Annotated[bool, typer.Option(help="Add the top three reasons (TreeSHAP: in bulk about 0.15 ms a shipment, against 0.02 ms without).")] = True,
     cluster: ClusterOption = None,
 ) -> None:
     """Predict ETA quantiles, a promise date, late probability and reasons with the champion."""
