@@ -3,8 +3,8 @@
 A live request predicts one row with four boosters (the EDD model's three quantiles and
 the delay model), 1,167 trees in the default champion (650 since the interval ends
 start from the median). Through ``Booster.predict`` each call pays LightGBM's Python
-set-up, and its trees keep their nodes in separate arrays per field, which the rest of a request evicts from the cache: one row through the four
-boosters of the 100,000-shipment benchmark bundle took 1.5 ms when other work ran
+set-up, and its trees keep their nodes in separate arrays per field, which the rest of
+a request evicts from the cache: one row through the four boosters of the 100,000-shipment benchmark bundle took 1.5 ms when other work ran
 between requests (0.6 ms in a tight loop; 0.4-0.5 and 0.1 ms here). Here each
 node is one 16-byte record in depth-first order, so a left step reads the next record,
 and one compiled call (``runtime.compiled.predict``, LightGBM's decision rule) sums
