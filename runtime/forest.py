@@ -4,11 +4,13 @@ A live request predicts one row with four boosters (the EDD model's three quanti
 the delay model), 1,167 trees in the default champion (650 since the interval ends
 start from the median). Through ``Booster.predict`` each call pays LightGBM's Python
 set-up, and its trees keep their nodes in separate arrays per field, which the rest of
-a request evicts from the cache: one row through the four boosters of the 100,000-shipment benchmark bundle took 1.5 ms when other work ran
-between requests (0.6 ms in a tight loop; 0.4-0.5 and 0.1 ms here). Here each
-node is one 16-byte record in depth-first order, so a left step reads the next record,
-and one compiled call (``runtime.compiled.predict``, LightGBM's decision rule) sums
-every tree of several boosters: the same numbers, bit for bit (tested).
+a request evicts from the cache: one row through the four boosters of the
+100,000-shipment benchmark bundle took 1.5 ms when other work ran between requests
+(0.6 ms in a tight loop; 0.4-0.5 and 0.1 ms here). Here each node is one 16-byte record
+in depth-first order, so a left step reads the next record, and one compiled call
+(``runtime.compiled.predict``, LightGBM's decision rule) sums every tree of several
+boosters: the same numbers, bit for bit (tested). The rows may be float32 (the feature
+code's numbers), compared with the float64 thresholds exactly as their float64 copy.
 
 Bulk goes the same way, rows in blocks that walk one tree before the next (the tree
 stays in the nearest cache) and row ranges on several threads (the compiled loop
