@@ -34,9 +34,9 @@ from features.distributed import customers_of, shared_on, snapshot_on
 from features.pit import frame_of, micros, timestamps_of
 from training.rows import (LABEL, MIN_TRAIN_ROWS, NOWCAST_MAX_ROWS, REF, Labelled, Split, at_order, churn_labels,
                            churn_split, churn_training_moments, churn_training_rows, edd_training_moments,
-                           edd_training_rows, eval_counts, eval_draw, eval_shares, kept, lead_days, recent_share,
-                           recent_shipments, shipment_labels, split_of_shipments, tail_bounds, too_few_churn_labels,
-                           windows_from)
+                           edd_training_rows, eval_counts, eval_draw, eval_shares, is_recent, kept, lead_days,
+                           recent_share, recent_shipments, shipment_labels, split_of_shipments, tail_bounds,
+                           too_few_churn_labels, windows_from)
 
 #: the shipment models and their labels (``training.rows.shipment_labels``)
 SHIPMENT_LABELS = {"edd": "hours_left", "delay": "late"}
@@ -92,7 +92,7 @@ def recent_shipments_on(client, data, end: pd.Timestamp, cap: int = NOWCAST_MAX_
 
 
 def _recent_count(part: DataSet, end: pd.Timestamp) -> int:
-    return len(recent_shipments(part["shipments"], end, share=1.0))
+    return int(is_recent(part["shipments"], end).sum())  # counted, not copied
 
 
 def _recent(part: DataSet, end: pd.Timestamp, share: float) -> pd.DataFrame:

@@ -292,15 +292,20 @@ def recent_shipments(shipments: pd.DataFrame, end: pd.Timestamp, cap: int = NOWC
     a keyed share (by shipment and order moment, so the same shipments whichever
     partition holds them). ``share``: the one a caller set from every partition's count
     (``recent_share``); by default these shipments' own."""
-    ordered = micros(shipments.ordered_at)
-    end_us = micros(pd.Series([end]))[0]
-    recent = shipments[(ordered < end_us) & (ordered >= end_us - NOWCAST_DAYS * US_PER_DAY)]
+    recent = shipments[is_recent(shipments, end)]
     share = recent_share(len(recent), cap) if share is None else share
     if share < 1.0:
         draw = keyed_uniform(recent.shipment_id.astype("str").to_numpy(dtype=object), micros(recent.ordered_at),
                              NOWCAST_SEED)
         recent = recent[draw < share]
     return recent.reset_index(drop=True)
+
+
+def is_recent(shipments: pd.DataFrame, end: pd.Timestamp) -> np.ndarray:
+    """Whether each shipment was ordered in the ``NOWCAST_DAYS`` before ``end``."""
+    ordered = micros(shipments.ordered_at)
+    end_us = micros(pd.Series([end]))[0]
+    return (ordered < end_us) & (ordered >= end_us - NOWCAST_DAYS * US_PER_DAY)
 
 
 def recent_share(count: int, cap: int = NOWCAST_MAX_ROWS) -> float:
