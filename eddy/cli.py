@@ -643,8 +643,8 @@ def _log_answers(entries, bundle, version) -> None:
         return
     predlog.note_model(str(version), bundle.meta)
     rows = entries()
-    predlog.put(rows)
-    if not predlog.close(timeout=120) or predlog.dropped:
+    kept = predlog.put_all(rows, timeout=120)
+    if not predlog.close(timeout=120) or not kept or predlog.dropped:
         console.print(f"[yellow]warning:[/] the prediction log kept {predlog.written:,} of {len(rows):,} answers "
                       f"({predlog.status()['last_error'] or 'queue full'})", highlight=False)
 

@@ -57,6 +57,21 @@ def test_a_full_queue_drops_the_oldest_and_counts_them_while_the_database_is_awa
     assert not log.close(timeout=0.5)
 
 
+def test_a_batch_larger_than_the_queue_is_kept_whole(tmp_path):
+    """A batch command's answers go in pieces the queue holds, each written before the
+    next: 2,500 answers through a queue of 1,000 are all written, none dropped (``put``
+    alone keeps the newest 1,000); a database that is away makes it say so in time."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, batch_size=100, capacity=1000, interval_s=0.05)
+    assert log.put_all([entry(i) for i in range(2500)], timeout=30)
+    assert log.close(timeout=30)
+    assert count(url) == 2500 and log.written == 2500 and log.dropped == 0
+    away = PredictionLog(UNREACHABLE, batch_size=100, capacity=1000, interval_s=0.05)
+    assert not away.put_all([entry(i) for i in range(2500)], timeout=1.0)
+    assert away.dropped == 0 and away.status()["pending"] == 1000  # the first piece waits; no later one went in
+    away.close(timeout=0.5)
+
+
 def test_a_full_database_fails_writes_not_answers(tmp_path, monkeypatch):
     monkeypatch.setenv("EDDY_DATABASE_MAX_MB", "0.1")
     url = f"sqlite:///{tmp_path / 'small.db'}"
