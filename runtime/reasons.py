@@ -65,9 +65,10 @@ def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
     Reasons that read the same (two windows of one lane) become one, their effects
     added. The answer is the ``top`` sentences whose largest single contribution is
     largest (so a situational reason such as the network's nowcast is not crowded out
-    by the sum of several small windows), listed by their added effect; at order time every in-transit feature is one reason, "not handed to the carrier
-    yet", not "time already spent in transit" at 0 hours. A bulk answer makes 15
-    candidates a row: the row's fields are worked out only for a sentence that names them."""
+    by the sum of several small windows), listed by their added effect. At order time
+    every in-transit feature is one reason, "not handed to the carrier yet", not "time
+    already spent in transit" at 0 hours. A bulk answer makes 15 candidates a row: the
+    row's fields are worked out only for a sentence that names them."""
     merged: dict[str, dict] = {}
     fields = None
     at_order = _at_order(row)
@@ -78,9 +79,11 @@ def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
         else:
             template = spec.words[0] if e > 0 else spec.words[1]
             reads = _reads(template)
-            if reads and fields is None:
-                fields = _fields(row)
-            text = template if reads == 0 else template.format(**fields) if reads == 1 else _sentence(template, v, fields)
+            if reads == 0:
+                text = template
+            else:
+                fields = _fields(row) if fields is None else fields
+                text = template.format(**fields) if reads == 1 else _sentence(template, v, fields)
         if text in merged:
             merged[text]["effect_hours"] = round(merged[text]["effect_hours"] + e, 2)
         else:

@@ -393,4 +393,5 @@ def test_the_interval_ends_are_trained_as_distances_from_the_median(trained, tmp
     assert ModelBundle.load(result.bundle.save(tmp_path / "b")).edd.ends_from_median_
     former = copy.copy(edd)
     former.ends_from_median_ = False
-    np.testing.assert_array_equal(former.raw_log_quantiles(rows, X), np.sort(np.column_stack([low, median, high]), axis=1))
+    np.testing.assert_array_equal(former.raw_log_quantiles(rows, X),
+                                  np.sort(np.column_stack([low, median, high]), axis=1))
