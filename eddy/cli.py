@@ -279,10 +279,11 @@ def _terminate_cleanly() -> None:
 
 
 def _champion():
+    """The champion's bundle for a batch command (no online tables: its rows are computed point in time)."""
     from runtime.registry import RegistryError, load_bundle
 
     try:
-        return load_bundle()
+        return load_bundle(online=False)
     except RegistryError as exc:
         fail(str(exc))
 

@@ -140,7 +140,8 @@ def download_bundle(alias: str = CHAMPION, dest: Path | None = None) -> tuple[Pa
 
 def load_version(version: str):
     """The bundle of a registered version by number (``eddy monitor`` rebuilding a past
-    version's features); the downloaded copy is removed once read."""
+    version's features), for batch use (``ModelBundle.load``'s ``online``); the
+    downloaded copy is removed once read."""
     import mlflow
     from mlflow import MlflowClient
 
@@ -154,22 +155,23 @@ def load_version(version: str):
     dest = Path(tempfile.mkdtemp(prefix=f"eddy-v{version}-"))
     try:
         path = mlflow.artifacts.download_artifacts(run_id=mv.run_id, artifact_path="bundle", dst_path=str(dest))
-        bundle = ModelBundle.load(Path(path))
+        bundle = ModelBundle.load(Path(path), online=False)
         bundle.meta["version"] = str(version)
         return bundle
     finally:
         shutil.rmtree(dest, ignore_errors=True)
 
 
-def load_bundle(alias: str = CHAMPION):
-    """The bundle behind ``alias`` loaded into memory, and its version; the downloaded
-    copy is removed once read (a serve, predict or score leaves nothing in the temp folder)."""
+def load_bundle(alias: str = CHAMPION, online: bool = True):
+    """The bundle behind ``alias`` loaded into memory (``online``: ``ModelBundle.load``'s;
+    False for batch commands), and its version; the downloaded copy is removed once read
+    (a serve, predict or score leaves nothing in the temp folder)."""
     from runtime.bundle import ModelBundle
 
     dest = Path(tempfile.mkdtemp(prefix=f"eddy-{alias}-"))
     try:
         folder, version = download_bundle(alias, dest)
-        bundle = ModelBundle.load(folder)
+        bundle = ModelBundle.load(folder, online)
         bundle.meta["version"] = version
         return bundle, version
     finally:

@@ -81,6 +81,30 @@ def test_bundle_round_trip_predicts_the_same(trained, tmp_path):
     pd.testing.assert_frame_equal(before, after)
 
 
+def test_a_bundle_loaded_for_batch_answers_as_the_services_does(trained, tmp_path):
+    """Batch commands load without the online tables and warmed forests: their rows take
+    the point-in-time path and must get the service's answers, reasons and churn scores
+    included, inside the history and after its end."""
+    result, ds = trained
+    from features.pit import US_PER_DAY, micros
+    from features.rows import order_moments
+    from runtime.batch import score_data_set
+
+    folder = result.bundle.save(tmp_path / "b")
+    service, batch = ModelBundle.load(folder), ModelBundle.load(folder, online=False)
+    assert service.snapshot.history.online is not None
+    assert batch.snapshot.history.online is None and batch.edd._forest[1] is None
+    s = ds["shipments"].tail(300)
+    past = order_moments(s)
+    later = past.assign(as_of=pd.to_datetime(micros(past.as_of) + 30 * US_PER_DAY, unit="us", utc=True))
+    for moments in (past, later):
+        answers = [b.predict_rows(b.shipment_rows(s, ds["scans"], moments)) for b in (service, batch)]
+        pd.testing.assert_frame_equal(*answers)
+    assert batch.snapshot.history.online is None  # answered without them
+    scored = [score_data_set(b, ds).table.drop(columns="scored_at") for b in (service, batch)]  # the wall clock
+    pd.testing.assert_frame_equal(*scored)
+
+
 def test_numeric_model_input_predicts_exactly_what_the_categorical_frame_predicts(trained):
     """Predictions go to LightGBM as a float matrix of category codes (no per-call pandas
     conversion); it must match the training-shaped categorical frame to the bit,
