@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 
-from runtime.bundle import _plain, _plain_column
+from runtime.bundle import _digit, _digits, _plain, _plain_column, _shown
 from runtime.reasons import NOT_HANDED_OVER, plain_reasons
 
 
@@ -31,6 +31,35 @@ def test_a_column_made_plain_at_once_equals_each_value_made_plain():
         together = _plain_column(column)
         assert _same(together, alone), (column, together, alone)
         assert not any(isinstance(v, float) and math.isnan(v) for v in together)
+
+
+def test_float32_values_go_out_as_the_short_decimals_float32_holds():
+    """A reason's value is the feature code's float32: shown at its 7 significant digits,
+    not with the tail of its float64 copy (211.20974731445312)."""
+    column = np.array([211.20974731445312, 15.421926498413086, 0.1, -3.5e-7, 1.2345678e12, 0.0, np.nan, 1e-30],
+                      dtype=np.float32)
+    for values in (column, np.tile(column, 40)):  # a request's row and a bulk answer's many, the same numbers
+        out = _shown({"x": values, "n": np.arange(len(values))}, ["x", "n", "absent"])
+        assert list(out) == ["x", "n"] and out["n"][:3] == [0.0, 1.0, 2.0]  # other columns as they are
+        out = out["x"][:8]
+        assert out[:6] == [211.2097, 15.42193, 0.1, -3.5e-7, 1234568000000.0, 0.0] and out[6] is None
+        assert [repr(v) for v in out[:3]] == ["211.2097", "15.42193", "0.1"]
+        assert out[7] == float(np.float32(1e-30))  # too small for exact powers of ten: as it is
+        np.testing.assert_allclose(out[:6], column[:6], rtol=5e-7)  # within float32's own precision
+
+
+def test_a_requests_few_values_are_rounded_as_a_bulk_answers_many():
+    """``_digit`` (a request's row, Python floats) and ``_digits`` (bulk, numpy) give the
+    same double for every float32: random bit patterns, every decade's edges, zeros,
+    NaN and infinities."""
+    bits = np.random.default_rng(1).integers(0, 2 ** 32, 300_000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    decades = np.array([10.0 ** e for e in range(-25, 26)])
+    edges = np.concatenate([decades, np.nextafter(decades, 0), np.nextafter(decades, np.inf), -decades])
+    values = np.concatenate([bits[~np.isnan(bits)], edges.astype(np.float32),
+                             np.array([0.0, -0.0, np.nan, np.inf, -np.inf], dtype=np.float32)])
+    bulk, one_by_one = _digits(values), np.array([_digit(v) for v in values.tolist()])
+    assert np.array_equal(bulk, one_by_one, equal_nan=True)
+    assert np.array_equal(np.signbit(bulk), np.signbit(one_by_one))
 
 
 ROW = {"carrier": "usps", "service_level": "ground_advantage", "origin_region": "NJ", "destination_region": "CA",
