@@ -23,9 +23,11 @@ from features.pit import US_PER_DAY, Lookup, micros
 
 #: the clock of a (carrier, service level) pair training did not see: every carrier together
 ANY = "*"
-#: years of days the clock is laid out for around the training data (later moments run
-#: at the last day's rate); a version is retrained long before
+#: years of days the clock is laid out for around the training data (a moment outside
+#: them moves into them by whole 52-week years); a version is retrained long before
 YEARS_BEFORE, YEARS_AFTER = 1, 10
+#: days at the span's end an interval may still run into (``OperatingClock._in_span``)
+SPARE_DAYS = 366
 
 
 def pair_names(carrier, service) -> np.ndarray:
@@ -79,9 +81,22 @@ class OperatingClock:
 
     def operating_hours(self, codes: np.ndarray, start, hours) -> np.ndarray:
         """Operating hours from ``start`` (timestamps) to ``hours`` calendar hours later."""
-        start_days = micros(start) / US_PER_DAY
+        start_days = self._in_span(micros(start) / US_PER_DAY)
         end_days = start_days + np.asarray(hours, dtype=float) / 24.0
         return (self.reading(codes, end_days) - self.reading(codes, start_days)) * 24.0
+
+    def _in_span(self, days: np.ndarray) -> np.ndarray:
+        """``days`` (float days since 1970), each moved by whole 52-week years into the
+        laid-out span where it lies outside it (with a year to spare at the end), so an
+        interval from it keeps its weekdays and, within days, its season; the holidays are
+        the span's. Without it a moment years before the training data read a clock that
+        stood still there: an Olist order of 2016 predicted by a model of 2025 got an ETA
+        in 2023."""
+        lo, hi = self._first, self._first + self._rate.shape[1] - SPARE_DAYS
+        if not len(days) or (days.min() >= lo and days.max() <= hi):  # every training row and live request
+            return days
+        years = np.where(days < lo, np.ceil((lo - days) / 364), np.where(days > hi, -np.ceil((days - hi) / 364), 0))
+        return days + 364 * years
 
     def calendar_hours(self, codes: np.ndarray, start, operating_hours) -> np.ndarray:
         """Calendar hours from ``start`` (timestamps) until each row's clock has run
@@ -93,7 +108,7 @@ class OperatingClock:
         matrix = h.reshape(len(h), -1) if h.ndim else h.reshape(1, 1)
         out = np.empty(matrix.shape)
         compiled.calendar_hours(self._cum, self._rate, float(self._first), np.asarray(codes, dtype=np.int64),
-                                micros(start) / US_PER_DAY, np.ascontiguousarray(matrix), out)
+                                self._in_span(micros(start) / US_PER_DAY), np.ascontiguousarray(matrix), out)
         return out.reshape(h.shape)
 
     def to_dict(self) -> dict:

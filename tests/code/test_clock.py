@@ -38,6 +38,25 @@ def test_a_weekend_does_not_count_for_a_carrier_that_rests_on_it():
     np.testing.assert_allclose(c.operating_hours(k, friday_noon, np.array([72.0, 72.0])), [24.0, 48.0])
 
 
+def test_a_moment_years_outside_the_laid_out_span_keeps_its_weekdays():
+    """The clock is laid out from a year before training to ten after; a moment outside
+    (a backfill of old orders, say) moves in by whole 52-week years, so a Friday stays a
+    Friday in the same season. Before, a clock standing still there sent a 2016 order's
+    ETA to 2023."""
+    c = clock()  # trained on 2025: laid out 2024 to 2035
+    k = codes(c, "ups/ground", "usps/priority")
+    # they land on 2024-02-23 and 2034-05-19, Fridays with no holiday the Monday after
+    for friday in ("2012-03-09 12:00", "2045-05-05 12:00", "2025-11-14 12:00"):
+        assert pd.Timestamp(friday).dayofweek == 4
+        moment = at(friday, friday)
+        np.testing.assert_allclose(c.calendar_hours(k, moment, np.array([24.0, 24.0])), [72.0, 24.0])
+        np.testing.assert_allclose(c.operating_hours(k, moment, np.array([72.0, 72.0])), [24.0, 48.0])
+    # inside the span and outside it in one call: each row on its own
+    both = at("2012-03-09 12:00", "2025-11-14 12:00")
+    np.testing.assert_allclose(c.calendar_hours(codes(c, "ups/ground", "ups/ground"), both, np.array([24.0, 24.0])),
+                               [72.0, 72.0])
+
+
 def test_a_public_holiday_counts_only_where_the_carrier_works_on_holidays():
     wednesday_noon = at("2025-11-26 12:00")  # Thanksgiving is Thursday 2025-11-27
     for works, expected in ((0.0, 48.0), (1.0, 24.0)):

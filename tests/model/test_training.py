@@ -105,6 +105,24 @@ def test_a_bundle_loaded_for_batch_answers_as_the_services_does(trained, tmp_pat
     pd.testing.assert_frame_equal(*scored)
 
 
+def test_orders_years_before_the_training_data_get_etas_days_after_them(trained):
+    """A backfill of old orders: the operating clock is laid out around the training years,
+    and a moment nine years before them used to read a clock standing still (ETAs years
+    after the order). Now their ETAs are as far off as the same orders' today."""
+    result, ds = trained
+    from features.pit import US_PER_DAY, micros
+    from features.rows import order_moments
+
+    s = ds["shipments"].tail(200)
+    old = s.assign(ordered_at=pd.to_datetime(micros(s.ordered_at) - 52 * 7 * 9 * US_PER_DAY, unit="us", utc=True))
+    days = {}
+    for name, orders in (("now", s), ("old", old)):
+        out = result.bundle.predict_rows(result.bundle.shipment_rows(orders, None, order_moments(orders)), explain=False)
+        days[name] = ((out.eta_p50 - out.as_of).dt.total_seconds() / 86400).to_numpy()
+    assert days["old"].max() < 20 and days["old"].min() > 0
+    assert abs(np.median(days["old"]) - np.median(days["now"])) < 2
+
+
 def test_numeric_model_input_predicts_exactly_what_the_categorical_frame_predicts(trained):
     """Predictions go to LightGBM as a float matrix of category codes (no per-call pandas
     conversion); it must match the training-shaped categorical frame to the bit,
