@@ -278,6 +278,11 @@ def _ranked(values: np.ndarray, rows, names: list[str], top: int):
     return order, {j: shown.get(names[j], [None] * len(values)) for j in js}
 
 
+#: up to this many rows (a request's), values are made plain one by one in Python: a few
+#: numpy calls cost more than the values themselves
+FEW_ROWS = 64
+
+
 def _shown(rows, names: list[str]) -> dict[str, list]:
     """The named columns' values as reasons show them (``_plain_column``), the feature
     code's float32 numbers at float32's digits (``_digits``: 211.2097, not the
@@ -285,7 +290,7 @@ def _shown(rows, names: list[str]) -> dict[str, list]:
     request's row pays once."""
     arrays = {c: np.asarray(rows[c]) for c in names if c in rows}
     single = [c for c, a in arrays.items() if a.dtype == np.float32]
-    if single and len(arrays[single[0]]) > 64:
+    if single and len(arrays[single[0]]) > FEW_ROWS:
         arrays.update(zip(single, _digits(np.stack([arrays[c] for c in single]))))
     elif single:  # a request's few rows: the same arithmetic on Python floats (tested equal), 2-3 us a column
         return {c: ([None if v != v else _digit(v) for v in a.tolist()] if c in single else _plain_column(a))
@@ -324,7 +329,7 @@ def _plain(v):
 def _plain_column(column) -> list:
     """``_plain`` of every value, numbers at C speed: a float, or None where not known."""
     a = np.asarray(column)
-    if a.dtype.kind in "fiub" and len(a) > 64:  # a request's row: five numpy calls cost more than one _plain
+    if a.dtype.kind in "fiub" and len(a) > FEW_ROWS:
         a = a.astype(np.float64)
         out = a.astype(object)
         out[np.isnan(a)] = None

@@ -185,7 +185,7 @@ class _Model:
             elif isinstance(values, pd.Series):
                 out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
             else:
-                out[:, j] = values  # numpy casts to float64 as it copies
+                out[:, j] = values  # numpy casts to the matrix's dtype as it copies
         return out
 
     def _matrix_dtype(self, rows) -> type:
