@@ -75,6 +75,7 @@ KEY_COLUMNS = tuple(sorted({c for cols in LEVELS.values() for c in cols}))
 FINE_LEVELS = ("postal_lane",)
 COARSE_COLUMNS = tuple(sorted({c for level, cols in LEVELS.items() if level not in FINE_LEVELS for c in cols}))
 LIVE_COMBINATIONS = 200_000  # combinations ``LiveRows`` holds before it starts again (~100 MB)
+ONE_GROUP = "all"  # the key of a level with no columns (the whole network)
 LANE_DAYS = 91  # a snapshot lists the combinations ordered in its last quarter: filled in at load
 
 
@@ -82,7 +83,7 @@ def group_keys(cols, level: str) -> np.ndarray:
     """One key per row naming its group at ``level`` (None when a part is missing)."""
     names = LEVELS[level]
     if not names:
-        return np.full(size(cols) if isinstance(cols, dict) else len(cols), "all", dtype=object)
+        return np.full(size(cols) if isinstance(cols, dict) else len(cols), ONE_GROUP, dtype=object)
     parts = [np.asarray(cols[c], dtype=object) for c in names]
     gaps = [pd.isna(p) for p in parts]
     key = np.where(gaps[0], "", parts[0])
@@ -100,7 +101,7 @@ def distinct_groups(cols, level: str, factorized: dict | None = None) -> tuple[n
     names = LEVELS[level]
     n = size(cols) if isinstance(cols, dict) else len(cols)
     if not names:  # one group
-        return group_keys(cols, level)[:1], np.zeros(n, dtype=np.int64)
+        return np.array([ONE_GROUP], dtype=object), np.zeros(n, dtype=np.int64)
     factorized = {} if factorized is None else factorized
     for c in names:
         if c not in factorized:

@@ -191,15 +191,19 @@ class _Model:
     def _matrix_dtype(self, rows) -> type:
         """float32 where it holds every value exactly: each number column a float32 array
         and every categorical code below 2 ** 24; float64 otherwise."""
-        exact = all(len(levels) < 2 ** 24 for levels in self.encoder_.levels_.values()) and all(
+        columns = self._columns()
+        exact = self._codes_fit_float32_ and all(
             categorical or c not in rows or (isinstance(rows[c], np.ndarray) and rows[c].dtype == np.float32)
-            for _, c, categorical in self._columns())
+            for _, c, categorical in columns)
         return np.float32 if exact else np.float64
 
     def _columns(self) -> list[tuple[int, str, bool]]:
-        """(position, name, is categorical) per feature, worked out once per model."""
-        if getattr(self, "_columns_", None) is None:
+        """(position, name, is categorical) per feature, worked out once per fitted encoder
+        (with whether every categorical code fits a float32 exactly)."""
+        if getattr(self, "_columns_for_", None) is not self.encoder_:
             self._columns_ = [(j, c, c in self.encoder_.levels_) for j, c in enumerate(self.features)]
+            self._codes_fit_float32_ = all(len(levels) < 2 ** 24 for levels in self.encoder_.levels_.values())
+            self._columns_for_ = self.encoder_
         return self._columns_
 
     def _meta(self) -> dict:
