@@ -38,6 +38,9 @@ CHURN_OUTPUT = ("order_id", "as_of", "carrier", "service_level", "origin_region"
 TIMESTAMPS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
 #: from this many rows an answer is made with the cyclic garbage collector paused
 BULK_ROWS = 10_000
+#: the shipment's own categorical fields: a value the model never saw in training (a
+#: typo, "UPS" for "ups") is predicted from the fallback levels, and the answer says so
+GIVEN = ("carrier", "service_level", "origin_region", "destination_region")
 
 
 @dataclass
@@ -103,7 +106,7 @@ class ModelBundle:
             return {"shipment_id": np.array([], dtype=object), "as_of": at,
                     **{k: np.array([], dtype=np.int64) for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},
                     "late_probability": np.array([]), "confidence": np.array([], dtype=object),
-                    "reasons": np.array([], dtype=object)}
+                    "unseen": np.array([], dtype=object), "reasons": np.array([], dtype=object)}
         groups = rows["carrier"]
         X = self.edd._matrix(rows)  # once: reused by every EDD booster, the delay booster's columns and the reasons
         raw = self.edd.raw_log_quantiles(rows, X)
@@ -119,6 +122,7 @@ class ModelBundle:
         has_promise = ~np.isnan(np.asarray(rows["promise_hours"], dtype=float))
         out["late_probability"] = np.where(has_promise, self.late_probability(rows, X, shifted[0], nowcast, codes), np.nan)
         out["confidence"] = confidence_label(rows)
+        out["unseen"] = self.unseen_fields(rows, X)
         explain = np.broadcast_to(np.asarray(explain, dtype=bool), len(at))
         reasons = [[] for _ in range(len(at))]
         if explain.any():
@@ -131,6 +135,18 @@ class ModelBundle:
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
         out["reasons"] = reasons
         return out
+
+    def unseen_fields(self, rows, X: np.ndarray) -> np.ndarray:
+        """Per row, the ``GIVEN`` fields (comma-separated, "" for none) whose value is there
+        but was not among the EDD model's training levels: its code in ``X`` is missing."""
+        given = [(j, c) for j, c, categorical in self.edd._columns() if categorical and c in GIVEN and c in rows]
+        bits = np.zeros(len(X), dtype=np.int64)
+        for k, (j, c) in enumerate(given):
+            missing = np.flatnonzero(np.isnan(X[:, j]))  # few, in bulk: only they are looked at again
+            bits[missing] |= (~pd.isna(np.asarray(rows[c], dtype=object)[missing])).astype(np.int64) << k
+        names = [c for _, c in given]
+        spelled = [",".join(c for k, c in enumerate(names) if b >> k & 1) for b in range(2 ** len(names))]
+        return np.array(spelled, dtype=object)[bits]
 
     def late_probability(self, rows, X: np.ndarray | None = None, shifted: np.ndarray | None = None,
                          nowcast: np.ndarray | None = None, codes: np.ndarray | None = None) -> np.ndarray:
@@ -373,6 +389,13 @@ def _digit(v: float, digits: int = FLOAT32_DIGITS) -> float:
     if k >= 0:
         return round(v * _POW10_LIST[k]) / _POW10_LIST[k]
     return round(v / _POW10_LIST[-k]) * _POW10_LIST[-k]
+
+
+def shown_number(v) -> float | None:
+    """One number of the feature code as answers show it: None when not known, else at
+    float32's digits (3.458333, not the 3.4583332538604736 of its float64 copy)."""
+    v = float(v)
+    return None if v != v else _digit(v)
 
 
 CONFIDENCE = np.array(["low", "normal", "high"])

@@ -63,12 +63,13 @@ class ShipmentIn(BaseModel):
     shipped_at: Moment | None = None
     promised_at: Moment | None = None
     # Strict numbers and flags: pydantic would otherwise read true as 1.0 and "0" as 0.0.
-    weight_kg: StrictFloat | None = Field(default=None, ge=0, le=5000)
-    value: StrictFloat | None = Field(default=None, ge=0, le=1e9)
+    # NaN and infinity are refused by name, not as "should be <= 5000".
+    weight_kg: StrictFloat | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
+    value: StrictFloat | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     scans: list[ScanIn] = Field(default_factory=list, max_length=MAX_SCANS)
     as_of: Moment | None = None
     explain: StrictBool = True
-    confidence: StrictFloat = Field(default=0.95, ge=0.5, le=0.995)
+    confidence: StrictFloat = Field(default=0.95, ge=0.5, le=0.995, allow_inf_nan=False)
 
     @model_validator(mode="after")
     def _in_order(self) -> "ShipmentIn":
@@ -113,6 +114,8 @@ class EtaOut(BaseModel):
     promise_confidence: float
     late_probability: float | None
     confidence: Literal["high", "normal", "low"]
+    unseen: list[str] = Field(description="the request's fields whose value the model never saw in training "
+                                          "(a new carrier, or a misspelt one): answered from the wider levels")
     reasons: list[Reason]
     model_version: str
 
@@ -164,6 +167,8 @@ class ChurnReason(BaseModel):
 
 class ChurnOut(BaseModel):
     customer_id: str
+    as_of: datetime = Field(description="the moment scored: the request's, or just after the delivery "
+                                        "(or its promise, for one that never came)")
     churn_risk: float
     risk_percentile: float = Field(description="0-100: the share of customers on the model's calibration window "
                                                "with a lower risk (ranks customers where risks are close)")

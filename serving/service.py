@@ -259,10 +259,6 @@ class MicroBatcher:
 CHUNK = 250
 
 
-def _num(v) -> float | None:
-    return None if v is None or np.isnan(v) else float(v)
-
-
 class _Fronted(bentoml.Service):
     """BentoML's service with the load shedder in front of BentoML's own layers (its
     middlewares option would put it behind tracing, the access log and the time limit)."""
@@ -316,7 +312,8 @@ class Eddy:
             **{f"{k}_date": v.date().isoformat() for k, v in eta.items()},
             promise_at=datetime_of(out["promise_at"][i]), promise_confidence=req.confidence,
             late_probability=None if np.isnan(late) else late,
-            confidence=out["confidence"][i], reasons=out["reasons"][i], model_version=version,
+            confidence=out["confidence"][i], unseen=[f for f in out["unseen"][i].split(",") if f],
+            reasons=out["reasons"][i], model_version=version,
         )
 
     @bentoml.api(route="/eta")
@@ -334,6 +331,8 @@ class Eddy:
             raise ServiceUnavailable(STATE.reason)
         if bundle.churn is None:
             raise ServiceUnavailable("the champion has no churn model: " + bundle.meta.get("skipped", {}).get("churn", ""))
+        from runtime.bundle import shown_number  # with the bundle: the service module stays light to import
+
         ship, scans, moments = deliveries_of(requests)
         out = bundle.score_churn(bundle.churn_rows(ship, scans, moments), explain=any(r.explain for r in requests))
         known = bundle.snapshot.customers.index()["orders"]
@@ -341,11 +340,12 @@ class Eddy:
                                       [r.customer_id for r in requests]))
         if STATE.shadow is not None:
             STATE.shadow.offer("churn", requests, source)
-        return [ChurnOut(customer_id=r.customer_id, churn_risk=float(out["churn_risk"][i]),
+        return [ChurnOut(customer_id=r.customer_id, as_of=datetime_of(moments["as_of"][i]),
+                         churn_risk=float(out["churn_risk"][i]),
                          risk_percentile=round(float(out["risk_percentile"][i]), 1),
                          actionable_share=round(float(out["actionable_share"][i]), 3) if r.explain else None,
                          known_customer=r.customer_id in known, orders_so_far=int(out["orders_so_far"][i]),
-                         days_late=_num(out["days_late"][i]),
+                         days_late=shown_number(out["days_late"][i]),
                          reasons=[{"feature": x["feature"], "text": churn_words(x["feature"]), "value": x["value"],
                                    "effect_log_odds": x["effect_log_odds"], "actionable": churn_actionable(x["feature"])}
                                   for x in out["reasons"][i]] if r.explain else [],

@@ -32,6 +32,16 @@ def test_wrong_types_are_refused_by_name_not_coerced(field, value):
     assert field in message
 
 
+@pytest.mark.parametrize("field", ["weight_kg", "value", "confidence"])
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "1e400"])
+def test_nan_and_infinity_are_refused_as_not_finite(field, number):
+    # json.dumps cannot write these as numbers; Python's JSON reader (and pydantic's) reads them.
+    body = json.dumps(SHIPMENT)[:-1] + f', "{field}": {number}}}'
+    with pytest.raises(ValidationError) as exc:
+        ShipmentIn.model_validate_json(body)
+    assert field in str(exc.value) and "finite number" in str(exc.value)
+
+
 def test_a_number_for_a_moment_is_told_to_be_a_string():
     assert "ISO 8601 date-time string" in _error_of(ShipmentIn, {**SHIPMENT, "ordered_at": 1767225600})
 

@@ -91,6 +91,15 @@ def test_concurrent_single_requests_each_get_their_own_answer(served):
     assert status["eta_batches"]["shipments"] >= 24
 
 
+def test_a_value_the_model_never_saw_is_named_in_the_answer(served):
+    server, _, ds = served
+    req = request_for(ds["shipments"].iloc[-1])
+    known = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30).json()
+    shouted = httpx.post(f"{server.url}/eta", json={"shipment": {**req, "carrier": req["carrier"].upper()}},
+                         timeout=30).json()
+    assert known["unseen"] == [] and shouted["unseen"] == ["carrier"] and shouted["confidence"] == "low"
+
+
 def test_scans_so_far_move_the_eta(served):
     server, _, ds = served
     req = request_for(ds["shipments"].iloc[-1])
@@ -218,6 +227,10 @@ def test_churn_for_a_known_and_an_unknown_customer(served):
     assert answers[0]["churn_risk"] == pytest.approx(new["churn_risk"])
     assert answers[1]["churn_risk"] == pytest.approx(known.json()["churn_risk"])
     assert answers[2]["days_late"] < 0 < answers[0]["days_late"]
+    # The moment scored is in the answer: just after the delivery, without an as_of.
+    assert pd.Timestamp(new["as_of"]) == pd.Timestamp(delivery["delivered_at"]) + pd.Timedelta(seconds=1)
+    # days_late is a float32: shown at its digits, not as its float64 copy's 17.
+    assert all(len(repr(a["days_late"]).lstrip("-").replace(".", "").lstrip("0")) <= 7 for a in answers)
     # Each reason says whether the retailer can act on it, as the feature spec does.
     from features.spec import CHURN, feature
     reasons = [r for a in answers + [new] for r in a["reasons"]]

@@ -123,6 +123,23 @@ def test_orders_years_before_the_training_data_get_etas_days_after_them(trained)
     assert abs(np.median(days["old"]) - np.median(days["now"])) < 2
 
 
+def test_answers_name_the_fields_whose_value_the_model_never_saw(trained):
+    """A checkout sending "UPS" for "ups" is answered from the wider levels, and told so;
+    a missing postal or a known value is not "unseen"."""
+    result, ds = trained
+    from features.rows import order_moments
+
+    s = ds["shipments"].tail(4).reset_index(drop=True)
+    s["carrier"] = s.carrier.astype("str").to_numpy()
+    s["destination_region"] = s.destination_region.astype("str").to_numpy()
+    s.loc[1, "carrier"] = s.loc[1, "carrier"].upper()
+    s.loc[2, ["carrier", "destination_region"]] = ["Pigeon Post", "Atlantis"]
+    s["destination_postal"] = None
+    out = result.bundle.predict_rows(result.bundle.shipment_rows(s, None, order_moments(s)), explain=False)
+    assert out.unseen.tolist() == ["", "carrier", "carrier,destination_region", ""]
+    assert out.confidence[1] == out.confidence[2] == "low"
+
+
 def test_numeric_model_input_predicts_exactly_what_the_categorical_frame_predicts(trained):
     """Predictions go to LightGBM as a float matrix of category codes (no per-call pandas
     conversion); it must match the training-shaped categorical frame to the bit,
