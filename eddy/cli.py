@@ -33,6 +33,17 @@ def _root() -> None:
     """Delivery-date, delay and churn predictions for e-commerce."""
 
 
+#: what a table written with --out may be called: the writers choose the format by it
+TABLE_SUFFIXES = (".parquet", ".csv")
+
+
+def _table_path(path: Path | None) -> Path | None:
+    """--out as a table file: .parquet or .csv (no suffix: a folder, for --cluster's parts)."""
+    if path is not None and path.suffix and path.suffix not in TABLE_SUFFIXES:
+        fail(f"--out {path}: the file name must end in {' or '.join(TABLE_SUFFIXES)}")
+    return path
+
+
 ClusterOption = Annotated[str | None, typer.Option(
     "--cluster", help="Run on Dask: 'local' (a LocalCluster on this machine) or a scheduler address (tcp://host:8786).")]
 
@@ -144,7 +155,7 @@ def import_olist(
 @app.command()
 def features(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
-    out_file: Annotated[Path, typer.Option("--out", help="Parquet (or .csv) file to write.")],
+    out_file: Annotated[Path, typer.Option("--out", callback=_table_path, help="Parquet (or .csv) file to write.")],
     moment: Annotated[str, typer.Option(help="at-order, in-transit or after-delivery.")] = "at-order",
     as_of: Annotated[str | None, typer.Option(help="In transit: every open shipment at this UTC moment instead of the training snapshots.")] = None,
     holidays: Annotated[str | None, typer.Option(help="Holiday country code (default: guessed from the regions, US or BR).")] = None,
@@ -385,7 +396,7 @@ def backtest(
     horizon_days: Annotated[float, typer.Option(min=7, help="Churn: no new order within this many days.")] = 90.0,
     jobs: Annotated[int, typer.Option(min=1, help="Cutoffs trained at once, each in its own process (memory grows with it).")] = 1,
     recency_half_life: Annotated[float | None, typer.Option(min=1, help="Recent training rows weigh more: half-life in days (default: the chosen one).")] = None,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Every figure as one long table (.csv or .parquet).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", callback=_table_path, help="Every figure as one long table (.csv or .parquet).")] = None,
     report_dir: Annotated[Path | None, typer.Option(help="Where to write the report (default reports/backtest-<time>).")] = None,
 ) -> None:
     """Rolling-origin evaluation: at each cutoff train on what was known then and judge the next window."""
@@ -513,7 +524,7 @@ def promote(
 @app.command()
 def predict(
     folder: Annotated[Path, typer.Argument(help="Data set folder (shipments may lack shipped_at and delivered_at).")],
-    out_file: Annotated[Path, typer.Option("--out", help="Parquet (or .csv) file to write.")],
+    out_file: Annotated[Path, typer.Option("--out", callback=_table_path, help="Parquet (or .csv) file to write.")],
     as_of: Annotated[str | None, typer.Option(help="Predict every shipment at this UTC moment with the scans seen by then (default: each at its order time).")] = None,
     confidence: Annotated[float, typer.Option(min=0.5, max=0.995, help="Confidence of the promise date.")] = 0.95,
     reasons: Annotated[bool, typer.Option(help="Add the top three reasons (TreeSHAP: in bulk about 0.15 ms a shipment, against 0.02 ms without).")] = True,
@@ -563,7 +574,7 @@ def _predict_on_cluster(folder: Path, out_dir: Path, when, confidence: float, re
 @app.command("score-customers")
 def score_customers(
     folder: Annotated[Path, typer.Argument(help="Data set folder in the contract's format.")],
-    out_file: Annotated[Path | None, typer.Option("--out", help="Parquet (or .csv) file (with --cluster, a folder for Parquet parts); without it the scoring is stored for the review page.")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", callback=_table_path, help="Parquet (or .csv) file (with --cluster, a folder for Parquet parts); without it the scoring is stored for the review page.")] = None,
     as_of: Annotated[str | None, typer.Option(help="Score as of this UTC moment (default: the end of the data).")] = None,
     window_days: Annotated[float, typer.Option(min=1, help="Customers whose latest delivery (or unmet promise) is this recent.")] = 60.0,
     cluster: ClusterOption = None,
@@ -582,9 +593,18 @@ def score_customers(
             scoring = score_data_set(bundle, ds, when, window_days)
         except RuntimeError as exc:
             fail(str(exc))
+    if not len(scoring.table) and out_file is None:
+        _nothing_scored(when, window_days)
     target = write_table(scoring.table, out_file) if out_file else write_scoring(scoring, settings.scores_dir())
     _log_answers(lambda: churn_log_entries(scoring.table, ds["shipments"], str(version)), bundle, version)
     out.print(f"scored {len(scoring.table):,} customers with model version {version} to {target}", highlight=False)
+
+
+def _nothing_scored(when, window_days: float) -> None:
+    """An empty scoring would blank the review page's list: refused, saying why."""
+    moment = "the end of the data" if when is None else f"{when:%Y-%m-%d %H:%M} UTC"
+    fail(f"no customer's latest delivery falls in the {window_days:g} days before {moment}: nothing scored, "
+         "and the review page keeps the list it has (try an earlier --as-of or a longer --window-days)")
 
 
 #: rows per part of ``score-customers --cluster --out``, riskiest customers in the first
@@ -609,6 +629,8 @@ def _score_on_cluster(folder: Path, out_dir: Path | None, when, window_days: flo
         except RuntimeError as exc:
             fail(str(exc))
     if out_dir is None:
+        if not len(scoring.table):
+            _nothing_scored(when, window_days)
         target = write_scoring(scoring, settings.scores_dir())
     else:
         for old in out_dir.glob("part-*.parquet"):  # a previous run's parts would mix in
@@ -654,7 +676,7 @@ def _log_answers(entries, bundle, version) -> None:
 def monitor(
     folder: Annotated[Path, typer.Argument(help="The retailer's latest export, in the contract's format.")],
     since: Annotated[str | None, typer.Option(help="Judge answers given from this UTC moment on (default: all logged).")] = None,
-    out_file: Annotated[Path | None, typer.Option("--out", help="Also write the long table (CSV or Parquet).")] = None,
+    out_file: Annotated[Path | None, typer.Option("--out", callback=_table_path, help="Also write the long table (CSV or Parquet).")] = None,
     drift: Annotated[bool, typer.Option(help="Rebuild a sample of each week's features and measure drift.")] = True,
 ) -> None:
     """Live figures: logged answers joined to what happened, by week, carrier and lane; drift; retrain advice."""

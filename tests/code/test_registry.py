@@ -97,6 +97,13 @@ def test_predict_and_score_with_the_champion(store):
             == p.eta_p50.to_numpy()).all()
     scored = logged[logged.source == "score-customers"].set_index("customer_id").churn_risk
     assert np.allclose(scored.reindex(s.customer_id), s.churn_risk) and set(logged.model_version) == {"1"}
+    # A window with nobody in it does not blank the review page's list; a file name the
+    # writers have no format for is refused before any work.
+    empty = eddy(env, "score-customers", str(data), "--as-of", "2031-01-01", check=False)
+    assert empty.returncode == 2 and "nothing scored, and the review page keeps the list it has" in empty.stderr
+    assert latest_run(root / "scores") / "latest.parquet" == stored
+    xlsx = eddy(env, "predict", str(data), "--out", str(root / "p.xlsx"), check=False)
+    assert xlsx.returncode == 2 and "must end in .parquet or .csv" in xlsx.stderr and not (root / "p.xlsx").exists()
 
 
 def test_predict_and_score_on_a_cluster_answer_as_in_process(store):
