@@ -458,13 +458,13 @@ def promote(
     data: Annotated[Path | None, typer.Option(help="Data set for the comparison (default: the challenger's training data; with --live, the latest export, required).")] = None,
     live: Annotated[bool, typer.Option(help="Compare on the live requests both answered (the challenger in shadow) whose outcomes --data knows.")] = False,
 ) -> None:
-    """Make the challenger the champion if it is not worse on each model's primary metric."""
+    """Make the challenger the champion if it is measurably better: better on one model's primary metric, worse on none."""
     import mlflow
     from mlflow import MlflowClient
 
     from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, configure, load_bundle
     from training.promote import held_out_metrics
-    from training.registry import compare
+    from training.registry import compare, promotable, verdict_word
 
     if live and data is None:
         fail("--live judges the logged answers against what happened: give the latest export with --data DIR")
@@ -503,22 +503,28 @@ def promote(
                                        challenger.meta["horizon_days"])
         verdicts = compare(figures["champion"], figures["challenger"])
     for model, v in verdicts.items():
-        out.print(f"{model:<6} {v['metric']}: champion {v['champion']}, challenger {v['challenger']} -> "
-                  f"{'not worse' if v['not_worse'] else 'WORSE'}", highlight=False)
-    ok = champion is not None and all(v["not_worse"] for v in verdicts.values())
+        out.print(f"{model:<6} {v['metric']}: champion {_figure(v['champion'])}, challenger {_figure(v['challenger'])} -> "
+                  f"{verdict_word(v)}", highlight=False)
+    ok = champion is not None and promotable(verdicts)
     with mlflow.start_run(run_name=f"promote {chall_version} over {champ_version}"):
         mlflow.log_dict({"verdicts": verdicts, "forced": force and not ok, "data": data_used,
                          "champion_unloadable": unloadable, "live": live, "live_requests": evidence}, "promotion.json")
         mlflow.log_params({"champion": champ_version, "challenger": chall_version, "forced": force and not ok,
                            "promoted": ok or force, "live": live})
     if not ok and not force:
-        out.print(f"kept version {champ_version} as champion: the challenger is worse on "
-                  f"{', '.join(m for m, v in verdicts.items() if not v['not_worse'])} (use --force to override)", highlight=False)
+        worse = [m for m, v in verdicts.items() if not v["not_worse"]]
+        why = f"worse on {', '.join(worse)}" if worse else "not measurably better on any model (level within the tolerances)"
+        out.print(f"kept version {champ_version} as champion: the challenger is {why} (use --force to override)",
+                  highlight=False)
         raise typer.Exit(code=1)
     MlflowClient().set_registered_model_alias(MODEL_NAME, CHAMPION, chall_version)
     why = f" (version {champ_version} cannot be loaded)" if unloadable else ""
     out.print(f"promoted version {chall_version} to champion (was {champ_version}){' by --force' if not ok else ''}{why}",
               highlight=False)
+
+
+def _figure(v: float | None) -> str:
+    return "none" if v is None else f"{v:.4f}"
 
 
 @app.command()

@@ -20,7 +20,8 @@ import pandas as pd
 
 from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, champion_version
 
-#: model -> (metric, higher is better, tolerance); "not worse" allows the tolerance
+#: model -> (metric, higher is better, tolerance): within the tolerance the two are level
+#: (not worse, not better); a promotion needs better on one and worse on none
 PRIMARY = {
     "edd": ("mae_days", False, 0.01),
     "delay": ("brier", False, 0.001),
@@ -107,21 +108,32 @@ def register(run_id: str) -> Registered:
 
 
 def compare(champion_metrics: dict, challenger_metrics: dict) -> dict[str, dict]:
-    """Per model: both figures of its primary metric and whether the challenger is not worse."""
+    """Per model: both figures of its primary metric, whether the challenger is not worse
+    and whether it is better, each beyond the metric's tolerance (a model only one of them
+    has counts for the one that has it)."""
     verdicts = {}
     for model, (metric, higher_better, tolerance) in PRIMARY.items():
         key = f"{model}_{metric}"
         a, b = champion_metrics.get(key), challenger_metrics.get(key)
         if a is None and b is None:
             continue
-        if b is None:
-            ok = False
-        elif a is None:
-            ok = True
+        if a is None or b is None:
+            not_worse = better = b is not None
         else:
-            ok = b >= a - tolerance if higher_better else b <= a + tolerance
-        verdicts[model] = {"metric": metric, "champion": a, "challenger": b, "not_worse": bool(ok)}
+            gain = b - a if higher_better else a - b
+            not_worse, better = gain >= -tolerance, gain > tolerance
+        verdicts[model] = {"metric": metric, "champion": a, "challenger": b, "not_worse": bool(not_worse),
+                           "better": bool(better)}
     return verdicts
+
+
+def promotable(verdicts: dict[str, dict]) -> bool:
+    """Measurably better: better than the champion on one model's metric, worse on none."""
+    return all(v["not_worse"] for v in verdicts.values()) and any(v["better"] for v in verdicts.values())
+
+
+def verdict_word(v: dict) -> str:
+    return "better" if v["better"] else "level" if v["not_worse"] else "WORSE"
 
 
 def log_backtest(results, long, report_dir: Path | None, options: dict, tags: dict) -> None:

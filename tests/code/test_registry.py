@@ -15,7 +15,7 @@ import pytest
 from data.simulate import SimConfig, simulate, write_truth
 from data.write import write_data_set
 from runtime.store import latest_run, read_scoring
-from training.registry import compare
+from training.registry import compare, promotable, verdict_word
 
 EDDY = str(Path(sys.executable).parent / "eddy")
 pytestmark = pytest.mark.slow
@@ -168,11 +168,20 @@ def test_a_failed_training_leaves_the_registry_as_it_was(store, tmp_path):
 
 
 def test_compare_rules():
+    """Promotion needs a measurable gain: better beyond a tolerance on one model, worse on none."""
     champ = {"edd_mae_days": 1.0, "delay_brier": 0.10, "churn_roc_auc": 0.70}
-    assert all(v["not_worse"] for v in compare(champ, {"edd_mae_days": 1.005, "delay_brier": 0.1005, "churn_roc_auc": 0.699}).values())
+    level = compare(champ, {"edd_mae_days": 1.005, "delay_brier": 0.1005, "churn_roc_auc": 0.699})
+    assert all(v["not_worse"] and not v["better"] for v in level.values()) and not promotable(level)
+    assert not promotable(compare(champ, champ))  # the same model again is no reason to switch
     verdict = compare(champ, {"edd_mae_days": 1.2, "delay_brier": 0.09, "churn_roc_auc": 0.71})
-    assert not verdict["edd"]["not_worse"] and verdict["delay"]["not_worse"] and verdict["churn"]["not_worse"]
-    assert not compare(champ, {"edd_mae_days": 0.9, "delay_brier": 0.09})["churn"]["not_worse"]  # a model lost is worse
+    assert not verdict["edd"]["not_worse"] and verdict["delay"]["better"] and verdict["churn"]["better"]
+    assert not promotable(verdict)  # better on two does not buy worse on one
+    one_gain = compare(champ, {"edd_mae_days": 0.98, "delay_brier": 0.1005, "churn_roc_auc": 0.699})
+    assert [verdict_word(v) for v in one_gain.values()] == ["better", "level", "level"] and promotable(one_gain)
+    lost = compare(champ, {"edd_mae_days": 0.9, "delay_brier": 0.09})
+    assert not lost["churn"]["not_worse"] and not promotable(lost)  # a model lost is worse
+    gained = compare({"edd_mae_days": 1.0}, {"edd_mae_days": 1.0, "delay_brier": 0.1})
+    assert gained["delay"]["better"] and promotable(gained)  # a model gained is better
 
 
 
