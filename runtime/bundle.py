@@ -139,14 +139,24 @@ class ModelBundle:
     def unseen_fields(self, rows, X: np.ndarray) -> np.ndarray:
         """Per row, the ``GIVEN`` fields (comma-separated, "" for none) whose value is there
         but was not among the EDD model's training levels: its code in ``X`` is missing."""
-        given = [(j, c) for j, c, categorical in self.edd._columns() if categorical and c in GIVEN and c in rows]
+        given, spelled = self._given()
         bits = np.zeros(len(X), dtype=np.int64)
         for k, (j, c) in enumerate(given):
             missing = np.flatnonzero(np.isnan(X[:, j]))  # few, in bulk: only they are looked at again
-            bits[missing] |= (~pd.isna(np.asarray(rows[c], dtype=object)[missing])).astype(np.int64) << k
-        names = [c for _, c in given]
-        spelled = [",".join(c for k, c in enumerate(names) if b >> k & 1) for b in range(2 ** len(names))]
-        return np.array(spelled, dtype=object)[bits]
+            if len(missing) and c in rows:
+                bits[missing] |= (~pd.isna(np.asarray(rows[c], dtype=object)[missing])).astype(np.int64) << k
+        return spelled[bits]
+
+    def _given(self) -> tuple[list[tuple[int, str]], np.ndarray]:
+        """The EDD matrix's ``GIVEN`` columns (position, name), and every combination of
+        them spelled out, indexed by its bits: worked out once per model."""
+        if getattr(self, "_given_for", None) is not self.edd:
+            given = [(j, c) for j, c, categorical in self.edd._columns() if categorical and c in GIVEN]
+            names = [c for _, c in given]
+            spelled = [",".join(c for k, c in enumerate(names) if b >> k & 1) for b in range(2 ** len(names))]
+            self._given_cache = (given, np.array(spelled, dtype=object))
+            self._given_for = self.edd
+        return self._given_cache
 
     def late_probability(self, rows, X: np.ndarray | None = None, shifted: np.ndarray | None = None,
                          nowcast: np.ndarray | None = None, codes: np.ndarray | None = None) -> np.ndarray:
