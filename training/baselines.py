@@ -130,7 +130,10 @@ def bgnbd_map(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> dict[str, float]
     x, t_x, T = (np.asarray(v, dtype=float) for v in (x, t_x, T))
 
     def loss(u):
-        value = bgnbd_log_posterior(*_natural(u), x, t_x, T)
+        # The search probes the edges of the parameter space, where a log meets zero: such a
+        # point is simply not a candidate (1e300), not something to warn the user about.
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            value = bgnbd_log_posterior(*_natural(u), x, t_x, T)
         return -value if np.isfinite(value) else 1e300
 
     # start near the priors' modes (r 0.7, alpha 7, phi 0.5, kappa 2)

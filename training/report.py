@@ -106,7 +106,10 @@ def _shap_plots(churn: dict, folder: Path) -> list[Path]:
         warnings.simplefilter("ignore")  # shap's note that binary LightGBM output became a list
         values = shap.TreeExplainer(model.booster_).shap_values(X)
     values = values[1] if isinstance(values, list) else values
-    shap.summary_plot(values, X, show=False, max_display=15)
+    with warnings.catch_warnings():
+        # a feature with no value in the sample (Olist has no contacts) colours no dot
+        warnings.filterwarnings("ignore", "All-NaN slice encountered", RuntimeWarning)
+        shap.summary_plot(values, X, show=False, max_display=15)
     fig = plt.gcf()
     fig.suptitle("Churn risk: what drives it (SHAP, test window)")
     paths = [_save(fig, folder / "shap_churn_summary.png")]
