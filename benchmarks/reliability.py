@@ -325,6 +325,8 @@ def main() -> None:
     prom = Path(tempfile.mkdtemp(prefix="eddy-bench-prom-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "PROMETHEUS_MULTIPROC_DIR": str(prom)}
     env.setdefault("EDDY_SCORES_DIR", str(Path(tempfile.mkdtemp(prefix="eddy-bench-scores-"))))
+    # the commands' and services' answers go to a log of the benchmark's own, not the live one
+    env.setdefault("EDDY_DATABASE_URL", f"sqlite:///{tempfile.mkdtemp(prefix='eddy-bench-log-')}/predictions.db")
     if args.bundle:
         env["EDDY_BUNDLE_DIR"] = str(args.bundle)
     bodies = requests_from(args.data, 1000)

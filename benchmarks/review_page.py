@@ -49,6 +49,7 @@ def main() -> None:
 
     scores = Path(tempfile.mkdtemp(prefix="eddy-review-bench-"))
     env = {**os.environ, "PYTHONPATH": str(ROOT), "EDDY_SCORES_DIR": str(scores),
+           "EDDY_DATABASE_URL": f"sqlite:///{scores / 'predictions.db'}",  # not the live prediction log
            "PROMETHEUS_MULTIPROC_DIR": tempfile.mkdtemp(prefix="eddy-prom-")}
     env.pop("EDDY_REVIEW_TOKEN", None)
     subprocess.run([str(Path(sys.executable).parent / "eddy"), "score-customers", str(args.data),

@@ -735,13 +735,19 @@ def _monitor_headline(table) -> dict[str, float]:
     return {f"{alias}_{k}": v for alias, figs in headline(table).items() for k, v in figs.items()}
 
 
+#: the figures `eddy monitor` prints per week (all of them are in --out and on /review/monitor)
+MONITOR_HEADLINE = ("edd_mae_days", "coverage_80", "promise95_on_time", "delay_auc", "delay_brier", "churn_auc")
+
+
 def _print_monitor(result, seconds: float, out_file) -> None:
     t = result.table
-    totals = t[(t.carrier == "") & (t.lane == "") & t.metric.isin(
-        ["edd_mae_days", "coverage_80", "promise95_on_time", "delay_auc", "churn_auc"])]
+    totals = t[(t.carrier == "") & (t.lane == "") & t.metric.isin(MONITOR_HEADLINE) & t.value.notna()]
     if len(totals):
         wide = totals.pivot_table(index=["week", "model", "alias"], columns="metric", values="value", aggfunc="first")
-        out.print(wide.round(3).tail(12).to_string(), highlight=False)
+        out.print(wide[[m for m in MONITOR_HEADLINE if m in wide]].round(3).tail(12).to_string(), highlight=False)
+    else:  # answers for parcels still on their way, or for shipments the export does not hold
+        out.print(f"no headline figure yet: the export knows no outcome of the {result.predictions:,} logged answers "
+                  f"to judge {', '.join(MONITOR_HEADLINE)} by", highlight=False)
     for a in result.advice:
         out.print(a["text"], highlight=False)
     if not result.advice:

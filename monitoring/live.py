@@ -118,7 +118,10 @@ def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     eta["within_1d"] = np.where(got, err <= 1.0, np.nan)
     eta["covered"] = np.where(got, (d >= eta.eta_p10.to_numpy()) & (d <= eta.eta_p90.to_numpy()), np.nan)
     eta["on_time"] = np.where(got, d <= eta.promise_at.to_numpy(), np.nan)
-    judged = (promised != NAT) & (got | (promised < end))
+    # An answer given after the parcel's delivery (a caller without the delivered scan)
+    # judges nothing: its ETA is not one, and its late probability was not a forecast.
+    after_the_fact = (delivered != NAT) & (delivered < at)
+    judged = (promised != NAT) & ~after_the_fact & (got | (promised < end))
     eta["late"] = np.where(judged, ~got | (delivered > promised), np.nan)
     eta["late"] = eta["late"].where(eta.late_probability.notna())
     eta["actual_hours"] = np.where(got, (d - at) / US_PER_HOUR, np.nan)

@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from data.load import DataSet
-from features.pit import US_PER_DAY, US_PER_HOUR
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR
 from features.profile import categorical_profile, drift, live_shares, numeric_profile, psi
 from monitoring.advice import advice, auc_standard_error, noise_psi, wilson_upper
 from monitoring.live import _auc_by, _ece_by, churn_outcomes, eta_outcomes, live_figures, week_of
@@ -106,6 +106,22 @@ def test_live_eta_figures_equal_a_loop_over_the_answers():
         assert total.value["delay_auc"] == pytest.approx(roc_auc_score(late_y, late_p))
         assert total.reference["coverage_80"] == 0.8
     assert set(table[table.carrier != ""].carrier) == {"ups", "dhl"}
+
+
+def test_an_answer_given_after_the_delivery_judges_nothing():
+    """A caller that asks again after the parcel came (without its delivered scan) gets an
+    answer, but that answer is no forecast: it counted as a missed promise before."""
+    ship = pd.DataFrame({"shipment_id": ["early", "late", "asked-after"], "carrier": ["ups"] * 3,
+                         "ordered_at": pd.Series([T0] * 3), "shipped_at": pd.Series([T0] * 3),
+                         "promised_at": pd.Series([T0 + pd.Timedelta(days=3)] * 3),
+                         "delivered_at": pd.Series([T0 + pd.Timedelta(days=2), T0 + pd.Timedelta(days=5),
+                                                    T0 + pd.Timedelta(days=2)])})
+    asked = [T0, T0, T0 + pd.Timedelta(days=4)]
+    logged = logged_eta([(sid, "ups", at, 10, 48, 90, T0 + pd.Timedelta(days=3), 0.2)
+                         for sid, at in zip(ship.shipment_id, asked)])
+    eta = eta_outcomes(logged, data_set(ship)).set_index("shipment_id")
+    assert eta.late["early"] == 0 and eta.late["late"] == 1 and np.isnan(eta.late["asked-after"])
+    assert np.isnan(eta.abs_err_days["asked-after"]) and eta.outcome_at["asked-after"] == NAT
 
 
 def test_churn_labels_come_from_the_next_order_and_wait_for_the_horizon():
