@@ -160,3 +160,23 @@ def test_confidence_helpers():
     assert wilson_upper(0.5, 100) == pytest.approx(0.5968, abs=1e-3)
     assert auc_standard_error(0.8, 50, 50) < auc_standard_error(0.8, 10, 10)
     assert noise_psi(10, 100, 0) == pytest.approx(0.09)
+
+
+def test_monitor_prints_the_figures_it_has_or_says_none_is_judged(capsys):
+    """Answers whose outcomes the export does not know yet print a sentence, not an empty
+    pandas frame; the figures that exist print without the missing columns."""
+    from types import SimpleNamespace
+
+    from eddy import cli
+
+    row = {"week": "2026-03-02", "model": "1", "alias": "champion", "carrier": "", "lane": "", "reference": np.nan,
+           "n": 10, "text": ""}
+    unjudged = pd.DataFrame([{**row, "metric": "delay_auc", "value": np.nan}])
+    result = SimpleNamespace(table=unjudged, advice=[], notes=[], predictions=10, run_id="r")
+    cli._print_monitor(result, 1.0, None)
+    said = capsys.readouterr().out
+    assert "no headline figure yet" in said and "Empty DataFrame" not in said
+    judged = pd.concat([unjudged, pd.DataFrame([{**row, "metric": "delay_brier", "value": 0.125}])])
+    cli._print_monitor(SimpleNamespace(**{**vars(result), "table": judged}), 1.0, None)
+    said = capsys.readouterr().out
+    assert "delay_brier" in said and "0.125" in said and "delay_auc" not in said
