@@ -39,7 +39,7 @@ TABLE_SUFFIXES = (".parquet", ".csv")
 
 def _table_path(path: Path | None) -> Path | None:
     """--out as a table file: .parquet or .csv (no suffix: a folder, for --cluster's parts)."""
-    if path is not None and path.suffix and path.suffix not in TABLE_SUFFIXES:
+    if path is not None and path.suffix and path.suffix.lower() not in TABLE_SUFFIXES:
         fail(f"--out {path}: the file name must end in {' or '.join(TABLE_SUFFIXES)}")
     return path
 
@@ -187,7 +187,7 @@ def features(
                 rows = after_delivery(ds, snapshot, rows)
             update("writing", 0.9)
             out_file.parent.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(out_file, index=False) if out_file.suffix == ".csv" else rows.to_parquet(out_file, index=False)
+            rows.to_csv(out_file, index=False) if out_file.suffix.lower() == ".csv" else rows.to_parquet(out_file, index=False)
     except ContractError as exc:
         fail(str(exc))
     key = {"at-order": "shipment_id", "in-transit": "shipment_id, as_of", "after-delivery": "order_id, as_of"}[moment]
@@ -410,8 +410,8 @@ def backtest(
     from training.registry import log_backtest
     from training.report import write_backtest_report
 
-    if out_file is not None and out_file.suffix.lower() not in (".csv", ".parquet"):
-        fail(f"--out {out_file}: must end in .csv or .parquet")
+    if out_file is not None and not out_file.suffix:  # any other suffix was refused by _table_path
+        fail(f"--out {out_file}: the file name must end in {' or '.join(TABLE_SUFFIXES)}")
     every_d, horizon_d = _duration(every, "--every"), _duration(horizon, "--horizon")
     ds = _load(folder)
     cuts = _cutoffs(cutoffs, ds, every_d, horizon_d, horizon_days)

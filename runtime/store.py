@@ -77,6 +77,6 @@ def write_table(table: pd.DataFrame, target: Path) -> Path:
     flat = table.copy()
     if "reasons" in flat:
         flat["reasons"] = [json.dumps(r) for r in flat.reasons]
-    write = (lambda p: flat.to_csv(p, index=False)) if target.suffix == ".csv" else \
+    write = (lambda p: flat.to_csv(p, index=False)) if target.suffix.lower() == ".csv" else \
         (lambda p: flat.to_parquet(p, index=False))
     return atomic_write(target, write)

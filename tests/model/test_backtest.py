@@ -157,7 +157,9 @@ def test_backtest_command_logs_nested_runs_writes_report_and_long_table(sim_dir,
 
 def test_backtest_rejects_a_bad_out_file_and_cutoffs_before_the_data(sim_dir, tmp_path):
     r = subprocess.run([EDDY, "backtest", str(sim_dir), "--out", str(tmp_path / "x.txt")], capture_output=True, text=True)
-    assert r.returncode == 2 and "must end in .csv or .parquet" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "must end in .parquet or .csv" in r.stderr and "Traceback" not in r.stderr
+    r = subprocess.run([EDDY, "backtest", str(sim_dir), "--out", str(tmp_path / "figures")], capture_output=True, text=True)
+    assert r.returncode == 2 and "figures: the file name must end in .parquet or .csv" in r.stderr
     r = subprocess.run([EDDY, "backtest", str(sim_dir), "--cutoffs", "2019-01-01"], capture_output=True, text=True)
     assert r.returncode == 2 and "every cutoff must fall after the first order (2024-01-01)" in r.stderr
     r = subprocess.run([EDDY, "backtest", str(sim_dir), "--every", "soon"], capture_output=True, text=True)
