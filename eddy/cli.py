@@ -544,6 +544,8 @@ def predict(
     if cluster:
         return _predict_on_cluster(folder, out_file, when, confidence, reasons, cluster)
     ds = _load(folder)
+    if when is not None:
+        _note_moment_outside_the_data(ds, when)
     bundle, version = _champion()
     with status(f"predicting with model version {version}"):
         try:
@@ -553,6 +555,26 @@ def predict(
     write_table(table, out_file)
     _log_answers(lambda: eta_log_entries(table, ds["shipments"], str(version), confidence), bundle, version)
     out.print(f"predicted {len(table):,} shipments with model version {version} to {out_file}", highlight=False)
+
+
+#: an --as-of this many days past the data's last fact is noted: the export is stale for it
+STALE_DAYS = 7
+
+
+def _note_moment_outside_the_data(ds, when) -> None:
+    """A moment before the data's first order finds nothing open; one long after its last
+    fact finds open every parcel the export has heard nothing of since: both are said."""
+    import pandas as pd
+
+    from features.history import data_end
+
+    first, end = ds["shipments"].ordered_at.min(), data_end(ds["shipments"], ds.get("scans"))
+    if when < first:
+        console.print(f"note: --as-of {when:%Y-%m-%d %H:%M} UTC is before the data's first order "
+                      f"({first:%Y-%m-%d}): no parcel was open then", highlight=False)
+    elif when > end + pd.Timedelta(days=STALE_DAYS):
+        console.print(f"note: --as-of is {(when - end).days:,} days after the data's last fact ({end:%Y-%m-%d %H:%M} "
+                      "UTC): a parcel is open then because the data has heard nothing of it since", highlight=False)
 
 
 def _predict_on_cluster(folder: Path, out_dir: Path, when, confidence: float, reasons: bool, address: str) -> None:

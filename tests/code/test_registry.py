@@ -102,6 +102,9 @@ def test_predict_and_score_with_the_champion(store):
     empty = eddy(env, "score-customers", str(data), "--as-of", "2031-01-01", check=False)
     assert empty.returncode == 2 and "nothing scored, and the review page keeps the list it has" in empty.stderr
     assert latest_run(root / "scores") / "latest.parquet" == stored
+    stale = eddy({**env, "EDDY_PREDICTION_LOG": "0"}, "predict", str(data), "--out", str(root / "stale.parquet"),
+                 "--as-of", "2031-01-01", "--no-reasons")  # not logged: the next test counts the log's answers
+    assert "days after the data's last fact" in stale.stderr and "with model version 1" in stale.stdout
     xlsx = eddy(env, "predict", str(data), "--out", str(root / "p.xlsx"), check=False)
     assert xlsx.returncode == 2 and "must end in .parquet or .csv" in xlsx.stderr and not (root / "p.xlsx").exists()
 
