@@ -26,6 +26,10 @@ EVENTS = (
 
 LOCATION_KINDS = ("region", "postal")
 
+#: not a contract table: the simulator's exact answers beside its tables, for the oracle
+#: figures of evaluations; no model reads it, and readers pass it by without a warning
+TRUTH_DIR = "truth"
+
 
 @dataclass(frozen=True)
 class Column:

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from data.contract import EVENTS, LOCATION_KINDS, TABLES, Table
+from data.contract import EVENTS, LOCATION_KINDS, TABLES, TRUTH_DIR, Table
 from eddy.files import atomic_folder
 from eddy.settings import TIMESTAMP_DTYPE
 
@@ -497,7 +497,7 @@ def unknown_files(folder: Path) -> list[str]:
     read = {f"{name}.{ext}" for name in TABLES for ext in ("parquet", "csv")} | set(TABLES)
     out = []
     for path in sorted(folder.iterdir()):
-        if path.name.startswith((".", "_")) or path.name in read:
+        if path.name.startswith((".", "_")) or path.name in read or path.name == TRUTH_DIR:
             continue
         guess = difflib.get_close_matches(path.stem, list(TABLES), n=1)
         out.append(f"{path.name} is not a contract table and was not read"

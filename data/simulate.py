@@ -33,6 +33,7 @@ import pandas as pd
 from scipy.special import expit, ndtr, ndtri
 
 from data.calendar import black_friday_of, holiday_dates
+from data.contract import TRUTH_DIR
 from eddy.settings import TIMESTAMP_DTYPE
 
 # --------------------------------------------------------------------------- world
@@ -815,9 +816,9 @@ def simulate_in_slices(cfg: SimConfig, slices: int, folder: Path,
                 write_table(table, folder, name)  # one world: the same locations in every slice
         for name, table in result.truth.items():
             if name != "storms":
-                table.to_parquet(_fresh(folder / "truth" / name) / f"part-{i:05d}.parquet", index=False)
+                table.to_parquet(_fresh(folder / TRUTH_DIR / name) / f"part-{i:05d}.parquet", index=False)
             elif i == 0:
-                table.to_parquet(_fresh(folder / "truth") / "storms.parquet", index=False)
+                table.to_parquet(_fresh(folder / TRUTH_DIR) / "storms.parquet", index=False)
         for k in ("customers", "orders", "shipments", "scans"):
             totals[k] = totals.get(k, 0.0) + result.summary[k]
         del result
@@ -832,7 +833,7 @@ def _fresh(folder: Path) -> Path:
 
 def write_truth(truth: dict[str, pd.DataFrame], folder: Path) -> Path:
     """The truth tables go to ``truth/`` inside the data set: models never read it."""
-    target = Path(folder) / "truth"
+    target = Path(folder) / TRUTH_DIR
     target.mkdir(parents=True, exist_ok=True)
     for name, df in truth.items():
         df.to_parquet(target / f"{name}.parquet", index=False)

@@ -175,6 +175,7 @@ def features(
         with progress_bar("features") as update:
             update("reading", 0.05)
             ds = load_data_set(folder)
+            _say_what_was_set_aside(ds)
             update("history", 0.2)
             snapshot = FeatureSnapshot.fit(ds, country=holidays)
             update("at order", 0.4)
@@ -255,7 +256,30 @@ def _load(folder: Path):
         fail(str(exc))
     if not len(ds["shipments"]):
         fail(_nothing_accepted(ds, folder))
+    _say_what_was_set_aside(ds)
     return ds
+
+
+def _say_what_was_set_aside(ds) -> None:
+    """Rows that fail the contract are never dropped silently: every command that reads a
+    data set writes them with their reasons, as ``eddy validate`` does, and says where;
+    ignored columns and files are said too."""
+    from data.load import write_report
+
+    if ds.total_quarantined:
+        per_table = ", ".join(f"{name} {r.quarantined:,}" for name, r in ds.report.items() if r.quarantined)
+        try:
+            where = f"with each row's reason in {write_report(ds)}"
+        except OSError as exc:  # a read-only export: the rows are still named, and how to get them
+            where = f"(not written: {exc.strerror}; `eddy validate {ds.folder} --report-dir D` writes them)"
+        console.print(f"[yellow]note:[/] {ds.total_quarantined:,} rows failed the data contract and were set aside "
+                      f"({per_table}) {where}", highlight=False)
+    for name, r in ds.report.items():
+        if r.ignored_columns:
+            console.print(f"[yellow]note:[/] {name}: extra columns ignored: {', '.join(r.ignored_columns)}",
+                          highlight=False)
+    for warning in ds.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _nothing_accepted(ds, folder: Path) -> str:

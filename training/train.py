@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from data.contract import TRUTH_DIR
 from data.load import DataSet
 from features.build import FeatureSnapshot
 from features.pit import US_PER_DAY, US_PER_HOUR, micros
@@ -183,7 +184,7 @@ ORACLE_COLUMNS = {"shipments": ["shipment_id", "p10_hours", "p50_hours", "p90_ho
 def truth_tables(data_folder: Path) -> dict[str, pd.DataFrame]:
     """The oracle's answers (``ORACLE_COLUMNS``) where the data set has a truth file; only
     those columns, as the whole file of a large data set is gigabytes."""
-    folder = Path(data_folder) / "truth"
+    folder = Path(data_folder) / TRUTH_DIR
     found = {name: folder / f"{name}.parquet" if (folder / f"{name}.parquet").exists() else folder / name
              for name in ORACLE_COLUMNS}
     return {name: pd.read_parquet(path, columns=ORACLE_COLUMNS[name])

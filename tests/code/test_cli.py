@@ -49,3 +49,26 @@ def test_errors_are_one_clear_line_without_traceback(args, message):
     assert r.returncode == 2
     assert message in r.stderr
     assert "Traceback" not in r.stderr + r.stdout
+
+
+def test_every_command_that_reads_data_sets_its_bad_rows_aside_and_says_so(tmp_path):
+    """Not only `eddy validate`: a command that reads a data set with rows failing the
+    contract writes them with their reasons and says so; extra columns and files are
+    named; the simulator's truth folder is not "an unknown file"."""
+    folder = tmp_path / "s"
+    run("simulate", "--out", str(folder), "--customers", "150", "--format", "csv", check=True)
+    shipments = (folder / "shipments.csv").read_text().splitlines()
+    head, rows = shipments[0], shipments[1:]
+    cells = rows[4].split(",")
+    cells[9] = "2024-02-30 10:00:00Z"  # ordered_at: no such day
+    rows[4] = ",".join(cells)
+    (folder / "shipments.csv").write_text("\n".join([head + ',"colour"'] + [r + ",red" for r in rows]) + "\n")
+    (folder / "scan.csv").write_text("shipment_id\nS1\n")
+    r = run("features", str(folder), "--out", str(tmp_path / "f.parquet"))
+    assert r.returncode == 0, r.stderr
+    assert "rows failed the data contract and were set aside (shipments 1" in r.stderr
+    assert f"with each row's reason in {folder / '_quarantine'}" in r.stderr
+    assert "shipments: extra columns ignored: colour" in r.stderr
+    assert "scan.csv is not a contract table" in r.stderr and "truth" not in r.stderr
+    set_aside = (folder / "_quarantine" / "shipments.csv").read_text()
+    assert "unparseable timestamp" in set_aside and "2024-02-30" in set_aside
