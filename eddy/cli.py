@@ -804,6 +804,21 @@ def _print_monitor(result, seconds: float, out_file) -> None:
               + (f"; table in {out_file}" if out_file else ""), highlight=False)
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """A port already taken is one line, not BentoML's traceback from deep in its sockets."""
+    import errno
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server binds it
+            probe.bind((host, port))
+    except OSError as exc:
+        hint = "another `eddy serve`? choose a port with --port" if exc.errno == errno.EADDRINUSE else \
+            "is --host an address of this machine?"
+        fail(f"cannot listen on {host}:{port}: {exc.strerror} ({hint})")
+
+
 @app.command()
 def serve(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 3000,
@@ -815,6 +830,7 @@ def serve(
     import sys
 
     bentoml = Path(sys.executable).parent / "bentoml"
+    _require_free_port(host, port)
     out.print(f"serving the champion on http://{host}:{port} (API docs at /docs); Ctrl-C stops", highlight=False)
     env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT)}
     raise typer.Exit(subprocess.call([str(bentoml), "serve", "serving.service:Eddy", "--host", host, "--port", str(port)],

@@ -72,3 +72,15 @@ def test_every_command_that_reads_data_sets_its_bad_rows_aside_and_says_so(tmp_p
     assert "scan.csv is not a contract table" in r.stderr and "truth" not in r.stderr
     set_aside = (folder / "_quarantine" / "shipments.csv").read_text()
     assert "unparseable timestamp" in set_aside and "2024-02-30" in set_aside
+
+
+def test_serving_on_a_port_already_taken_is_one_line_not_a_traceback():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = run("serve", "--port", str(port))
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
