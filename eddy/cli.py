@@ -313,6 +313,16 @@ def _terminate_cleanly() -> None:
     signal.signal(signal.SIGTERM, stop)
 
 
+def _configure() -> str:
+    """The MLflow store opened, or one line saying why it cannot be."""
+    from runtime.registry import RegistryError, configure
+
+    try:
+        return configure()
+    except RegistryError as exc:
+        fail(str(exc))
+
+
 def _champion():
     """The champion's bundle for a batch command (no online tables: its rows are computed point in time)."""
     from runtime.registry import RegistryError, load_bundle
@@ -335,10 +345,10 @@ def train(
     """Build features, train, calibrate, evaluate; log to MLflow and register a new version."""
     import pandas as pd
 
-    from runtime.registry import configure, reap_abandoned_runs
+    from runtime.registry import reap_abandoned_runs
 
     ds = None if cluster else _load(folder)
-    configure()
+    _configure()
     for run_id in reap_abandoned_runs():
         console.print(f"[yellow]marked run {run_id} KILLED:[/] its training process is gone", highlight=False)
     report_dir = report_dir or settings.REPO_ROOT / "reports" / pd.Timestamp.now(tz="UTC").strftime("%Y%m%d-%H%M%S")
@@ -429,7 +439,7 @@ def backtest(
     import mlflow
     import pandas as pd
 
-    from runtime.registry import configure, reap_abandoned_runs, run_tags
+    from runtime.registry import reap_abandoned_runs, run_tags
     from training.backtest import backtest as run, long_table, write_long
     from training.registry import log_backtest
     from training.report import write_backtest_report
@@ -444,7 +454,7 @@ def backtest(
         fail(f"every cutoff must fall after the first order ({first:%Y-%m-%d}); got "
              f"{', '.join(f'{c:%Y-%m-%d}' for c in cuts) or 'none'} (fewer --cutoffs, a shorter --every or --horizon?)")
     report_dir = report_dir or settings.REPO_ROOT / "reports" / f"backtest-{pd.Timestamp.now(tz='UTC'):%Y%m%d-%H%M%S}"
-    configure()
+    _configure()
     for run_id in reap_abandoned_runs():
         console.print(f"[yellow]marked run {run_id} KILLED:[/] its process is gone", highlight=False)
     _terminate_cleanly()
@@ -486,13 +496,13 @@ def promote(
     import mlflow
     from mlflow import MlflowClient
 
-    from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, configure, load_bundle
+    from runtime.registry import CHALLENGER, CHAMPION, MODEL_NAME, RegistryError, load_bundle
     from training.promote import held_out_metrics
     from training.registry import compare, promotable, verdict_word
 
     if live and data is None:
         fail("--live judges the logged answers against what happened: give the latest export with --data DIR")
-    configure()
+    _configure()
     try:
         challenger, chall_version = load_bundle(CHALLENGER)
         champ_version = MlflowClient().get_model_version_by_alias(MODEL_NAME, CHAMPION).version
@@ -739,7 +749,7 @@ def monitor(
     from monitoring.monitor import run_monitor
     from runtime.monitor_store import write_run
     from runtime.predlog import engine_for, masked, short_error
-    from runtime.registry import configure, load_version
+    from runtime.registry import load_version
     from runtime.store import write_table
 
     ds = _load(folder)
@@ -750,7 +760,7 @@ def monitor(
         engine = engine_for()
     except Exception as exc:  # noqa: BLE001 - a database that cannot be reached is said plainly
         fail(f"cannot open the prediction log at {masked(settings.database_url())}: {short_error(exc)}")
-    configure()
+    _configure()
     with status("joining logged answers to outcomes"):
         result = run_monitor(ds, engine, since_us, load=_cached(load_version) if drift else None)
     write_run(engine, result.run_id, result.table, result.advice, str(folder), since_us, result.predictions)

@@ -44,10 +44,15 @@ def configure() -> str:
     mlflow.set_registry_uri(uri)
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.ERROR)
-    with _store_lock(settings.mlruns_dir() if own_store else None):
-        if mlflow.get_experiment_by_name(MODEL_NAME) is None:
-            mlflow.create_experiment(MODEL_NAME, artifact_location=_artifact_root(uri, own_store))
-    mlflow.set_experiment(MODEL_NAME)
+    try:
+        with _store_lock(settings.mlruns_dir() if own_store else None):
+            if mlflow.get_experiment_by_name(MODEL_NAME) is None:
+                mlflow.create_experiment(MODEL_NAME, artifact_location=_artifact_root(uri, own_store))
+        mlflow.set_experiment(MODEL_NAME)
+    except Exception as exc:  # noqa: BLE001 - the store itself: a bad path, not a database, a server away
+        from runtime.predlog import masked, short_error
+
+        raise RegistryError(f"cannot open the MLflow store at {masked(uri)}: {short_error(exc)}") from exc
     return uri
 
 

@@ -84,3 +84,14 @@ def test_serving_on_a_port_already_taken_is_one_line_not_a_traceback():
         r = run("serve", "--port", str(port))
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in r.stderr
+
+
+@pytest.mark.parametrize("command", [["promote"], ["bento"]])
+def test_a_store_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path, command):
+    import os
+
+    (tmp_path / "mlflow.db").write_text("not a database\n")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}"}
+    r = subprocess.run([*EDDY, *command], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
+    assert f"error: cannot open the MLflow store at sqlite:///{tmp_path / 'mlflow.db'}: DatabaseError" in r.stderr
