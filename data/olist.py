@@ -15,9 +15,9 @@ level ``standard``. Olist timestamps are Brazilian local time and are converted 
 UTC.
 
 Nothing is dropped silently. Every order goes to ``orders`` (the customer did buy).
-Orders that produce no shipment (no items so no seller, or canceled/unavailable
-before handover to the carrier) are listed with their reason in
-``import_excluded.csv``. Dates that contradict each other are passed through as
+Orders that produce no shipment (no items so no seller, canceled/unavailable
+before handover to the carrier, or a time or item number that cannot be read) are
+listed with their reason in ``import_excluded.csv``. Dates that contradict each other are passed through as
 they are, so ``eddy validate`` quarantines them under the rule they break.
 """
 
@@ -47,6 +47,18 @@ FILES = {
     "payments": "olist_order_payments_dataset.csv",
     "geolocation": "olist_geolocation_dataset.csv",
 }
+#: the columns the import reads from each file (the Kaggle files have more)
+COLUMNS = {
+    "orders": ("order_id", "customer_id", "order_status", "order_purchase_timestamp", "order_delivered_carrier_date",
+               "order_delivered_customer_date", "order_estimated_delivery_date"),
+    "items": ("order_id", "order_item_id", "product_id", "seller_id", "price"),
+    "customers": ("customer_id", "customer_unique_id", "customer_zip_code_prefix", "customer_state"),
+    "sellers": ("seller_id", "seller_zip_code_prefix", "seller_state"),
+    "products": ("product_id", "product_weight_g"),
+    "reviews": ("order_id", "review_score", "review_creation_date", "review_answer_timestamp"),
+    "payments": ("order_id", "payment_value"),
+    "geolocation": ("geolocation_zip_code_prefix", "geolocation_lat", "geolocation_lng", "geolocation_state"),
+}
 # Brazil's bounding box: Olist's geolocation has a few points far outside it.
 LAT_RANGE, LON_RANGE = (-34.0, 5.5), (-74.0, -34.0)
 
@@ -73,6 +85,9 @@ def read_olist(src: Path) -> dict[str, pd.DataFrame]:
             frames[key] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
         except (pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise OlistError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
+        missing = [c for c in COLUMNS[key] if c not in frames[key]]
+        if missing:
+            raise OlistError(f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     return frames
 
 
@@ -130,7 +145,7 @@ def _orders_table(orders: pd.DataFrame, customer_of: pd.DataFrame, payments: pd.
 
 def _shipments_table(orders, customer_of, items, sellers, products) -> tuple[pd.DataFrame, pd.DataFrame]:
     items = items.copy()
-    items["order_item_id"] = pd.to_numeric(items.order_item_id)
+    items["order_item_id"] = pd.to_numeric(items.order_item_id, errors="coerce")  # a bad one sorts last
     items["price"] = pd.to_numeric(items.price, errors="coerce")
     items["weight_kg"] = items.product_id.map(pd.to_numeric(products.set_index("product_id").product_weight_g, errors="coerce")) / 1000.0
     per_seller = (items.sort_values(["order_id", "order_item_id"])
@@ -144,9 +159,10 @@ def _shipments_table(orders, customer_of, items, sellers, products) -> tuple[pd.
     shipped = orders.order_delivered_carrier_date.notna()
     has_items = orders.order_id.isin(per_seller.order_id)
     never_shipped = orders.order_status.isin(NEVER_SHIPPED_STATUSES) & ~shipped
+    unreadable = _unreadable(orders, items)
     reason = np.select(
-        [~has_items, never_shipped],
-        ["no items, so no seller or origin (status " + orders.order_status + ")",
+        [unreadable != "", ~has_items, never_shipped],
+        [unreadable, "no items, so no seller or origin (status " + orders.order_status + ")",
          orders.order_status + " before handover to the carrier"],
         default="",
     )
@@ -174,6 +190,25 @@ def _shipments_table(orders, customer_of, items, sellers, products) -> tuple[pd.
         "value": ship.value.astype("float64"),
     })
     return shipments.sort_values(["ordered_at", "shipment_id"], kind="stable").reset_index(drop=True), excluded
+
+
+#: the orders' times a shipment is built from, each read by ``local_to_utc``
+ORDER_TIMES = ("order_purchase_timestamp", "order_delivered_carrier_date", "order_delivered_customer_date",
+               "order_estimated_delivery_date")
+
+
+def _unreadable(orders: pd.DataFrame, items: pd.DataFrame) -> pd.Series:
+    """Per order, why a value it needs cannot be read ("" when all can): a time that is
+    not a time, or an item whose number or price is not a number. Such an order is set
+    aside with the value rather than imported with the value left empty (a delivery
+    date read as none would make a delivered parcel look lost)."""
+    why = pd.Series("", index=orders.index, dtype=object)
+    for col in ORDER_TIMES:
+        bad = orders[col].notna() & pd.to_datetime(orders[col], format="ISO8601", errors="coerce").isna()
+        why = why.where(~bad | (why != ""), "unreadable " + col + ": " + orders[col].fillna("").map(repr))
+    broken = items.order_item_id.isna() | items.price.isna()  # numbers already read with errors="coerce"
+    bad_items = orders.order_id.isin(items.order_id[broken]) & (why == "")
+    return why.where(~bad_items, "an item whose order_item_id or price is not a number")
 
 
 def _scans_table(shipments: pd.DataFrame) -> pd.DataFrame:

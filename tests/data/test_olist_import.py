@@ -73,3 +73,34 @@ def test_reviews_become_feedback(olist, olist_src):
     reviews = pd.read_csv(olist_src / "olist_order_reviews_dataset.csv", dtype=str)
     assert len(ds["feedback"]) == len(reviews)
     assert ds["feedback"].rating.between(1, 5).all()
+
+
+def test_values_that_cannot_be_read_set_their_order_aside_with_the_value(olist_src, tmp_path):
+    """A time that is not a time or an item number that is not a number: the order is
+    listed with the value, never imported with it left empty (a delivery date read as
+    none would make a delivered parcel look lost), and a missing column is one line."""
+    import csv
+    import shutil
+
+    from data.olist import OlistError
+
+    src = tmp_path / "olist"
+    shutil.copytree(olist_src, src)
+    orders = list(csv.reader(open(src / "olist_orders_dataset.csv")))
+    col = {name: i for i, name in enumerate(orders[0])}
+    orders[5][col["order_purchase_timestamp"]] = "yesterday"
+    orders[6][col["order_delivered_customer_date"]] = "2017-13-45 99:00:00"
+    items = list(csv.reader(open(src / "olist_order_items_dataset.csv")))
+    items[3][items[0].index("order_item_id")] = "x"
+    with open(src / "olist_orders_dataset.csv", "w", newline="") as f:
+        csv.writer(f).writerows(orders)
+    with open(src / "olist_order_items_dataset.csv", "w", newline="") as f:
+        csv.writer(f).writerows(items)
+    why = import_olist(src).excluded.set_index("order_id").reason
+    assert why[orders[5][0]] == "unreadable order_purchase_timestamp: 'yesterday'"
+    assert why[orders[6][0]] == "unreadable order_delivered_customer_date: '2017-13-45 99:00:00'"
+    assert why[items[3][0]] == "an item whose order_item_id or price is not a number"
+    with open(src / "olist_sellers_dataset.csv", "w", newline="") as f:
+        csv.writer(f).writerows([["seller_id", "seller_state"], ["s1", "SP"]])
+    with pytest.raises(OlistError, match="olist_sellers_dataset.csv: missing column seller_zip_code_prefix"):
+        import_olist(src)
