@@ -409,6 +409,8 @@ def _check_scans(df: pd.DataFrame, p: _Problems, all_shipment_ids: pd.Series, sh
     known_anywhere = accepted | isin(df.shipment_id, all_shipment_ids)
     p.add(has_id & ~known_anywhere, "shipment_id", "scan for an unknown shipment")
     p.add(has_id & known_anywhere & ~accepted, "shipment_id", "scan for a quarantined shipment")
+    if not len(shipments_ok):  # every shipment was set aside, and so is every scan (above)
+        return
     ordered = shipments_ok.ordered_at.iloc[np.maximum(position, 0)].reset_index(drop=True).where(accepted)
     p.add(_later(ordered, df.scanned_at.reset_index(drop=True)), "scanned_at", "scanned_at before the shipment's ordered_at")
 

@@ -127,6 +127,22 @@ def test_scan_rules(tmp_path):
     assert ds["scans"].event.tolist() == ["picked_up"]
 
 
+def test_scans_of_a_file_whose_every_shipment_fails_are_all_set_aside(tmp_path):
+    """With no shipment accepted there is no order time to compare a scan with: every
+    scan is set aside for its quarantined shipment (an IndexError before 2026-12-04)."""
+    write(tmp_path, "shipments.csv", "\n".join([SHIP_HEADER, GOOD_SHIP.replace("2024-11-29T14:03:00Z", "1732889000")]))
+    write(tmp_path, "scans.csv", """
+        shipment_id,scanned_at,event,region
+        S1,2024-11-30T10:00:00Z,picked_up,CA
+        S9,2024-11-30T11:00:00Z,picked_up,CA
+    """)
+    ds = load_data_set(tmp_path)
+    assert_counts_add_up(ds)
+    assert ds.report["shipments"].by_rule == {"ordered_at: unparseable timestamp": 1}
+    assert ds.report["scans"].by_rule == {"shipment_id: scan for a quarantined shipment": 1,
+                                          "shipment_id: scan for an unknown shipment": 1}
+
+
 def test_feedback_rules(tmp_path):
     shipments(tmp_path)
     write(tmp_path, "feedback.csv", """
