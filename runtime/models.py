@@ -391,7 +391,16 @@ class EddModel(_Model):
         for k in np.unique(pos):  # one interpolation per carrier, over every row of it
             rows_k = pos == k
             shift[rows_k] = np.interp(c[rows_k], grid, self.promise_scores_[names[k]])
-        return q[:, 2] + shift
+        return np.maximum(q[:, 2] + shift, self._interval_floor_log(q, groups, c))
+
+    def _interval_floor_log(self, q: np.ndarray, groups, c: np.ndarray) -> np.ndarray:
+        """The earliest a promise at ``c`` may be: the ETA's own ``c`` point as the interval
+        gives it, the median at 50% and the upper end from 90% on, in between interpolated
+        (log operating hours). The promise and the interval are calibrated apart (one-sided
+        errors against the conformal ends), and a promise at 90% before the interval's 90%
+        end, or at 50% before the median, says two things at once."""
+        upper = q[:, 2] + per_group(self.interval_shift_, groups)
+        return q[:, 1] + np.clip((c - 0.5) / 0.4, 0.0, 1.0) * (upper - q[:, 1])
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)

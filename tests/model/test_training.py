@@ -140,6 +140,22 @@ def test_answers_name_the_fields_whose_value_the_model_never_saw(trained):
     assert out.confidence[1] == out.confidence[2] == "low"
 
 
+def test_a_promise_is_never_before_the_etas_own_point_at_its_confidence(trained):
+    """The promise (one-sided errors) and the interval (conformal ends) are calibrated
+    apart; the promise at 50% is never before the median, from 90% on never before the
+    interval's upper end, and a higher confidence never promises sooner."""
+    result, ds = trained
+    from features.rows import order_moments
+
+    s = ds["shipments"].tail(1000)
+    rows = result.bundle.shipment_rows(s, None, order_moments(s))
+    eta = result.bundle.edd.predict_hours(rows, rows["carrier"])
+    promise = {c: result.bundle.edd.promise_hours(rows, rows["carrier"], c) for c in (0.5, 0.7, 0.9, 0.95, 0.995)}
+    assert (promise[0.5] >= eta[:, 1] - 1e-9).all()
+    assert all((promise[c] >= eta[:, 2] - 1e-9).all() for c in (0.9, 0.95, 0.995))
+    assert all((later >= sooner - 1e-9).all() for sooner, later in zip(promise.values(), list(promise.values())[1:]))
+
+
 def test_numeric_model_input_predicts_exactly_what_the_categorical_frame_predicts(trained):
     """Predictions go to LightGBM as a float matrix of category codes (no per-call pandas
     conversion); it must match the training-shaped categorical frame to the bit,
