@@ -537,7 +537,7 @@ def promote(
                                        challenger.meta["horizon_days"])
         verdicts = compare(figures["champion"], figures["challenger"])
     for model, v in verdicts.items():
-        out.print(f"{model:<6} {v['metric']}: champion {_figure(v['champion'])}, challenger {_figure(v['challenger'])} -> "
+        out.print(f"{model:<6} {v['metric']}: champion {_four_places(v['champion'])}, challenger {_four_places(v['challenger'])} -> "
                   f"{verdict_word(v)}", highlight=False)
     ok = champion is not None and promotable(verdicts)
     with mlflow.start_run(run_name=f"promote {chall_version} over {champ_version}"):
@@ -557,7 +557,7 @@ def promote(
               highlight=False)
 
 
-def _figure(v: float | None) -> str:
+def _four_places(v: float | None) -> str:
     return "none" if v is None else f"{v:.4f}"
 
 

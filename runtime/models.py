@@ -400,7 +400,8 @@ class EddModel(_Model):
         errors against the conformal ends), and a promise at 90% before the interval's 90%
         end, or at 50% before the median, says two things at once."""
         upper = q[:, 2] + per_group(self.interval_shift_, groups)
-        return q[:, 1] + np.clip((c - 0.5) / 0.4, 0.0, 1.0) * (upper - q[:, 1])
+        median, top = QUANTILES[1], QUANTILES[2]
+        return q[:, 1] + np.clip((c - median) / (top - median), 0.0, 1.0) * (upper - q[:, 1])
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
