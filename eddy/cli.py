@@ -836,15 +836,18 @@ def serve(
 ) -> None:
     """Serve the champion over HTTP (BentoML): /eta, /eta/batch, /churn, /models, /readyz, /metrics."""
     import os
-    import subprocess
     import sys
 
     bentoml = Path(sys.executable).parent / "bentoml"
     _require_free_port(host, port)
     out.print(f"serving the champion on http://{host}:{port} (API docs at /docs); Ctrl-C stops", highlight=False)
+    sys.stdout.flush()
     env = {**os.environ, "PYTHONPATH": str(settings.REPO_ROOT)}
-    raise typer.Exit(subprocess.call([str(bentoml), "serve", "serving.service:Eddy", "--host", host, "--port", str(port)],
-                                      cwd=settings.REPO_ROOT, env=env))
+    os.chdir(settings.REPO_ROOT)
+    # BentoML takes this process's place: a SIGTERM sent to `eddy serve` (kill, systemd,
+    # a supervisor) reaches the server itself. As a child it lived on after eddy was
+    # killed, still holding the port and serving the old code.
+    os.execve(str(bentoml), [str(bentoml), "serve", "serving.service:Eddy", "--host", host, "--port", str(port)], env)
 
 
 @app.command()

@@ -95,3 +95,43 @@ def test_a_store_that_is_not_a_database_is_one_line_not_a_traceback(tmp_path, co
     r = subprocess.run([*EDDY, *command], capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 2 and "Traceback" not in r.stderr + r.stdout
     assert f"error: cannot open the MLflow store at sqlite:///{tmp_path / 'mlflow.db'}: DatabaseError" in r.stderr
+
+
+@pytest.mark.slow
+def test_stopping_eddy_serve_stops_the_server_it_started(tmp_path):
+    """`eddy serve` becomes the server: a SIGTERM to it (kill, systemd) stops BentoML too,
+    which used to live on as an orphan holding the port (and serving the old code)."""
+    import os
+    import signal
+    import socket
+    import time
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (tmp_path / "prom").mkdir()
+    env = {**os.environ, "EDDY_MLRUNS_DIR": str(tmp_path / "mlruns"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "prom"),
+           "EDDY_PREDICTION_LOG": "0"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    server = subprocess.Popen([*EDDY, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    try:
+        url = f"http://127.0.0.1:{port}/livez"
+        for _ in range(300):  # no champion in this store: alive, not ready
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        else:
+            raise AssertionError("eddy serve never answered /livez")
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+        time.sleep(1)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=2)
+    finally:
+        if server.poll() is None:
+            server.kill()
