@@ -297,6 +297,8 @@ def _timestamp(value: str | None, option: str):
     try:
         ts = pd.Timestamp(value)
     except ValueError:
+        ts = pd.NaT
+    if pd.isna(ts):  # "", "NaT", "nan": pandas reads them as no moment at all
         fail(f"{option} {value!r} is not a timestamp")
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
 

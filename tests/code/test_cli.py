@@ -42,6 +42,8 @@ def test_simulate_then_validate_prints_summaries(tmp_path):
         (["validate", "/definitely/not/here"], "error: /definitely/not/here: folder does not exist"),
         (["simulate", "--out", "/tmp/x", "--format", "xml"], "error: --format must be one of parquet, csv, not 'xml'"),
         (["import-olist", "/definitely/not/here", "--out", "/tmp/x"], "olist_orders_dataset.csv: missing"),
+        (["predict", "/definitely/not/here", "--out", "/tmp/x.parquet", "--as-of", "NaT"], "--as-of 'NaT' is not a timestamp"),
+        (["score-customers", "/definitely/not/here", "--as-of", ""], "--as-of '' is not a timestamp"),
     ],
 )
 def test_errors_are_one_clear_line_without_traceback(args, message):
