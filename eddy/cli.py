@@ -400,6 +400,8 @@ def _duration(value: str, option: str):
     try:
         d = pd.Timedelta(f"{value}d" if value.strip().isdigit() else value)
     except ValueError:
+        d = pd.NaT
+    if pd.isna(d):  # "NaT" and "nan" read as no duration at all
         fail(f"{option} {value!r} is not a duration (e.g. 30d, 8w, 12h)")
     if d <= pd.Timedelta(0):
         fail(f"{option} {value!r} must be longer than zero")
@@ -415,12 +417,12 @@ def _cutoffs(value: str, ds, every, horizon, churn_horizon_days: float) -> list:
     """``--cutoffs``: a count (the latest ones whose labels are complete) or dates."""
     from training.backtest import default_cutoffs
 
-    if value.strip().isdigit():
+    if value.strip().lstrip("+-").isdigit():  # a count ("-3" is not the year -3)
         n = int(value)
         if n < 1:
             fail("--cutoffs must be at least 1")
         return default_cutoffs(ds, n, every, horizon, churn_horizon_days)
-    return [_timestamp(v.strip(), "--cutoffs") for v in value.split(",") if v.strip()]
+    return sorted({_timestamp(v.strip(), "--cutoffs") for v in value.split(",") if v.strip()})  # each date once
 
 
 @app.command()
@@ -443,6 +445,7 @@ def backtest(
 
     from runtime.registry import reap_abandoned_runs, run_tags
     from training.backtest import backtest as run, long_table, write_long
+    from features.history import data_end
     from training.registry import log_backtest
     from training.report import write_backtest_report
 
@@ -455,6 +458,10 @@ def backtest(
     if not cuts or any(c <= first for c in cuts):
         fail(f"every cutoff must fall after the first order ({first:%Y-%m-%d}); got "
              f"{', '.join(f'{c:%Y-%m-%d}' for c in cuts) or 'none'} (fewer --cutoffs, a shorter --every or --horizon?)")
+    end = data_end(ds["shipments"], ds.get("scans"))
+    if any(c >= end for c in cuts):
+        fail(f"every cutoff must fall before the data's last fact ({end:%Y-%m-%d}): after it there is nothing to "
+             f"judge; got {', '.join(f'{c:%Y-%m-%d}' for c in cuts if c >= end)}")
     report_dir = report_dir or settings.REPO_ROOT / "reports" / f"backtest-{pd.Timestamp.now(tz='UTC'):%Y%m%d-%H%M%S}"
     _configure()
     for run_id in reap_abandoned_runs():

@@ -164,6 +164,11 @@ def test_backtest_rejects_a_bad_out_file_and_cutoffs_before_the_data(sim_dir, tm
     assert r.returncode == 2 and "every cutoff must fall after the first order (2024-01-01)" in r.stderr
     r = subprocess.run([EDDY, "backtest", str(sim_dir), "--every", "soon"], capture_output=True, text=True)
     assert r.returncode == 2 and "--every 'soon' is not a duration" in r.stderr
+    for args, said in ((["--cutoffs", "-3"], "--cutoffs must be at least 1"),  # a count, not the year -3
+                       (["--horizon", "NaT"], "--horizon 'NaT' is not a duration"),
+                       (["--cutoffs", "2030-01-01"], "every cutoff must fall before the data's last fact")):
+        r = subprocess.run([EDDY, "backtest", str(sim_dir), *args], capture_output=True, text=True)
+        assert r.returncode == 2 and said in r.stderr and "Traceback" not in r.stderr, (args, r.stderr[-500:])
 
 
 def slow_parcels(ds: DataSet, like: pd.DataFrame, ordered: list[pd.Timestamp], lead_days: list[float],
