@@ -44,6 +44,13 @@ def _table_path(path: Path | None) -> Path | None:
     return path
 
 
+def _folder_path(path: Path | None) -> Path | None:
+    """--out as a data set's folder: anything but an existing file."""
+    if path is not None and path.exists() and not path.is_dir():
+        fail(f"--out {path}: a file is there; a data set is written as a folder")
+    return path
+
+
 ClusterOption = Annotated[str | None, typer.Option(
     "--cluster", help="Run on Dask: 'local' (a LocalCluster on this machine) or a scheduler address (tcp://host:8786).")]
 
@@ -75,9 +82,9 @@ def progress_bar(description: str) -> Iterator:
 
 @app.command()
 def simulate(
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the data set to.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", callback=_folder_path, help="Folder to write the data set to.")] = None,
     customers: Annotated[int, typer.Option(min=10, help="How many customers to simulate.")] = settings.DEFAULT_DEMO_CUSTOMERS,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data set.")] = settings.DEFAULT_SEED,
+    seed: Annotated[int, typer.Option(min=0, help="Random seed; the same seed gives the same data set.")] = settings.DEFAULT_SEED,
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
     end: Annotated[str, typer.Option(help="Last moment of the simulated history (UTC).")] = "2026-02-28T23:59:59",
     parts: Annotated[int, typer.Option(min=1, max=100_000, help="Write each table as a folder of this many "
@@ -129,7 +136,7 @@ def simulate(
 @app.command("import-olist")
 def import_olist(
     src: Annotated[Path, typer.Argument(help="Folder with the original Olist CSV files.")],
-    out_dir: Annotated[Path, typer.Option("--out", help="Folder to write the contract data set to.")],
+    out_dir: Annotated[Path, typer.Option("--out", callback=_folder_path, help="Folder to write the contract data set to.")],
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
     """Import the Olist Brazilian e-commerce tables into the data contract."""

@@ -43,6 +43,7 @@ def test_simulate_then_validate_prints_summaries(tmp_path):
         (["simulate", "--out", "/tmp/x", "--format", "xml"], "error: --format must be one of parquet, csv, not 'xml'"),
         (["import-olist", "/definitely/not/here", "--out", "/tmp/x"], "olist_orders_dataset.csv: missing"),
         (["predict", "/definitely/not/here", "--out", "/tmp/x.parquet", "--as-of", "NaT"], "--as-of 'NaT' is not a timestamp"),
+        (["simulate", "--out", __file__], "a file is there; a data set is written as a folder"),
         (["score-customers", "/definitely/not/here", "--as-of", ""], "--as-of '' is not a timestamp"),
     ],
 )
