@@ -40,9 +40,9 @@ def test_simulate_then_validate_prints_summaries(tmp_path):
     "args, message",
     [
         (["validate", "/definitely/not/here"], "error: /definitely/not/here: folder does not exist"),
-        (["simulate", "--out", "/tmp/x", "--format", "xml"], "error: --format must be one of parquet, csv, not 'xml'"),
-        (["import-olist", "/definitely/not/here", "--out", "/tmp/x"], "olist_orders_dataset.csv: missing"),
-        (["predict", "/definitely/not/here", "--out", "/tmp/x.parquet", "--as-of", "NaT"], "--as-of 'NaT' is not a timestamp"),
+        (["simulate", "--out", "/definitely/not/here/out", "--format", "xml"], "error: --format must be one of parquet, csv, not 'xml'"),
+        (["import-olist", "/definitely/not/here", "--out", "/definitely/not/here/out"], "olist_orders_dataset.csv: missing"),
+        (["predict", "/definitely/not/here", "--out", "/definitely/not/here/x.parquet", "--as-of", "NaT"], "--as-of 'NaT' is not a timestamp"),
         (["simulate", "--out", __file__], "a file is there; a data set is written as a folder"),
         (["score-customers", "/definitely/not/here", "--as-of", ""], "--as-of '' is not a timestamp"),
     ],
