@@ -135,10 +135,20 @@ def usual_hours(at_order_rows) -> Columns | None:
 
 
 def moments_at(ds: DataSet, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Every shipment ordered before ``as_of`` and not delivered by then, at ``as_of``."""
+    """Every shipment ordered before ``as_of`` and neither delivered nor returned to its
+    sender by then (a returned parcel never reaches the customer: no ETA), at ``as_of``."""
     s = ds["shipments"]
     t = micros(pd.Series([as_of]))[0]
     delivered = micros(s.delivered_at)
     open_ = (micros(s.ordered_at) < t) & ((delivered == np.iinfo(np.int64).min) | (delivered >= t))
+    open_ &= ~s.shipment_id.astype("str").isin(returned_before(ds.get("scans"), t)).to_numpy()
     return pd.DataFrame({"shipment_id": s.shipment_id[open_].astype("str").to_numpy(),
                          "as_of": pd.Series([as_of] * int(open_.sum()), dtype="datetime64[us, UTC]")})
+
+
+def returned_before(scans: pd.DataFrame | None, t_us: int) -> np.ndarray:
+    """Ids of the shipments with a ``returned_to_sender`` scan strictly before ``t_us``."""
+    if scans is None or not len(scans):
+        return np.array([], dtype=object)
+    back = (scans.event == "returned_to_sender").to_numpy() & (micros(scans.scanned_at) < t_us)
+    return scans.shipment_id[back].astype("str").unique()

@@ -17,6 +17,8 @@ from data.contract import EVENTS
 MAX_BATCH = 1000
 MAX_SCANS = 500
 Event = Literal[EVENTS]  # type: ignore[valid-type]
+#: scan events after which a parcel is on its way to no one: in the words of an error
+ENDS = {"delivered": "delivered", "returned_to_sender": "returned to its sender"}
 EARLIEST = datetime(1990, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(2100, 1, 1, tzinfo=timezone.utc)
 
@@ -86,10 +88,11 @@ class ShipmentIn(BaseModel):
 
     @model_validator(mode="after")
     def _still_on_its_way(self) -> "ShipmentIn":
-        # An ETA for a parcel already delivered would be a made-up number.
+        # An ETA for a parcel already delivered, or on its way back to its sender (it never
+        # reaches the customer), would be a made-up number.
         for i, scan in enumerate(self.scans):
-            if scan.event == "delivered" and (self.as_of is None or scan.scanned_at < self.as_of):
-                raise ValueError(f"scans[{i}] says the parcel was delivered at {scan.scanned_at.isoformat()}: "
+            if scan.event in ENDS and (self.as_of is None or scan.scanned_at < self.as_of):
+                raise ValueError(f"scans[{i}] says the parcel was {ENDS[scan.event]} at {scan.scanned_at.isoformat()}: "
                                  "there is no ETA to predict (send an as_of before it for a past moment)")
         return self
 

@@ -250,3 +250,25 @@ def test_distinct_groups_give_every_row_its_group_key(values, level):
     keys, inverse = distinct_groups(cols, level)
     assert keys[inverse].tolist() == group_keys(cols, level).tolist()
     assert len(keys) <= len({tuple(map(str, v)) for v in values}) or level == "global"
+
+
+def test_parcels_returned_to_their_sender_are_not_open_from_the_return_scan_on():
+    """``moments_at`` (predict --as-of, features --as-of): a parcel returned to its sender
+    is never delivered, so from its return scan on it has no ETA to give; before the scan
+    it was still on its way (point in time: the scan must be strictly earlier)."""
+    import pandas as pd
+
+    from data.load import DataSet
+    from features.build import moments_at
+
+    t0 = pd.Timestamp("2026-01-05", tz="UTC")
+    ids = ["on-its-way", "returned", "lost"]
+    ship = pd.DataFrame({"shipment_id": ids, "ordered_at": pd.Series([t0] * 3),
+                         "delivered_at": pd.Series([pd.NaT] * 3, dtype="datetime64[us, UTC]")})
+    scans = pd.DataFrame({"shipment_id": ["on-its-way", "returned", "returned"],
+                          "scanned_at": pd.Series([t0 + pd.Timedelta(days=1)] * 2 + [t0 + pd.Timedelta(days=3)]),
+                          "event": ["picked_up", "picked_up", "returned_to_sender"]})
+    ds = DataSet("mem", {"shipments": ship, "scans": scans}, {}, {})
+    open_at = lambda days: moments_at(ds, t0 + pd.Timedelta(days=days)).shipment_id.tolist()  # noqa: E731
+    assert open_at(2) == ids and open_at(3) == ids  # the scan at exactly day 3 is not before day 3
+    assert open_at(4) == ["on-its-way", "lost"]

@@ -52,3 +52,14 @@ def test_churn_requests_are_as_strict():
     assert "delivered_at" in _error_of(ChurnIn, {"customer_id": "c1", "delivery": {**delivery, "delivered_at": 5}})
     ok = ChurnIn.model_validate_json(json.dumps({"customer_id": "c1", "delivery": delivery}))
     assert ok.delivery.delivered_at.day == 4
+
+
+def test_a_parcel_back_with_its_sender_gets_no_eta():
+    """After a returned_to_sender scan the parcel never reaches the customer: like a
+    delivered one, it has no ETA, unless the request asks about a moment before it."""
+    scans = [{"scanned_at": "2026-02-02T10:00:00Z", "event": "picked_up"},
+             {"scanned_at": "2026-02-04T10:00:00Z", "event": "returned_to_sender"}]
+    message = _error_of(ShipmentIn, {**SHIPMENT, "scans": scans})
+    assert "scans[1] says the parcel was returned to its sender at 2026-02-04T10:00:00+00:00" in message
+    earlier = ShipmentIn.model_validate_json(json.dumps({**SHIPMENT, "scans": scans, "as_of": "2026-02-03T10:00:00Z"}))
+    assert earlier.as_of.day == 3
