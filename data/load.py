@@ -124,9 +124,18 @@ def _read_raw(path: Path) -> Raw:
         return _read_csv(path)
     except ContractError:
         raise
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ContractError(f"{path}: unreadable ({first_line})") from None
+    except UNREADABLE as exc:
+        raise unreadable(path, exc) from None
+
+
+#: what reading a file that is not what its name says raises
+UNREADABLE = (pa.ArrowInvalid, OSError, UnicodeDecodeError)
+
+
+def unreadable(path: Path, exc: Exception) -> ContractError:
+    """The one-line error for a file that cannot be read, with the reader's first line."""
+    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return ContractError(f"{path}: unreadable ({first_line})")
 
 
 def part_files(folder: Path) -> list[Path]:

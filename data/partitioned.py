@@ -27,8 +27,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data.load import (ContractError, DataSet, Raw, TableReport, _arrow_types_for_pandas, as_text, part_files,
-                       read_alone, require_columns, table_files, unknown_files, validate)
+from data.load import (UNREADABLE, ContractError, DataSet, Raw, TableReport, _arrow_types_for_pandas, as_text, part_files,
+                       read_alone, require_columns, table_files, unknown_files, unreadable, validate)
 
 #: tables routed to partitions; locations are small and read whole in the client
 PARTITIONED = ("shipments", "scans", "orders", "customers", "feedback")
@@ -87,6 +87,15 @@ def _as_read(table: pa.Table, part: str | None) -> pd.DataFrame:
     return frame
 
 
+def _schema(piece: Path) -> pa.Schema:
+    """A part's columns, or the one-line error the in-process reader gives for a file
+    that is not Parquet (on the cluster it was pyarrow's traceback)."""
+    try:
+        return pq.read_schema(piece)
+    except UNREADABLE as exc:
+        raise unreadable(piece, exc) from None
+
+
 def _lazy(path: Path, name: str):
     """A table as a Dask DataFrame, one partition per Parquet file; columns checked first."""
     import dask.dataframe as dd
@@ -95,7 +104,7 @@ def _lazy(path: Path, name: str):
     if path.suffix == ".csv":
         raise ContractError(f"{path}: --cluster reads Parquet tables (a file or a folder of parts); "
                             "write this table as Parquet, or run without --cluster")
-    names = [set(pq.read_schema(p).names) for p in pieces]
+    names = [set(_schema(p).names) for p in pieces]
     odd = next((p for p, cols in zip(pieces, names) if cols != names[0]), None)
     if odd is not None:
         raise ContractError(f"{odd}: its columns differ from those of {pieces[0].name} (every part has the same columns)")

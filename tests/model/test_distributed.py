@@ -371,3 +371,17 @@ def test_reading_on_dask_accepts_and_quarantines_what_the_reader_does(client, si
         together = pd.concat([p[name] for p in parts], ignore_index=True)
         key = [c for c in table.columns if c.endswith("_id")] + [c for c in table.columns if c.endswith("_at")][:1]
         same_rows(table, together, key)
+
+
+def test_a_part_that_is_not_parquet_is_one_line_on_dask_as_in_process(client, sim_small, tmp_path):
+    """A truncated or foreign part: the cluster reader names it in the same one line as
+    the in-process reader (it was pyarrow's traceback from the client)."""
+    from data.load import ContractError
+    from data.write import write_data_set
+
+    write_data_set(sim_small.tables, tmp_path, parts=3)
+    (tmp_path / "shipments" / "part-00001.parquet").write_bytes(b"PAR1 not really PAR1")
+    with pytest.raises(ContractError, match=r"shipments: unreadable \(.*part-00001.parquet"):
+        load_data_set(tmp_path)
+    with pytest.raises(ContractError, match=r"shipments/part-00001.parquet: unreadable \("):
+        read_on(client, tmp_path, n=2)
