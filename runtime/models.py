@@ -362,15 +362,16 @@ class EddModel(_Model):
         ``confidence`` is one value or one per row; ``groups``: carriers; ``shifted`` as
         for ``predict_hours``."""
         q, groups = self.shifted_quantiles(rows, groups, raw) if shifted is None else shifted
-        return self.hours_from_log(rows, self._promise_log(q, groups, confidence))
+        return self.hours_from_log(rows, self._promise_log(q, groups, confidence, self._interval_log(q, groups)))
 
     def eta_and_promise_hours(self, rows, groups, confidence, shifted,
                               codes: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``predict_hours`` and ``promise_hours`` together, through the clock in one pass
         (an answer needs both; a live request pays the clock's set-up once)."""
         q, groups = shifted
-        hours = self.hours_from_log(rows, np.column_stack([self._interval_log(q, groups),
-                                                           self._promise_log(q, groups, confidence)]), codes)
+        interval = self._interval_log(q, groups)
+        hours = self.hours_from_log(rows, np.column_stack([interval, self._promise_log(q, groups, confidence, interval)]),
+                                    codes)
         return _ordered(hours[:, :3]), hours[:, 3]
 
     def _interval_log(self, q: np.ndarray, groups) -> np.ndarray:
@@ -378,8 +379,9 @@ class EddModel(_Model):
         shift = per_group(self.interval_shift_, groups)
         return np.column_stack([q[:, 0] - shift, q[:, 1], q[:, 2] + shift])
 
-    def _promise_log(self, q: np.ndarray, groups, confidence) -> np.ndarray:
-        """The 90% point plus the group's one-sided error at ``confidence`` (log operating hours)."""
+    def _promise_log(self, q: np.ndarray, groups, confidence, interval: np.ndarray) -> np.ndarray:
+        """The 90% point plus the group's one-sided error at ``confidence`` (log operating hours),
+        never before ``interval``'s (``_interval_log``) own point at it (``_interval_floor_log``)."""
         c = np.asarray(confidence, dtype=float)
         if ((c < 0.5) | (c > 0.995)).any():
             raise ValueError(f"confidence must be between 0.5 and 0.995, not {confidence}")
@@ -391,17 +393,7 @@ class EddModel(_Model):
         for k in np.unique(pos):  # one interpolation per carrier, over every row of it
             rows_k = pos == k
             shift[rows_k] = np.interp(c[rows_k], grid, self.promise_scores_[names[k]])
-        return np.maximum(q[:, 2] + shift, self._interval_floor_log(q, groups, c))
-
-    def _interval_floor_log(self, q: np.ndarray, groups, c: np.ndarray) -> np.ndarray:
-        """The earliest a promise at ``c`` may be: the ETA's own ``c`` point as the interval
-        gives it, the median at 50% and the upper end from 90% on, in between interpolated
-        (log operating hours). The promise and the interval are calibrated apart (one-sided
-        errors against the conformal ends), and a promise at 90% before the interval's 90%
-        end, or at 50% before the median, says two things at once."""
-        upper = q[:, 2] + per_group(self.interval_shift_, groups)
-        median, top = QUANTILES[1], QUANTILES[2]
-        return q[:, 1] + np.clip((c - median) / (top - median), 0.0, 1.0) * (upper - q[:, 1])
+        return np.maximum(q[:, 2] + shift, _interval_floor_log(interval, c))
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -567,6 +559,17 @@ class ProbabilityModel(_Model):
         base = meta.get("base") or {}  # a version trained before the base: none
         m.base_, m.base_mean_ = base.get("column"), float(base.get("mean", 0.0))
         return m
+
+
+def _interval_floor_log(interval: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """The earliest a promise at ``c`` may be: the ETA's own ``c`` point as the interval
+    (``_interval_log``: low end, median, upper end) gives it, the median at 50% and the
+    upper end from 90% on, in between interpolated (log operating hours). The promise and
+    the interval are calibrated apart (one-sided errors against the conformal ends), and a
+    promise at 90% before the interval's 90% end, or at 50% before the median, says two
+    things at once."""
+    median, top = QUANTILES[1], QUANTILES[2]
+    return interval[:, 1] + np.clip((c - median) / (top - median), 0.0, 1.0) * (interval[:, 2] - interval[:, 1])
 
 
 def _ordered(hours: np.ndarray) -> np.ndarray:
