@@ -139,10 +139,11 @@ def moments_at(ds: DataSet, as_of: pd.Timestamp) -> pd.DataFrame:
     sender by then (a returned parcel never reaches the customer: no ETA), at ``as_of``."""
     s = ds["shipments"]
     t = micros(pd.Series([as_of]))[0]
+    ids = s.shipment_id.astype("str")
     delivered = micros(s.delivered_at)
     open_ = (micros(s.ordered_at) < t) & ((delivered == np.iinfo(np.int64).min) | (delivered >= t))
-    open_ &= ~s.shipment_id.astype("str").isin(returned_before(ds.get("scans"), t)).to_numpy()
-    return pd.DataFrame({"shipment_id": s.shipment_id[open_].astype("str").to_numpy(),
+    open_ &= ~ids.isin(returned_before(ds.get("scans"), t)).to_numpy()
+    return pd.DataFrame({"shipment_id": ids[open_].to_numpy(),
                          "as_of": pd.Series([as_of] * int(open_.sum()), dtype="datetime64[us, UTC]")})
 
 

@@ -319,7 +319,7 @@ def _shown(rows, names: list[str]) -> dict[str, list]:
     if single and len(arrays[single[0]]) > FEW_ROWS:
         arrays.update(zip(single, _digits(np.stack([arrays[c] for c in single]))))
     elif single:  # a request's few rows: the same arithmetic on Python floats (tested equal), 2-3 us a column
-        return {c: ([None if v != v else _digit(v) for v in a.tolist()] if c in single else _plain_column(a))
+        return {c: ([shown_number(v) for v in a.tolist()] if c in single else _plain_column(a))
                 for c, a in arrays.items()}
     return {c: _plain_column(a) for c, a in arrays.items()}
 
