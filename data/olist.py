@@ -91,15 +91,21 @@ def read_olist(src: Path) -> dict[str, pd.DataFrame]:
     return frames
 
 
+def as_written(s: pd.Series) -> pd.Series:
+    """Olist's time texts as naive times (NaT where a text is not one): every reading of
+    a time, so ``_unreadable`` calls unreadable exactly what the import would leave empty."""
+    return pd.to_datetime(s, format="ISO8601", errors="coerce")
+
+
 def local_to_utc(s: pd.Series) -> pd.Series:
     """Olist's naive local timestamps as UTC; an ambiguous DST hour counts as standard time."""
-    parsed = pd.to_datetime(s, format="ISO8601", errors="coerce")
+    parsed = as_written(s)
     local = parsed.dt.tz_localize(LOCAL_TZ, ambiguous=np.zeros(len(parsed), dtype=bool), nonexistent="shift_forward")
     return local.dt.tz_convert("UTC").astype(TIMESTAMP_DTYPE)
 
 
 def end_of_local_day(s: pd.Series) -> pd.Series:
-    day = pd.to_datetime(s, format="ISO8601", errors="coerce").dt.normalize()
+    day = as_written(s).dt.normalize()
     return local_to_utc((day + pd.Timedelta(hours=23, minutes=59, seconds=59)).astype("str").where(day.notna()))
 
 
@@ -192,7 +198,7 @@ def _shipments_table(orders, customer_of, items, sellers, products) -> tuple[pd.
     return shipments.sort_values(["ordered_at", "shipment_id"], kind="stable").reset_index(drop=True), excluded
 
 
-#: the orders' times a shipment is built from, each read by ``local_to_utc``
+#: the orders' times a shipment is built from, each read by ``as_written``
 ORDER_TIMES = ("order_purchase_timestamp", "order_delivered_carrier_date", "order_delivered_customer_date",
                "order_estimated_delivery_date")
 
@@ -204,7 +210,7 @@ def _unreadable(orders: pd.DataFrame, items: pd.DataFrame) -> pd.Series:
     date read as none would make a delivered parcel look lost)."""
     why = pd.Series("", index=orders.index, dtype=object)
     for col in ORDER_TIMES:
-        bad = orders[col].notna() & pd.to_datetime(orders[col], format="ISO8601", errors="coerce").isna()
+        bad = orders[col].notna() & as_written(orders[col]).isna()
         why = why.where(~bad | (why != ""), "unreadable " + col + ": " + orders[col].fillna("").map(repr))
     broken = items.order_item_id.isna() | items.price.isna()  # numbers already read with errors="coerce"
     bad_items = orders.order_id.isin(items.order_id[broken]) & (why == "")
