@@ -232,11 +232,7 @@ def _read_on(client, folder: Path):
         data = read_on(client, folder)
     except ContractError as exc:
         fail(str(exc))
-    if data.total_quarantined:
-        console.print(f"[yellow]{data.total_quarantined:,} rows set aside[/] (eddy validate {folder} writes the "
-                      "report with each row's reason)", highlight=False)
-    for warning in data.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    _say_what_was_set_aside(data)  # its report, quarantine and warnings are a DataSet's
     return data
 
 
@@ -269,8 +265,8 @@ def _load(folder: Path):
 
 def _say_what_was_set_aside(ds) -> None:
     """Rows that fail the contract are never dropped silently: every command that reads a
-    data set writes them with their reasons, as ``eddy validate`` does, and says where;
-    ignored columns and files are said too."""
+    data set, in process or on the cluster, writes them with their reasons, as ``eddy
+    validate`` does, and says where; ignored columns and files are said too."""
     from data.load import write_report
 
     if ds.total_quarantined:
