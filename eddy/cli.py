@@ -600,7 +600,8 @@ def predict(
             fail(str(exc))
     write_table(table, out_file)
     _log_answers(lambda: eta_log_entries(table, ds["shipments"], str(version), confidence), bundle, version)
-    out.print(f"predicted {len(table):,} shipments with model version {version} to {out_file}", highlight=False)
+    out.print(f"predicted {len(table):,} shipments with model version {version} to {out_file}"
+              f"{_lost_note(int(table.likely_lost.sum()))}", highlight=False)
 
 
 #: an --as-of this many days past the data's last fact is noted: the export is stale for it
@@ -634,7 +635,7 @@ def _predict_on_cluster(folder: Path, out_dir: Path, when, confidence: float, re
     bundle, version = _champion()
     for old in out_dir.glob("part-*.parquet"):  # a previous run's parts would mix in
         old.unlink()
-    n = 0
+    n = lost = 0
     with _cluster(address) as client, status(f"predicting with model version {version} on the cluster"):
         for k, table, shipments in predict_on(client, _read_on(client, folder).parts, bundle, when, confidence, reasons):
             if not len(table):
@@ -642,7 +643,14 @@ def _predict_on_cluster(folder: Path, out_dir: Path, when, confidence: float, re
             write_table(table, out_dir / f"part-{k:05d}.parquet")
             _log_answers(lambda: eta_log_entries(table, shipments, str(version), confidence), bundle, version)
             n += len(table)
-    out.print(f"predicted {n:,} shipments with model version {version} on the cluster to {out_dir}/", highlight=False)
+            lost += int(table.likely_lost.sum())
+    out.print(f"predicted {n:,} shipments with model version {version} on the cluster to {out_dir}/{_lost_note(lost)}",
+              highlight=False)
+
+
+def _lost_note(lost: int) -> str:
+    """What a batch of answers says of parcels likely lost, which get no dates (column likely_lost)."""
+    return f"; {lost:,} likely lost, without dates (column likely_lost)" if lost else ""
 
 
 @app.command("score-customers")

@@ -35,6 +35,18 @@ def _first_at_or_after(day, lo, hi, target_day):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def _window_rows(group, day, code, query_day, width):
+    """The daily rows ``[lo, hi)`` of group ``code`` whose day lies in ``[query_day - width,
+    query_day)``, as positions in the cumulative sums; (0, 0), an empty window, for -1."""
+    if code < 0:
+        return 0, 0
+    start = np.searchsorted(group, code, side="left")
+    end = np.searchsorted(group, code, side="right")
+    hi = _first_at_or_after(day, start, end, query_day)
+    return _first_at_or_after(day, start, hi, query_day - width), hi
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def _quantile(hist_lo, hist_hi, cum_hist, total, p, edges):
     """The lead time below which a share ``p`` of the window's deliveries fall: the first bin
     where the running count of ``cum_hist[hist_hi] - cum_hist[hist_lo]`` reaches ``p`` x
@@ -65,13 +77,7 @@ def window_stats(group, day, cum_n, cum_promised, cum_late, cum_exception, cum_h
     leading zero row."""
     nan = np.nan
     for i in range(codes.shape[0]):
-        code = codes[i]
-        hi = lo = 0
-        if code >= 0:
-            start = np.searchsorted(group, code, side="left")
-            end = np.searchsorted(group, code, side="right")
-            hi = _first_at_or_after(day, start, end, days[i])
-            lo = _first_at_or_after(day, start, hi, days[i] - width)
+        lo, hi = _window_rows(group, day, codes[i], days[i], width)
         n = float(cum_n[hi] - cum_n[lo])
         promised = cum_promised[hi] - cum_promised[lo]
         late = cum_late[hi] - cum_late[lo]
@@ -91,4 +97,19 @@ def window_stats(group, day, cum_n, cum_promised, cum_late, cum_exception, cum_h
         out[3, i] = p90 - p10
         out[4, i] = late / max(promised, 1) if promised > 0 else nan
         out[5, i] = exception / max(n, 1.0) if n > 0 else nan
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def window_quantile(group, day, cum_n, cum_hist, edges, codes, days, width, p, out):
+    """The lead-time quantile ``p`` and the deliveries of the window ``[days - width, days)``
+    of group ``codes`` per query, into ``out`` (2, queries): as ``window_stats`` reads its
+    quantiles (NaN for an empty window), at a share of the caller's choosing."""
+    for i in range(codes.shape[0]):
+        lo, hi = _window_rows(group, day, codes[i], days[i], width)
+        total = 0
+        for k in range(cum_hist.shape[1]):
+            total += cum_hist[hi, k] - cum_hist[lo, k]
+        out[0, i] = _quantile(lo, hi, cum_hist, total, p, edges) if total > 0 else np.nan
+        out[1, i] = float(cum_n[hi] - cum_n[lo])
     return out

@@ -39,6 +39,9 @@ class Feature:
     #: +1: the model's answer may only rise as the feature grows (LightGBM's monotone
     #: constraint), -1: only fall, 0: free. A CX agent never sees more exceptions lower a risk.
     direction: int = 0
+    #: the sentence when the value is below zero, whichever way it pushes (a promise that
+    #: has already passed is not "close")
+    below_zero: str | None = None
 
 
 def _same(text: str) -> tuple[str, str]:
@@ -71,6 +74,7 @@ def _history_features() -> list[Feature]:
 PEAK = ("peak season", "off-peak season")
 HOLIDAYS = ("holidays ahead", "no holidays ahead")
 PROMISE = ("the promised date is far off", "the promised date is close")
+PROMISE_PASSED = "the promised date has passed"
 TRANSIT = ("time already spent in transit", "time already spent in transit")
 SCANS = ("latest scan: {last_event}", "latest scan: {last_event}")
 
@@ -109,10 +113,10 @@ SHIPMENT_FEATURES = [
     Feature("in_peak", "numeric", SHIPMENT_MODELS, PEAK, clock=True),
     Feature("holiday_today", "numeric", SHIPMENT_MODELS, HOLIDAYS, clock=True),
     Feature("holidays_next_7d", "numeric", SHIPMENT_MODELS, HOLIDAYS, clock=True),
-    Feature("business_days_to_promise", "numeric", SHIPMENT_MODELS, PROMISE),
+    Feature("business_days_to_promise", "numeric", SHIPMENT_MODELS, PROMISE, below_zero=PROMISE_PASSED),
     Feature("holidays_to_promise", "numeric", SHIPMENT_MODELS, HOLIDAYS, clock=True),
     *_history_features(),
-    Feature("hours_to_promise", "numeric", SHIPMENT_MODELS, PROMISE),
+    Feature("hours_to_promise", "numeric", SHIPMENT_MODELS, PROMISE, below_zero=PROMISE_PASSED),
 ]
 
 #: The churn booster's features: the delivery and what the customer did since it. It

@@ -113,11 +113,12 @@ def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     at = eta.as_of.to_numpy()
     got = (delivered != NAT) & (delivered >= at)
     d = np.where(got, delivered, 0)
+    dated = got & (eta.eta_p50.to_numpy() != NAT)  # an answer that called the parcel likely lost gave no date
     err = np.abs(eta.eta_p50.to_numpy() - d) / US_PER_DAY
-    eta["abs_err_days"] = np.where(got, err, np.nan)
-    eta["within_1d"] = np.where(got, err <= 1.0, np.nan)
-    eta["covered"] = np.where(got, (d >= eta.eta_p10.to_numpy()) & (d <= eta.eta_p90.to_numpy()), np.nan)
-    eta["on_time"] = np.where(got, d <= eta.promise_at.to_numpy(), np.nan)
+    eta["abs_err_days"] = np.where(dated, err, np.nan)
+    eta["within_1d"] = np.where(dated, err <= 1.0, np.nan)
+    eta["covered"] = np.where(dated, (d >= eta.eta_p10.to_numpy()) & (d <= eta.eta_p90.to_numpy()), np.nan)
+    eta["on_time"] = np.where(dated, d <= eta.promise_at.to_numpy(), np.nan)
     # An answer given after the parcel's delivery (a caller without the delivered scan)
     # judges nothing: its ETA is not one, and its late probability was not a forecast.
     after_the_fact = (delivered != NAT) & (delivered < at)

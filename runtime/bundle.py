@@ -22,11 +22,11 @@ import pandas as pd
 
 from features.build import FeatureSnapshot, usual_hours
 from features.customer import customer_features
-from features.pit import US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of, groups, micros, take, timestamps_of
+from features.pit import NAT, US_PER_DAY, US_PER_HOUR, Columns, as_columns, frame_of, groups, micros, take, timestamps_of
 from features.rows import shipment_rows
 from features.shipment import shipment_features
 from runtime.models import EddModel, ProbabilityModel
-from runtime.reasons import REASON_CONTEXT, actionable_share, plain_reasons
+from runtime.reasons import REASON_CONTEXT, actionable_share, lost_reason, plain_reasons
 
 DEFAULT_CONFIDENCE = 0.95
 REASONS = 3
@@ -38,6 +38,13 @@ CHURN_OUTPUT = ("order_id", "as_of", "carrier", "service_level", "origin_region"
 TIMESTAMPS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
 #: from this many rows an answer is made with the cyclic garbage collector paused
 BULK_ROWS = 10_000
+#: A parcel is likely lost when nothing has been heard of it (no scan, no pickup, no
+#: order) for ``LOST_FACTOR`` times the lead time within which ``LOST_SHARE`` of its
+#: carrier and service level's deliveries of the last ``LOST_WINDOW_DAYS`` days arrived
+#: (the whole network's where the carrier delivered fewer than ``LOST_MIN_DELIVERIES``).
+#: Such a parcel gets no ETA: measured on both data sets (README, "Likely lost"), under
+#: 1% of the parcels past that point were ever delivered.
+LOST_SHARE, LOST_FACTOR, LOST_WINDOW_DAYS, LOST_MIN_DELIVERIES = 0.999, 1.5, 365, 1000
 #: the shipment's own categorical fields: a value the model never saw in training (a
 #: typo, "UPS" for "ups") is predicted from the fallback levels, and the answer says so
 GIVEN = ("carrier", "service_level", "origin_region", "destination_region")
@@ -105,7 +112,8 @@ class ModelBundle:
         if not len(at):  # nothing selected: an empty answer with every column, not an error
             return {"shipment_id": np.array([], dtype=object), "as_of": at,
                     **{k: np.array([], dtype=np.int64) for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},
-                    "late_probability": np.array([]), "confidence": np.array([], dtype=object),
+                    "late_probability": np.array([]), "likely_lost": np.array([], dtype=bool),
+                    "confidence": np.array([], dtype=object),
                     "unseen": np.array([], dtype=object), "reasons": np.array([], dtype=object)}
         groups = rows["carrier"]
         X = self.edd._matrix(rows)  # once: reused by every EDD booster, the delay booster's columns and the reasons
@@ -120,7 +128,12 @@ class ModelBundle:
             out[name] = at + (hours[:, k] * US_PER_HOUR).astype(np.int64)
         out["promise_at"] = end_of_day(at + (promise_h * US_PER_HOUR).astype(np.int64))
         has_promise = ~np.isnan(np.asarray(rows["promise_hours"], dtype=float))
-        out["late_probability"] = np.where(has_promise, self.late_probability(rows, X, shifted[0], nowcast, codes), np.nan)
+        late = np.where(has_promise, self.late_probability(rows, X, shifted[0], nowcast, codes), np.nan)
+        lost, silent_h, usual_h, own = self.likely_lost(rows)
+        out["late_probability"] = np.where(has_promise & lost, 1.0, late)  # a lost parcel misses its promise
+        for name in ("eta_p10", "eta_p50", "eta_p90", "promise_at"):
+            out[name] = np.where(lost, NAT, out[name])  # no date: a made-up one would be sent to the customer
+        out["likely_lost"] = lost
         out["confidence"] = confidence_label(rows)
         out["unseen"] = self.unseen_fields(rows, X)
         explain = np.broadcast_to(np.asarray(explain, dtype=bool), len(at))
@@ -133,8 +146,26 @@ class ModelBundle:
                                       None if codes is None else codes[pick])
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
+            carriers = np.asarray(rows["carrier"], dtype=object)
+            levels = np.asarray(rows["service_level"], dtype=object)
+            for i in pick[lost[pick]]:
+                reasons[i] = [lost_reason(silent_h[i], usual_h[i], (carriers[i], levels[i]) if own[i] else None,
+                                          LOST_SHARE)]
         out["reasons"] = reasons
         return out
+
+    def likely_lost(self, rows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row: whether the parcel is likely lost (``LOST_FACTOR``), the hours since the
+        latest news of it (its latest scan, pickup or order), the lead time ``LOST_SHARE``
+        of its carrier's deliveries kept within, as known at the row's moment, and whether
+        that is the carrier's own figure (else the network's)."""
+        usual, own = self.snapshot.history.lead_time_quantile(rows, micros(rows["as_of"]), LOST_SHARE, LOST_WINDOW_DAYS,
+                                                         LOST_MIN_DELIVERIES)
+        silent = np.asarray(rows["hours_since_order"], dtype=float)
+        for news in ("hours_since_pickup", "last_event_age_h"):
+            silent = np.fmin(silent, np.asarray(rows[news], dtype=float))  # NaN: no such news
+        with np.errstate(invalid="ignore"):
+            return silent > LOST_FACTOR * usual, silent, usual, own
 
     def unseen_fields(self, rows, X: np.ndarray) -> np.ndarray:
         """Per row, the ``GIVEN`` fields (comma-separated, "" for none) whose value is there
@@ -164,17 +195,19 @@ class ModelBundle:
         ETA distribution the nowcast (region and network) pushed past it (``EddModel.late_shift``);
         ``X``, ``shifted`` and ``nowcast`` (the EDD model's matrix, ``shifted_quantiles``
         and ``nowcast_shift``) and ``codes`` (its ``clock_codes``) when the caller has them.
-        NaN without a delay model."""
+        NaN without a delay model. A row past its promise (an open parcel's moment after
+        it) is late already: 1, whatever the model says."""
         if self.delay is None:
             return np.full(len(np.asarray(rows["as_of"])), np.nan)
         late = self.delay.predict_proba(rows, None if X is None else self._delay_matrix(rows, X))
-        if self.edd is None:
-            return late
-        if shifted is None:
-            shifted = self.edd.shifted_quantiles(rows, rows["carrier"])[0]
-        if nowcast is None:
-            nowcast = self.edd.nowcast_shift(rows)
-        return np.clip(late + self.edd.late_shift(rows, shifted, nowcast, codes), 0.0, 1.0)
+        if self.edd is not None:
+            if shifted is None:
+                shifted = self.edd.shifted_quantiles(rows, rows["carrier"])[0]
+            if nowcast is None:
+                nowcast = self.edd.nowcast_shift(rows)
+            late = np.clip(late + self.edd.late_shift(rows, shifted, nowcast, codes), 0.0, 1.0)
+        with np.errstate(invalid="ignore"):
+            return np.where(np.asarray(rows["hours_to_promise"], dtype=float) < 0, 1.0, late)
 
     def _delay_matrix(self, rows, edd_X: np.ndarray) -> np.ndarray | None:
         # Same features, order and categorical levels (both train on the shipment rows): reuse.

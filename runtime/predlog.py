@@ -29,6 +29,7 @@ from collections import deque
 import numpy as np
 
 from eddy import settings
+from features.pit import NAT
 
 log = logging.getLogger("eddy.predlog")
 
@@ -376,7 +377,8 @@ def eta_records(out: dict, ship: dict, source: str, alias: str, version: str, co
     n = len(out["as_of"])
     customers = ship.get("customer_id")
     reasons = out.get("reasons")
-    own = {**{k: np.asarray(out[k], dtype=np.int64).tolist() for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},
+    own = {**{k: [None if v == NAT else v for v in np.asarray(out[k], dtype=np.int64).tolist()]
+              for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},  # none for a parcel likely lost
            "promise_confidence": np.broadcast_to(np.asarray(confidence, dtype=float), n).tolist(),
            "late_probability": [_opt_float(v) for v in np.asarray(out["late_probability"], dtype=float).tolist()]}
     return _records("eta", (source, alias, version), out["as_of"], ship,

@@ -76,6 +76,8 @@ def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
         spec = feature(EDD, f)
         if spec.in_transit and at_order:
             text = NOT_HANDED_OVER
+        elif spec.below_zero is not None and _known(v) and v < 0:
+            text = spec.below_zero
         else:
             template = spec.words[0] if e > 0 else spec.words[1]
             reads = _reads(template)
@@ -90,6 +92,16 @@ def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
             merged[text] = {"feature": f, "text": text, "value": v if _known(v) else None, "effect_hours": e}
     # Listed by what they add up to: three windows of one lane can add up past the distance.
     return sorted(list(merged.values())[:top], key=lambda r: -abs(r["effect_hours"]))
+
+
+def lost_reason(silent_h: float, usual_h: float, carrier: tuple | None, share: float) -> dict:
+    """The one reason a likely lost parcel gets (``runtime.bundle.LOST_FACTOR``): how long
+    nothing has been heard of it against how long parcels take; ``carrier`` (carrier,
+    service level) when the figure is that carrier's, None for the whole network's."""
+    who = "all" if carrier is None else _fields({"carrier": carrier[0], "service_level": carrier[1]})["carrier"]
+    text = (f"likely lost: no news of it for {silent_h / 24:.0f} days, while {share:.1%} of {who} parcels "
+            f"arrive within {usual_h / 24:.0f} days of the order")
+    return {"feature": "last_event_age_h", "text": text, "value": round(float(silent_h), 1), "effect_hours": None}
 
 
 def churn_words(name: str) -> str:

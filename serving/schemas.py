@@ -101,21 +101,29 @@ class Reason(BaseModel):
     feature: str
     text: str
     value: str | float | None
-    effect_hours: float
+    effect_hours: float | None = Field(description="how many hours it moves the median ETA; none for a parcel "
+                                                   "likely lost, which has no ETA")
+
+
+#: why a date field may be empty
+NO_DATE = "none when the parcel is likely lost (likely_lost): a date would be made up"
 
 
 class EtaOut(BaseModel):
     shipment_id: str
     as_of: datetime
-    eta_p10: datetime
-    eta_p50: datetime
-    eta_p90: datetime
-    eta_p10_date: str
-    eta_p50_date: str
-    eta_p90_date: str
-    promise_at: datetime
+    eta_p10: datetime | None = Field(description=NO_DATE)
+    eta_p50: datetime | None = Field(description=NO_DATE)
+    eta_p90: datetime | None = Field(description=NO_DATE)
+    eta_p10_date: str | None = Field(description=NO_DATE)
+    eta_p50_date: str | None = Field(description=NO_DATE)
+    eta_p90_date: str | None = Field(description=NO_DATE)
+    promise_at: datetime | None = Field(description=NO_DATE)
     promise_confidence: float
-    late_probability: float | None
+    late_probability: float | None = Field(description="the chance of missing promised_at (1 once it has passed "
+                                                       "undelivered, or the parcel is likely lost); none without one")
+    likely_lost: bool = Field(description="nothing heard of the parcel for 1.5 times the lead time within which "
+                                          "99.9% of its carrier's parcels of the past year arrived: no ETA is given")
     confidence: Literal["high", "normal", "low"]
     unseen: list[str] = Field(description="the request's fields whose value the model never saw in training "
                                           "(a new carrier, or a misspelt one): answered from the wider levels")

@@ -306,12 +306,13 @@ class Eddy:
     @staticmethod
     def _answer(req: ShipmentIn, out: dict, i: int, version: str) -> EtaOut:
         late = float(out["late_probability"][i])
-        eta = {k: datetime_of(out[k][i]) for k in ("eta_p10", "eta_p50", "eta_p90")}
+        lost = bool(out["likely_lost"][i])
+        eta = {k: None if lost else datetime_of(out[k][i]) for k in ("eta_p10", "eta_p50", "eta_p90")}
         return EtaOut(
             shipment_id=req.shipment_id, as_of=datetime_of(out["as_of"][i]), **eta,
-            **{f"{k}_date": v.date().isoformat() for k, v in eta.items()},
-            promise_at=datetime_of(out["promise_at"][i]), promise_confidence=req.confidence,
-            late_probability=None if np.isnan(late) else late,
+            **{f"{k}_date": None if v is None else v.date().isoformat() for k, v in eta.items()},
+            promise_at=None if lost else datetime_of(out["promise_at"][i]), promise_confidence=req.confidence,
+            late_probability=None if np.isnan(late) else late, likely_lost=lost,
             confidence=out["confidence"][i], unseen=[f for f in out["unseen"][i].split(",") if f],
             reasons=out["reasons"][i], model_version=version,
         )

@@ -20,7 +20,7 @@ from data.write import write_data_set
 from features.build import FeatureSnapshot, after_delivery, at_order, in_transit
 from features.customer import churn_moments, order_experience
 from features.history import BIN_EDGES_H, N_BINS, WINDOWS, History
-from features.pit import EventIndex, shared_strings, size
+from features.pit import EventIndex, micros, shared_strings, size
 from features.transit import training_moments
 
 
@@ -250,3 +250,51 @@ def test_truncation_on_the_olist_import(olist_src, tmp_path):
 
     write_import(import_olist(olist_src), tmp_path)
     check_truncation(load_data_set(tmp_path), pd.Timestamp("2017-12-01T00:00:00Z"), "BR")
+
+
+def reference_lead_quantile(ds: DataSet, ship: pd.Series, moment: pd.Timestamp, last_day: pd.Timestamp, p: float,
+                            width: int, least: int) -> float:
+    """The lead time a share ``p`` of the carrier and service level's deliveries of the
+    ``width`` days before the moment's day kept within (never past the history's last
+    day + 1), the whole network's when the carrier had fewer than ``least`` of them."""
+    s = ds["shipments"]
+    today = min(day_of(moment), last_day + pd.Timedelta(days=1))
+    hist = {"own": np.zeros(N_BINS, dtype=np.int64), "all": np.zeros(N_BINS, dtype=np.int64)}
+    for _, other in s.iterrows():
+        if pd.isna(other.delivered_at) or not (today - pd.Timedelta(days=width) <= day_of(other.delivered_at) < today):
+            continue
+        b = min(np.searchsorted(BIN_EDGES_H, (other.delivered_at - other.ordered_at) / pd.Timedelta(hours=1),
+                                side="right") - 1, N_BINS - 1)
+        hist["all"][b] += 1
+        if other.carrier == ship.carrier and other.service_level == ship.service_level:
+            hist["own"][b] += 1
+    for name in ("own", "all"):
+        if hist[name].sum() >= least:
+            return reference_quantile(hist[name], p)
+    return np.nan
+
+
+def test_the_lead_time_a_parcel_is_judged_lost_against_is_point_in_time(tiny):
+    """``History.lead_time_quantile`` (what "likely lost" reads) against a loop over the raw
+    deliveries strictly before each moment's day, at moments before, inside and after the
+    data; a thin carrier falls back to the network, a thin network gives none; one row
+    at a time (the live path, memoized) equals the batch bit for bit."""
+    s = tiny["shipments"]
+    history = History.build(s, tiny["scans"])
+    last_day = pd.Timestamp(history.last_day, unit="D", tz="UTC")
+    rng = np.random.default_rng(11)
+    pick = rng.choice(len(s), 30, replace=False)
+    span = (s.ordered_at.max() - s.ordered_at.min()) / pd.Timedelta(days=1)
+    moments = [s.ordered_at.min() + pd.Timedelta(days=float(d)) for d in rng.uniform(-20, span + 60, len(pick))]
+    cols = {c: s[c].to_numpy(dtype=object)[pick] for c in ("carrier", "service_level")}
+    at_us = micros(pd.Series(moments, dtype="datetime64[us, UTC]"))
+    counts = s[s.delivered_at.notna()].groupby(["carrier", "service_level"]).size()
+    least = int(counts.median())  # some carriers above it in a year, some below
+    got, own = history.lead_time_quantile(cols, at_us, 0.999, 365, least)
+    want = [reference_lead_quantile(tiny, s.iloc[i], m, last_day, 0.999, 365, least) for i, m in zip(pick, moments)]
+    np.testing.assert_allclose(got, want, rtol=1e-12, equal_nan=True)
+    assert own.any() and (~own & ~np.isnan(got)).any() and np.isnan(got).any()  # every branch was taken
+    for k in range(len(pick)):
+        one = history.lead_time_quantile({c: v[k:k + 1] for c, v in cols.items()}, at_us[k:k + 1], 0.999, 365, least)
+        assert one[0][0] == got[k] or (np.isnan(one[0][0]) and np.isnan(got[k]))
+        assert one[1][0] == own[k]

@@ -124,6 +124,30 @@ def test_an_answer_given_after_the_delivery_judges_nothing():
     assert np.isnan(eta.abs_err_days["asked-after"]) and eta.outcome_at["asked-after"] == NAT
 
 
+def test_an_answer_that_called_the_parcel_likely_lost_is_judged_on_lateness_only():
+    """Such an answer gave no dates (``eta_records`` logs them empty, read back as NAT): it
+    has no error or coverage to judge, even when the parcel turns up, but its certain
+    lateness is judged."""
+    from runtime.predlog import eta_records
+
+    out = {"as_of": np.array([us(T0)] * 2), "eta_p10": np.array([NAT, us(T0) + 10]), "eta_p50": np.array([NAT, us(T0) + 20]),
+           "eta_p90": np.array([NAT, us(T0) + 30]), "promise_at": np.array([NAT, us(T0) + 40]),
+           "late_probability": np.array([1.0, 0.2])}
+    ship = {"shipment_id": np.array(["lost", "dated"], dtype=object), "carrier": np.array(["ups"] * 2, dtype=object),
+            "service_level": np.array(["ground"] * 2, dtype=object), "origin_region": np.array(["NJ"] * 2, dtype=object),
+            "destination_region": np.array(["PA"] * 2, dtype=object)}
+    records = eta_records(out, ship, "/eta", "champion", "1", 0.95)
+    assert [r["eta_p50"] for r in records] == [None, us(T0) + 20] and records[0]["promise_at"] is None
+    ship = pd.DataFrame({"shipment_id": ["turned-up"], "carrier": ["ups"], "ordered_at": pd.Series([T0]),
+                         "shipped_at": pd.Series([T0]), "promised_at": pd.Series([T0 + pd.Timedelta(days=3)]),
+                         "delivered_at": pd.Series([T0 + pd.Timedelta(days=40)])})
+    logged = logged_eta([("turned-up", "ups", T0 + pd.Timedelta(days=30), 1, 2, 3, T0 + pd.Timedelta(days=3), 1.0)])
+    logged[["eta_p10", "eta_p50", "eta_p90", "promise_at"]] = NAT
+    eta = eta_outcomes(logged, data_set(ship)).iloc[0]
+    assert np.isnan(eta.abs_err_days) and np.isnan(eta.covered) and np.isnan(eta.on_time) and np.isnan(eta.within_1d)
+    assert eta.late == 1
+
+
 def test_churn_labels_come_from_the_next_order_and_wait_for_the_horizon():
     orders = pd.DataFrame({"shipment_id": ["a", "b", "c", "d"], "customer_id": ["back", "back", "gone", "late"],
                            "ordered_at": pd.Series([T0, T0 + pd.Timedelta(days=20), T0, T0 + pd.Timedelta(days=50)]),

@@ -98,3 +98,11 @@ def test_the_chosen_reasons_are_listed_by_their_added_effect():
     # Two larger single contributions keep their places though the lane's add up past both.
     out = plain_reasons([("distance_km", 3912.4, 20.0), ("hours_to_promise", 90.0, 15.0), *lane], ROW, top=2)
     assert [r["text"] for r in out] == ["3,912 km to go", "the promised date is far off"]
+
+
+def test_a_promise_already_passed_is_said_so_whichever_way_it_moves_the_eta():
+    ahead = plain_reasons([("hours_to_promise", 20.0, -3.0), ("business_days_to_promise", 1.0, 2.0)], ROW, top=3)
+    assert [r["text"] for r in ahead] == ["the promised date is close", "the promised date is far off"]
+    passed = plain_reasons([("hours_to_promise", -50.0, -3.0), ("business_days_to_promise", -2.0, 2.0)], ROW, top=3)
+    assert [r["text"] for r in passed] == ["the promised date has passed"]  # the two read alike: one reason
+    assert passed[0]["effect_hours"] == -1.0

@@ -114,6 +114,31 @@ def test_scans_so_far_move_the_eta(served):
         pd.Timestamp(at_order["eta_p90"]) - pd.Timestamp(at_order["eta_p10"])
 
 
+def test_a_parcel_silent_for_months_is_likely_lost_with_no_dates_and_its_batch_twin_agrees(served):
+    """A parcel ordered 90 days before the data's end with no news since: 200, no made-up
+    dates, late for sure, one reason saying why; the batch command's answer is the same."""
+    server, bundle, ds = served
+    row = ds["shipments"].iloc[-1].copy()
+    row["ordered_at"] = bundle.snapshot.end - pd.Timedelta(days=90)
+    row["promised_at"] = row.ordered_at + pd.Timedelta(days=7)
+    req = {**request_for(row), "shipment_id": "LOST-1", "as_of": (bundle.snapshot.end + pd.Timedelta(days=1)).isoformat()}
+    r = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30)
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["likely_lost"] is True and got["late_probability"] == 1.0
+    assert all(got[k] is None for k in ("eta_p10", "eta_p50", "eta_p90", "eta_p10_date", "eta_p50_date",
+                                        "eta_p90_date", "promise_at"))
+    [reason] = got["reasons"]
+    assert reason["text"].startswith("likely lost: no news of it for 91 days") and reason["effect_hours"] is None
+    ship = pd.DataFrame([{**row.to_dict(), "shipment_id": "LOST-1"}])
+    moments = pd.DataFrame({"shipment_id": ["LOST-1"], "as_of": pd.Series([pd.Timestamp(req["as_of"])],
+                                                                         dtype="datetime64[us, UTC]")})
+    batch = bundle.predict_rows(bundle.shipment_rows(ship, None, moments)).iloc[0]
+    assert batch.likely_lost and pd.isna(batch.eta_p50) and batch.reasons == got["reasons"]
+    known = httpx.post(f"{server.url}/eta", json={"shipment": request_for(ds["shipments"].iloc[-1])}, timeout=30).json()
+    assert known["likely_lost"] is False and known["eta_p50"] is not None
+
+
 @pytest.mark.parametrize("mutate, field", [
     (lambda r: r.pop("carrier"), "carrier"),
     (lambda r: r.update(weight_kg="heavy"), "weight_kg"),

@@ -224,3 +224,32 @@ def test_a_customer_with_a_steady_rhythm_gets_a_lower_churn_risk_than_a_one_off_
     assert scored.loc["STEADY", "orders_so_far"] == 13 and scored.loc["ONEOFF", "orders_so_far"] == 1
     assert scored.loc["STEADY", "churn_risk"] < scored.loc["ONEOFF", "churn_risk"] - 0.1
     assert scored.loc["STEADY", "risk_percentile"] < scored.loc["ONEOFF", "risk_percentile"]
+
+
+def at_moment(bundle: ModelBundle, df: pd.DataFrame, as_of: pd.Timestamp, scans: pd.DataFrame | None = None) -> pd.Series:
+    moments = pd.DataFrame({"shipment_id": df.shipment_id.to_numpy(), "as_of": pd.Series([as_of], dtype="datetime64[us, UTC]")})
+    return bundle.predict_rows(bundle.shipment_rows(df, scans, moments)).iloc[0]
+
+
+def test_a_parcel_silent_far_past_its_carriers_longest_deliveries_is_likely_lost_without_dates(bundle):
+    """Nothing heard for 60 days, where 99.9% of UPS ground parcels arrive within about two
+    weeks: no made-up ETA, a missed promise, and the reason says why. A scan yesterday
+    is news of it: it gets dates again. A parcel a day old is not lost."""
+    now = bundle.snapshot.end + pd.Timedelta(days=1)
+    ordered = now - pd.Timedelta(days=60)
+    old = shipment(ordered_at=str(ordered), shipped_at=str(ordered + pd.Timedelta(hours=20)),
+                   promised_at=str(ordered + pd.Timedelta(days=6)))
+    lost = at_moment(bundle, old, now)
+    assert lost.likely_lost
+    assert pd.isna(lost.eta_p10) and pd.isna(lost.eta_p50) and pd.isna(lost.eta_p90) and pd.isna(lost.promise_at)
+    assert lost.late_probability == 1.0
+    [reason] = lost.reasons
+    assert reason["text"].startswith("likely lost: no news of it for 59 days") and "ups ground" in reason["text"]
+    assert reason["effect_hours"] is None
+    scans = pd.DataFrame({"shipment_id": ["R1"], "scanned_at": pd.Series([now - pd.Timedelta(days=1)], dtype="datetime64[us, UTC]"),
+                          "event": ["arrived_at_facility"], "region": ["PA"]})
+    found = at_moment(bundle, old, now, scans)
+    assert not found.likely_lost and found.eta_p50 > now and found.late_probability == 1.0  # its promise passed
+    fresh = at_moment(bundle, shipment(ordered_at=str(now - pd.Timedelta(days=1))), now)
+    assert not fresh.likely_lost and fresh.eta_p50 > now and fresh.late_probability < 1.0
+

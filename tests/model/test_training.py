@@ -407,6 +407,8 @@ def test_an_answer_works_out_the_clocks_once_and_answers_what_each_part_alone_do
     np.testing.assert_array_equal(np.isnan(out["late_probability"]), np.isnan(np.asarray(rows["promise_hours"], dtype=float)))
     known = ~np.isnan(out["late_probability"])
     np.testing.assert_allclose(out["late_probability"][known], late[known], rtol=0, atol=1e-12)
+    passed = np.asarray(rows["hours_to_promise"], dtype=float) < 0
+    assert passed.any() and (out["late_probability"][passed] == 1.0).all()  # not delivered by the promise: late
     shifted = bundle.edd.shifted_quantiles(rows, groups)[0]
     alone = bundle.reasons(rows, shifted[:, 1], top=15)
     assert [[r["effect_hours"] for r in rs] for rs in alone] == \
