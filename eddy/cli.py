@@ -812,7 +812,8 @@ def _monitor_headline(table) -> dict[str, float]:
 
 
 #: the figures `eddy monitor` prints per week (all of them are in --out and on /review/monitor)
-MONITOR_HEADLINE = ("edd_mae_days", "coverage_80", "promise95_on_time", "delay_auc", "delay_brier", "churn_auc")
+MONITOR_HEADLINE = ("edd_mae_days", "coverage_80", "promise95_on_time", "delay_auc", "delay_brier", "churn_auc",
+                    "likely_lost_delivered")
 
 
 def _print_monitor(result, seconds: float, out_file) -> None:

@@ -8,6 +8,8 @@ set in the contract's format) to it and computes, per model version and alias:
 - the late probability: ``delay_auc``, ``delay_brier``, ``delay_ece``, once the promise is
   judged (delivered, or past it at the end of the data);
 - churn risk: ``churn_auc``, ``churn_brier``, once the customer's horizon has passed;
+- answers that called a parcel likely lost (no dates): ``likely_lost_delivered``, the share
+  whose parcel was delivered after all (so far);
 
 each beside the figure the version had on its test window at training time
 (``reference``). Metrics are named as in ``eddy backtest``. The arithmetic is over numpy
@@ -119,6 +121,9 @@ def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     eta["within_1d"] = np.where(dated, err <= 1.0, np.nan)
     eta["covered"] = np.where(dated, (d >= eta.eta_p10.to_numpy()) & (d <= eta.eta_p90.to_numpy()), np.nan)
     eta["on_time"] = np.where(dated, d <= eta.promise_at.to_numpy(), np.nan)
+    # An answer that called the parcel likely lost was wrong if it came after all (a share
+    # that can only grow as later exports bring deliveries).
+    eta["lost_then_delivered"] = np.where(eta.eta_p50.to_numpy() == NAT, got, np.nan)
     # An answer given after the parcel's delivery (a caller without the delivered scan)
     # judges nothing: its ETA is not one, and its late probability was not a forecast.
     after_the_fact = (delivered != NAT) & (delivered < at)
@@ -213,6 +218,10 @@ def figures_at(frame: pd.DataFrame, keys: list[str]) -> list[pd.DataFrame]:
         for c, sub in judged.groupby((judged.promise_confidence * 100).round().astype(int)):
             gs = sub.groupby(keys, dropna=False)
             parts.append(_long(gs.on_time.mean(), gs.size(), f"promise{c}_on_time", keys))
+        lost = eta[eta.lost_then_delivered.notna()] if "lost_then_delivered" in eta else eta.iloc[:0]
+        if len(lost):
+            gx = lost.groupby(keys, dropna=False)
+            parts.append(_long(gx.lost_then_delivered.mean(), gx.size(), "likely_lost_delivered", keys))
         late = eta[eta.late.notna()]
         gl = late.groupby(keys, dropna=False)
         nl = gl.size()

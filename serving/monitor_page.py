@@ -23,7 +23,7 @@ from runtime.monitor_store import clock_metric, headline, latest_run
 PLOTTED = [("coverage_80", "10-90% interval coverage", True), ("edd_mae_days", "EDD mean absolute error (days)", False),
            ("promise95_on_time", "95% promise kept", True), ("promise90_on_time", "90% promise kept", True),
            ("delay_auc", "Delay ROC-AUC", False), ("delay_brier", "Delay Brier score", False),
-           ("churn_auc", "Churn ROC-AUC", False)]
+           ("churn_auc", "Churn ROC-AUC", False), ("likely_lost_delivered", "Called likely lost, then delivered", True)]
 WORST = 10
 MIN_WEEK_ROWS = 50  # the tables show the latest week with this many judged answers
 MIN_DRIFT_ROWS = 200

@@ -145,7 +145,24 @@ def test_an_answer_that_called_the_parcel_likely_lost_is_judged_on_lateness_only
     logged[["eta_p10", "eta_p50", "eta_p90", "promise_at"]] = NAT
     eta = eta_outcomes(logged, data_set(ship)).iloc[0]
     assert np.isnan(eta.abs_err_days) and np.isnan(eta.covered) and np.isnan(eta.on_time) and np.isnan(eta.within_1d)
-    assert eta.late == 1
+    assert eta.late == 1 and eta.lost_then_delivered == 1
+
+
+def test_the_share_of_likely_lost_calls_whose_parcel_came_after_all_is_a_live_figure():
+    ship = pd.DataFrame({"shipment_id": ["found", "gone", "gone-too", "dated"], "carrier": ["ups"] * 4,
+                         "ordered_at": pd.Series([T0] * 4), "shipped_at": pd.Series([T0] * 4),
+                         "promised_at": pd.Series([T0 + pd.Timedelta(days=3)] * 4),
+                         "delivered_at": pd.Series([T0 + pd.Timedelta(days=40), pd.NaT, pd.NaT, T0 + pd.Timedelta(days=2)],
+                                                   dtype="datetime64[us, UTC]")})
+    asked = [T0 + pd.Timedelta(days=30)] * 3 + [T0]
+    logged = logged_eta([(sid, "ups", at, 10, 48, 90, T0 + pd.Timedelta(days=3), 1.0 if sid != "dated" else 0.1)
+                         for sid, at in zip(ship.shipment_id, asked)])
+    logged.loc[:2, ["eta_p10", "eta_p50", "eta_p90", "promise_at"]] = NAT
+    eta = eta_outcomes(logged, data_set(ship))
+    assert eta.lost_then_delivered.tolist()[:3] == [1.0, 0.0, 0.0] and np.isnan(eta.lost_then_delivered.iloc[3])
+    table = live_figures(eta, eta.iloc[:0].assign(churned=[]), {})
+    lost = table[(table.metric == "likely_lost_delivered") & (table.carrier == "")]
+    assert lost.value.tolist() == [pytest.approx(1 / 3)] and lost.n.tolist() == [3]
 
 
 def test_churn_labels_come_from_the_next_order_and_wait_for_the_horizon():
