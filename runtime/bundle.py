@@ -148,9 +148,10 @@ class ModelBundle:
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
             carriers = np.asarray(rows["carrier"], dtype=object)
             levels = np.asarray(rows["service_level"], dtype=object)
+            handed = (np.asarray(rows["picked_up"]) > 0) | (np.asarray(rows["scans_so_far"]) > 0)
             for i in pick[lost[pick]]:
                 reasons[i] = [lost_reason(silent_h[i], usual_h[i], (carriers[i], levels[i]) if own[i] else None,
-                                          LOST_SHARE)]
+                                          LOST_SHARE, bool(handed[i]))]
         out["reasons"] = reasons
         return out
 

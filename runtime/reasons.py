@@ -94,12 +94,14 @@ def plain_reasons(reasons: list[tuple], row: dict, top: int = 3) -> list[dict]:
     return sorted(list(merged.values())[:top], key=lambda r: -abs(r["effect_hours"]))
 
 
-def lost_reason(silent_h: float, usual_h: float, carrier: tuple | None, share: float) -> dict:
+def lost_reason(silent_h: float, usual_h: float, carrier: tuple | None, share: float, handed_over: bool) -> dict:
     """The one reason a likely lost parcel gets (``runtime.bundle.LOST_FACTOR``): how long
     nothing has been heard of it against how long parcels take; ``carrier`` (carrier,
-    service level) when the figure is that carrier's, None for the whole network's."""
+    service level) when the figure is that carrier's, None for the whole network's;
+    ``handed_over``: whether the carrier ever had it (a pickup or a scan)."""
     who = "all" if carrier is None else _fields({"carrier": carrier[0], "service_level": carrier[1]})["carrier"]
-    text = (f"likely lost: no news of it for {silent_h / 24:.0f} days, while {share:.1%} of {who} parcels "
+    silence = "no news of it" if handed_over else "not handed to the carrier"
+    text = (f"likely lost: {silence} for {silent_h / 24:.0f} days, while {share:.1%} of {who} parcels "
             f"arrive within {usual_h / 24:.0f} days of the order")
     return {"feature": "last_event_age_h", "text": text, "value": round(float(silent_h), 1), "effect_hours": None}
 

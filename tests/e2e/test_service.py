@@ -129,7 +129,7 @@ def test_a_parcel_silent_for_months_is_likely_lost_with_no_dates_and_its_batch_t
     assert all(got[k] is None for k in ("eta_p10", "eta_p50", "eta_p90", "eta_p10_date", "eta_p50_date",
                                         "eta_p90_date", "promise_at"))
     [reason] = got["reasons"]
-    assert reason["text"].startswith("likely lost: no news of it for 91 days") and reason["effect_hours"] is None
+    assert reason["text"].startswith("likely lost: not handed to the carrier for 91 days") and reason["effect_hours"] is None
     ship = pd.DataFrame([{**row.to_dict(), "shipment_id": "LOST-1"}])
     moments = pd.DataFrame({"shipment_id": ["LOST-1"], "as_of": pd.Series([pd.Timestamp(req["as_of"])],
                                                                          dtype="datetime64[us, UTC]")})

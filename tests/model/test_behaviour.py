@@ -248,6 +248,8 @@ def test_a_parcel_silent_far_past_its_carriers_longest_deliveries_is_likely_lost
     assert reason["effect_hours"] is None
     scans = pd.DataFrame({"shipment_id": ["R1"], "scanned_at": pd.Series([now - pd.Timedelta(days=1)], dtype="datetime64[us, UTC]"),
                           "event": ["arrived_at_facility"], "region": ["PA"]})
+    never = at_moment(bundle, shipment(ordered_at=str(ordered), promised_at=str(ordered + pd.Timedelta(days=6))), now)
+    assert never.likely_lost and never.reasons[0]["text"].startswith("likely lost: not handed to the carrier for 60 days")
     found = at_moment(bundle, old, now, scans)
     assert not found.likely_lost and found.eta_p50 > now and found.late_probability == 1.0  # its promise passed
     fresh = at_moment(bundle, shipment(ordered_at=str(now - pd.Timedelta(days=1))), now)
