@@ -17,7 +17,7 @@ UTC.
 Nothing is dropped silently. Every order goes to ``orders`` (the customer did buy).
 Orders that produce no shipment (no items so no seller, canceled/unavailable
 before handover to the carrier, or a time or item number that cannot be read) are
-listed with their reason in ``import_excluded.csv``. Dates that contradict each other are passed through as
+listed with their reason in ``_import/excluded.csv``. Dates that contradict each other are passed through as
 they are, so ``eddy validate`` quarantines them under the rule they break.
 """
 
@@ -266,9 +266,17 @@ def _locations_table(geo: pd.DataFrame) -> pd.DataFrame:
     ], ignore_index=True).round({"latitude": 5, "longitude": 5})
 
 
+#: where in the data set the import leaves its own files (``excluded.csv``, ``report.json``):
+#: a folder whose name starts with "_", which the contract reader passes over without a
+#: warning, as it does the quarantine report
+IMPORT_DIR = "_import"
+
+
 def write_import(result: OlistImport, out_dir: str | Path, fmt: str = "parquet") -> Path:
     out_dir = Path(out_dir)
     write_data_set(result.tables, out_dir, fmt)
-    result.excluded.to_csv(out_dir / "import_excluded.csv", index=False)
-    (out_dir / "import_report.json").write_text(json.dumps(result.report, indent=2))
+    notes = out_dir / IMPORT_DIR
+    notes.mkdir(exist_ok=True)
+    result.excluded.to_csv(notes / "excluded.csv", index=False)
+    (notes / "report.json").write_text(json.dumps(result.report, indent=2))
     return out_dir

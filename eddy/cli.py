@@ -140,7 +140,7 @@ def import_olist(
     fmt: Annotated[str, typer.Option("--format", help="parquet or csv.")] = "parquet",
 ) -> None:
     """Import the Olist Brazilian e-commerce tables into the data contract."""
-    from data.olist import OlistError, import_olist as run, write_import
+    from data.olist import IMPORT_DIR, OlistError, import_olist as run, write_import
     from data.write import FORMATS
 
     if fmt not in FORMATS:
@@ -154,7 +154,7 @@ def import_olist(
     r = result.report
     out.print(
         f"imported {r['orders_read']:,} Olist orders as {r['shipments_written']:,} shipments into {out_dir} "
-        f"({r['orders_without_shipment']:,} orders without a shipment, reasons in {out_dir}/import_excluded.csv)",
+        f"({r['orders_without_shipment']:,} orders without a shipment, reasons in {out_dir}/{IMPORT_DIR}/excluded.csv)",
         highlight=False,
     )
 

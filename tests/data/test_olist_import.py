@@ -28,6 +28,17 @@ def test_every_order_is_either_shipped_or_explained(olist, olist_src):
     assert result.report["excluded_by_reason"]["canceled before handover to the carrier"] > 0
 
 
+def test_the_imports_own_notes_are_kept_apart_and_read_without_a_warning(olist):
+    """The excluded orders and the report sit in ``_import/``, which the contract reader
+    passes over: every command on an imported set used to warn about two files the
+    import itself wrote."""
+    result, ds = olist
+    notes = ds.folder / "_import"
+    assert len(pd.read_csv(notes / "excluded.csv")) == len(result.excluded)
+    assert "excluded_by_reason" in (notes / "report.json").read_text()
+    assert not [w for w in ds.warnings if "not a contract table" in w], ds.warnings
+
+
 def test_only_really_inconsistent_rows_are_quarantined(olist):
     _, ds = olist
     assert set(ds.report["shipments"].by_rule) == {"delivered_at: delivered_at before shipped_at"}
