@@ -69,7 +69,9 @@ class ShipmentIn(BaseModel):
     weight_kg: StrictFloat | None = Field(default=None, ge=0, le=5000, allow_inf_nan=False)
     value: StrictFloat | None = Field(default=None, ge=0, le=1e9, allow_inf_nan=False)
     scans: list[ScanIn] = Field(default_factory=list, max_length=MAX_SCANS)
-    as_of: Moment | None = None
+    as_of: Moment | None = Field(default=None, description="the moment to answer for; default: the order time, or "
+                                 "just after the latest scan. A tracking page asking 'now' sends it: only then "
+                                 "can a parcel silent for weeks be called likely lost")
     explain: StrictBool = True
     confidence: StrictFloat = Field(default=0.95, ge=0.5, le=0.995, allow_inf_nan=False)
 
