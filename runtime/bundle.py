@@ -42,8 +42,9 @@ BULK_ROWS = 10_000
 #: order) for ``LOST_FACTOR`` times the lead time within which ``LOST_SHARE`` of its
 #: carrier and service level's deliveries of the last ``LOST_WINDOW_DAYS`` days arrived
 #: (the whole network's where the carrier delivered fewer than ``LOST_MIN_DELIVERIES``).
-#: Such a parcel gets no ETA: measured on both data sets (README, "Likely lost"), under
-#: 1% of the parcels past that point were ever delivered.
+#: Such a parcel gets no ETA. Measured point in time on both data sets (README, "Likely
+#: lost"): of 10,786 such calls on the default set none was delivered later, of 30,084 on
+#: Olist 4 (about one parcel).
 LOST_SHARE, LOST_FACTOR, LOST_WINDOW_DAYS, LOST_MIN_DELIVERIES = 0.999, 1.5, 365, 1000
 #: the shipment's own categorical fields: a value the model never saw in training (a
 #: typo, "UPS" for "ups") is predicted from the fallback levels, and the answer says so
@@ -146,12 +147,13 @@ class ModelBundle:
                                       None if codes is None else codes[pick])
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
-            carriers = np.asarray(rows["carrier"], dtype=object)
-            levels = np.asarray(rows["service_level"], dtype=object)
-            handed = (np.asarray(rows["picked_up"]) > 0) | (np.asarray(rows["scans_so_far"]) > 0)
-            for i in pick[lost[pick]]:
-                reasons[i] = [lost_reason(silent_h[i], usual_h[i], (carriers[i], levels[i]) if own[i] else None,
-                                          LOST_SHARE, bool(handed[i]))]
+            gone = pick[lost[pick]]
+            if len(gone):  # their one reason is why there is no ETA
+                carriers, levels = np.asarray(rows["carrier"], dtype=object), np.asarray(rows["service_level"], dtype=object)
+                handed = (np.asarray(rows["picked_up"]) > 0) | (np.asarray(rows["scans_so_far"]) > 0)
+                for i in gone:
+                    reasons[i] = [lost_reason(silent_h[i], usual_h[i], (carriers[i], levels[i]) if own[i] else None,
+                                              LOST_SHARE, bool(handed[i]))]
         out["reasons"] = reasons
         return out
 
