@@ -134,8 +134,14 @@ UNREADABLE = (pa.ArrowInvalid, OSError, UnicodeDecodeError)
 
 def unreadable(path: Path, exc: Exception) -> ContractError:
     """The one-line error for a file that cannot be read, with the reader's first line."""
+    return ContractError(unreadable_text(path, exc))
+
+
+def unreadable_text(path: Path, exc: Exception) -> str:
+    """"FILE: unreadable (the reader's first line)", for every reader of files (the
+    contract's, the Olist import's)."""
     first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return ContractError(f"{path}: unreadable ({first_line})")
+    return f"{path}: unreadable ({first_line})"
 
 
 def part_files(folder: Path) -> list[Path]:

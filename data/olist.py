@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data.load import unreadable_text
 from data.write import write_data_set
 from eddy.settings import TIMESTAMP_DTYPE
 
@@ -83,8 +84,8 @@ def read_olist(src: Path) -> dict[str, pd.DataFrame]:
             raise OlistError(f"{path}: missing (expected the original Kaggle file names)")
         try:
             frames[key] = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-        except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-            raise OlistError(f"{path}: unreadable ({str(exc).splitlines()[0]})") from None
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:  # empty: a traceback before
+            raise OlistError(unreadable_text(path, exc)) from None
         missing = [c for c in COLUMNS[key] if c not in frames[key]]
         if missing:
             raise OlistError(f"{path}: missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")

@@ -115,3 +115,10 @@ def test_values_that_cannot_be_read_set_their_order_aside_with_the_value(olist_s
         csv.writer(f).writerows([["seller_id", "seller_state"], ["s1", "SP"]])
     with pytest.raises(OlistError, match="olist_sellers_dataset.csv: missing column seller_zip_code_prefix"):
         import_olist(src)
+    shutil.copy(olist_src / "olist_sellers_dataset.csv", src)
+    (src / "olist_order_reviews_dataset.csv").write_text("")  # an empty file was pandas' traceback
+    with pytest.raises(OlistError, match=r"olist_order_reviews_dataset.csv: unreadable \(No columns to parse from file\)"):
+        import_olist(src)
+    (src / "olist_order_reviews_dataset.csv").write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(OlistError, match=r"olist_order_reviews_dataset.csv: unreadable \('utf-8' codec can't decode"):
+        import_olist(src)
