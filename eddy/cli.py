@@ -182,6 +182,8 @@ def features(
         with progress_bar("features") as update:
             update("reading", 0.05)
             ds = load_data_set(folder)
+            if not len(ds["shipments"]):  # no data end to build history to: a traceback before
+                fail(_nothing_accepted(ds, folder))
             _say_what_was_set_aside(ds)
             update("history", 0.2)
             snapshot = FeatureSnapshot.fit(ds, country=holidays)

@@ -215,7 +215,7 @@ def test_a_scoring_killed_at_any_moment_leaves_the_old_or_the_new_one_whole(stor
 
 
 def test_nothing_accepted_or_nothing_selected_is_said_plainly(store, tmp_path):
-    """Every shipment quarantined: validate and train stop with the reason (exit 2, no
+    """Every shipment quarantined: validate, train, backtest and features stop with the reason (exit 2, no
     traceback); a selection with nothing in it predicts and scores to empty tables."""
     root, data, env = store
     bad = tmp_path / "all-bad"
@@ -223,8 +223,9 @@ def test_nothing_accepted_or_nothing_selected_is_said_plainly(store, tmp_path):
     ships = pd.read_parquet(data / "shipments.parquet").head(40)
     ships["carrier"] = None
     ships.to_parquet(bad / "shipments.parquet", index=False)
-    for command in ("validate", "train"):
-        r = eddy(env, command, str(bad), check=False)
+    for command in ("validate", "train", "backtest", "features"):
+        extra = ("--out", str(tmp_path / "f.parquet")) if command == "features" else ()
+        r = eddy(env, command, str(bad), *extra, check=False)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert "no shipment in" in r.stderr and "40 quarantined: carrier: required value missing (40)" in r.stderr
     assert (bad / "_quarantine" / "shipments.csv").exists()
