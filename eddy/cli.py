@@ -370,6 +370,9 @@ def train(
     m = result.metrics
     for name, why in result.bundle.meta["skipped"].items():
         console.print(f"[yellow]skipped {name}:[/] {why}", highlight=False)
+    if registered is None:
+        fail(f"nothing trained on {folder}: every model was skipped (above), so no version was registered and the "
+             f"champion is as it was; the run and its report are on record ({report_dir}/report.md)")
     headline = ", ".join(f"{label} {m[key]:.3f}" for label, key in (
         ("EDD MAE days", "edd_mae_days"), ("coverage", "edd_interval_coverage"), ("delay AUC", "delay_roc_auc"),
         ("churn AUC", "churn_roc_auc")) if key in m)
@@ -379,8 +382,9 @@ def train(
 
 def _train_and_register(ds, folder: Path, tune: int, horizon_days: float, report_dir: Path,
                         recency_half_life: float | None, client, data):
-    """One MLflow run: tuning (if asked), training, the report, the registered version.
-    A training that fails leaves the registry as it was (the run is marked FAILED)."""
+    """One MLflow run: tuning (if asked), training, the report, the registered version
+    (None when every model was skipped). A training that fails leaves the registry as it
+    was (the run is marked FAILED)."""
     import mlflow
 
     from runtime.registry import run_tags
@@ -396,6 +400,10 @@ def _train_and_register(ds, folder: Path, tune: int, horizon_days: float, report
             write_report(result, report_dir)
             update("logging to MLflow", 1.0)
             log_run(result, report_dir, result.tuning)
+        if all(model is None for model in (result.bundle.edd, result.bundle.delay, result.bundle.churn)):
+            # a version with no model would answer nothing; as the first version it would be champion
+            mlflow.set_tag("eddy.outcome", "nothing trained: not registered")
+            return result, None
     return result, register(active.info.run_id)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -75,6 +76,26 @@ def test_every_command_that_reads_data_sets_its_bad_rows_aside_and_says_so(tmp_p
     assert "scan.csv is not a contract table" in r.stderr and "truth" not in r.stderr
     set_aside = (folder / "_quarantine" / "shipments.csv").read_text()
     assert "unparseable timestamp" in set_aside and "2024-02-30" in set_aside
+
+
+def test_a_training_that_trains_no_model_registers_no_version(tmp_path):
+    """47 shipments: every model is skipped with its reason. Registering that version
+    would have made a champion that answers nothing (it did, until 2026-12-04)."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}", "EDDY_PREDICTION_LOG": "0"}
+    assert subprocess.run([*EDDY, "simulate", "--out", str(tmp_path / "s"), "--customers", "10"], env=env,
+                          capture_output=True, timeout=300).returncode == 0
+    r = subprocess.run([*EDDY, "train", str(tmp_path / "s"), "--report-dir", str(tmp_path / "r")], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "skipped edd: too little delivered history" in r.stderr
+    assert f"nothing trained on {tmp_path / 's'}: every model was skipped" in r.stderr
+    assert (tmp_path / "r" / "report.md").exists()
+    from mlflow import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    assert client.search_model_versions() == []
+    [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.data.tags["eddy.outcome"] == "nothing trained: not registered"
 
 
 def test_serving_on_a_port_already_taken_is_one_line_not_a_traceback():
