@@ -503,6 +503,11 @@ def backtest(
                                                  "horizon": horizon, "churn_horizon_days": horizon_days, "jobs": jobs,
                                                  "recency_half_life_days": recency_half_life},
                      run_tags())
+    if not len(long):  # every cutoff's models skipped: an empty table is no backtest
+        why = "; ".join(f"{name}: {reason}" for name, reason in results[-1].info["skipped"].items())
+        fail(f"backtest of {folder}: no figure at any of {len(results)} cutoffs, since no model could be trained on "
+             f"what was known then (at {results[-1].cutoff:%Y-%m-%d}: {why}); the run and its report are on record "
+             f"({report_dir}/backtest.md)")
     out.print(f"backtest of {folder} at {len(results)} cutoffs: {len(long):,} figures; report in "
               f"{report_dir}/backtest.md{f', table in {out_file}' if out_file else ''}, run {active.info.run_id} "
               f"in {settings.tracking_uri()}", highlight=False)

@@ -80,7 +80,8 @@ def test_every_command_that_reads_data_sets_its_bad_rows_aside_and_says_so(tmp_p
 
 def test_a_training_that_trains_no_model_registers_no_version(tmp_path):
     """47 shipments: every model is skipped with its reason. Registering that version
-    would have made a champion that answers nothing (it did, until 2026-12-04)."""
+    would have made a champion that answers nothing (it did, until 2026-12-04); a
+    backtest of them printed "0 figures" and exited 0."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'm.db'}", "EDDY_PREDICTION_LOG": "0"}
     assert subprocess.run([*EDDY, "simulate", "--out", str(tmp_path / "s"), "--customers", "10"], env=env,
                           capture_output=True, timeout=300).returncode == 0
@@ -96,6 +97,10 @@ def test_a_training_that_trains_no_model_registers_no_version(tmp_path):
     assert client.search_model_versions() == []
     [run] = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert run.data.tags["eddy.outcome"] == "nothing trained: not registered"
+    r = subprocess.run([*EDDY, "backtest", str(tmp_path / "s"), "--cutoffs", "2", "--report-dir", str(tmp_path / "b")],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "no figure at any of 2 cutoffs" in r.stderr and "edd: too little delivered history" in r.stderr
 
 
 def test_serving_on_a_port_already_taken_is_one_line_not_a_traceback():
