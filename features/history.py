@@ -334,8 +334,8 @@ class History:
             return self._lead_time_quantile(shipments, days, p, width, min_deliveries)
         # A live request: one dictionary lookup per row (the arrays' set-up costs 0.3 ms)
         memo = self._lead_memo.setdefault((p, width, min_deliveries), {})
-        if len(memo) > LIVE_COMBINATIONS:
-            memo.clear()
+        if len(memo) > LIVE_COMBINATIONS:  # a new one, not cleared: a call in another thread keeps reading its own
+            memo = self._lead_memo[(p, width, min_deliveries)] = {}
         keys = list(zip(*(np.asarray(shipments[c], dtype=object).tolist() for c in LEVELS["carrier"]), days.tolist()))
         new = [i for i, k in enumerate(keys) if k not in memo]
         fresh = {}
