@@ -169,7 +169,6 @@ def features(
     cluster: ClusterOption = None,
 ) -> None:
     """Build point-in-time features: one row per shipment (or per snapshot or delivery)."""
-    from data.load import ContractError, load_data_set
     from features.build import FeatureSnapshot, after_delivery, at_order, in_transit, moments_at
 
     moments = ("at-order", "in-transit", "after-delivery")
@@ -178,28 +177,22 @@ def features(
     when = _timestamp(as_of, "--as-of")
     if cluster:
         return _features_on_cluster(folder, out_file, moment, when, holidays, cluster)
-    try:
-        with progress_bar("features") as update:
-            update("reading", 0.05)
-            ds = load_data_set(folder)
-            if not len(ds["shipments"]):  # no data end to build history to: a traceback before
-                fail(_nothing_accepted(ds, folder))
-            _say_what_was_set_aside(ds)
-            update("history", 0.2)
-            snapshot = FeatureSnapshot.fit(ds, country=holidays)
-            update("at order", 0.4)
-            rows = at_order(ds, snapshot)
-            if moment == "in-transit":
-                update("in transit", 0.6)
-                rows = in_transit(ds, snapshot, rows, moments_at(ds, when) if when is not None else None)
-            elif moment == "after-delivery":
-                update("after delivery", 0.6)
-                rows = after_delivery(ds, snapshot, rows)
-            update("writing", 0.9)
-            out_file.parent.mkdir(parents=True, exist_ok=True)
-            rows.to_csv(out_file, index=False) if out_file.suffix.lower() == ".csv" else rows.to_parquet(out_file, index=False)
-    except ContractError as exc:
-        fail(str(exc))
+    with progress_bar("features") as update:
+        update("reading", 0.05)
+        ds = _load(folder)  # no shipment accepted: no data end to build history to, said in one line
+        update("history", 0.2)
+        snapshot = FeatureSnapshot.fit(ds, country=holidays)
+        update("at order", 0.4)
+        rows = at_order(ds, snapshot)
+        if moment == "in-transit":
+            update("in transit", 0.6)
+            rows = in_transit(ds, snapshot, rows, moments_at(ds, when) if when is not None else None)
+        elif moment == "after-delivery":
+            update("after delivery", 0.6)
+            rows = after_delivery(ds, snapshot, rows)
+        update("writing", 0.9)
+        out_file.parent.mkdir(parents=True, exist_ok=True)
+        rows.to_csv(out_file, index=False) if out_file.suffix.lower() == ".csv" else rows.to_parquet(out_file, index=False)
     key = {"at-order": "shipment_id", "in-transit": "shipment_id, as_of", "after-delivery": "order_id, as_of"}[moment]
     out.print(f"wrote {len(rows):,} {moment} feature rows ({rows.shape[1]} columns, keyed by {key}) to {out_file}", highlight=False)
 
