@@ -139,21 +139,21 @@ class ModelBundle:
         out["unseen"] = self.unseen_fields(rows, X)
         explain = np.broadcast_to(np.asarray(explain, dtype=bool), len(at))
         reasons = [[] for _ in range(len(at))]
-        if explain.any():
-            pick = np.flatnonzero(explain)
+        pick = np.flatnonzero(explain & ~lost)  # a lost parcel's ETA is not given: nothing of it to explain
+        if len(pick):
             context = {c: np.asarray(rows[c])[pick].tolist() for c in REASON_CONTEXT if c in rows}
             chosen = rows if len(pick) == len(at) else _take(rows, pick)  # all of them: no copy
             ranked = self._candidates(chosen, shifted[0][pick, 1], X[pick], CANDIDATES, parts[pick],
                                       None if codes is None else codes[pick])
             for k, (i, r) in enumerate(zip(pick, ranked)):
                 reasons[i] = plain_reasons(r, {c: v[k] for c, v in context.items()}, REASONS)
-            gone = pick[lost[pick]]
-            if len(gone):  # their one reason is why there is no ETA
-                carriers, levels = np.asarray(rows["carrier"], dtype=object), np.asarray(rows["service_level"], dtype=object)
-                handed = (np.asarray(rows["picked_up"]) > 0) | (np.asarray(rows["scans_so_far"]) > 0)
-                for i in gone:
-                    reasons[i] = [lost_reason(silent_h[i], usual_h[i], (carriers[i], levels[i]) if own[i] else None,
-                                              LOST_SHARE, bool(handed[i]))]
+        gone = np.flatnonzero(explain & lost)
+        if len(gone):  # their one reason is why there is no ETA
+            carriers, levels = np.asarray(rows["carrier"], dtype=object), np.asarray(rows["service_level"], dtype=object)
+            handed = (np.asarray(rows["picked_up"]) > 0) | (np.asarray(rows["scans_so_far"]) > 0)
+            for i in gone:
+                reasons[i] = [lost_reason(silent_h[i], usual_h[i], (carriers[i], levels[i]) if own[i] else None,
+                                          LOST_SHARE, bool(handed[i]))]
         out["reasons"] = reasons
         return out
 
