@@ -351,18 +351,15 @@ class History:
         keys, inverse = distinct_groups(shipments, "carrier")
         carrier = self.tables["carrier"]
         codes = carrier.codes(keys)[inverse]
-        first = int(days.min()) if len(days) else 0
-        span = int(days.max()) - first + 1 if len(days) else 1
-        pairs, back = np.unique((codes.astype(np.int64) + 1) * span + (days - first), return_inverse=True)
-        u_codes, u_pair_days = pairs // span - 1, pairs % span + first
+        u_codes, u_pair_days, back = distinct_pairs(codes, days)
         own, n = carrier.window_quantile(u_codes, u_pair_days, width, p)
         network = self.tables["global"]
         u_days, day_back = np.unique(u_pair_days, return_inverse=True)
         whole, n_whole = network.window_quantile(network.codes(np.array([ONE_GROUP], dtype=object)).repeat(len(u_days)),
                                                  u_days, width, p)
         whole = np.where(n_whole >= min_deliveries, whole, np.nan)[day_back.reshape(-1)]
-        mine = (n >= min_deliveries)[back.reshape(-1)]
-        return np.where(mine, own[back.reshape(-1)], whole[back.reshape(-1)]), mine
+        mine = (n >= min_deliveries)[back]
+        return np.where(mine, own[back], whole[back]), mine
 
     def _live_keys(self, keys: dict[str, np.ndarray]) -> list[tuple]:
         """One hashable key per row that fixes its statistics at the live day: its values of
@@ -545,12 +542,18 @@ def _statistics(table: DailyTable, name: str, codes: np.ndarray, days: np.ndarra
     return _level_features_all(table, codes, days, name)
 
 
+def distinct_pairs(codes: np.ndarray, days: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct (group code, day) pairs as two arrays, and each row's position among
+    them: a window is computed once per pair and broadcast back (``[inverse]``)."""
+    first = int(days.min()) if len(days) else 0
+    span = int(days.max()) - first + 1 if len(days) else 1
+    uniq, inverse = np.unique((np.asarray(codes, dtype=np.int64) + 1) * span + (days - first), return_inverse=True)
+    return uniq // span - 1, uniq % span + first, inverse.reshape(-1)
+
+
 def _level_features_all(table: DailyTable, codes: np.ndarray, days: np.ndarray, level: str) -> dict[str, np.ndarray]:
     """Window statistics for unique (group, day) pairs, broadcast back to every row."""
-    span = int(days.max() - days.min() + 1) if len(days) else 1
-    combined = (codes.astype(np.int64) + 1) * span + (days - (days.min() if len(days) else 0))
-    uniq, inverse = np.unique(combined, return_inverse=True)
-    u_codes, u_days = uniq // span - 1, uniq % span + (days.min() if len(days) else 0)
+    u_codes, u_days, inverse = distinct_pairs(codes, days)
     out: dict[str, np.ndarray] = {}
     for width in WINDOWS[level]:
         for stat, values in table.window_stats(u_codes, u_days, width).items():
