@@ -115,7 +115,8 @@ def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     at = eta.as_of.to_numpy()
     got = (delivered != NAT) & (delivered >= at)
     d = np.where(got, delivered, 0)
-    dated = got & (eta.eta_p50.to_numpy() != NAT)  # an answer that called the parcel likely lost gave no date
+    undated = eta.eta_p50.to_numpy() == NAT  # an answer that called the parcel likely lost gave no date
+    dated = got & ~undated
     err = np.abs(eta.eta_p50.to_numpy() - d) / US_PER_DAY
     eta["abs_err_days"] = np.where(dated, err, np.nan)
     eta["within_1d"] = np.where(dated, err <= 1.0, np.nan)
@@ -123,7 +124,7 @@ def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     eta["on_time"] = np.where(dated, d <= eta.promise_at.to_numpy(), np.nan)
     # An answer that called the parcel likely lost was wrong if it came after all (a share
     # that can only grow as later exports bring deliveries).
-    eta["lost_then_delivered"] = np.where(eta.eta_p50.to_numpy() == NAT, got, np.nan)
+    eta["lost_then_delivered"] = np.where(undated, got, np.nan)
     # An answer given after the parcel's delivery (a caller without the delivered scan)
     # judges nothing: its ETA is not one, and its late probability was not a forecast.
     after_the_fact = (delivered != NAT) & (delivered < at)
