@@ -59,11 +59,11 @@ def main() -> None:
         never = t[~t.delivered_later]
         first = never[never.lost].groupby("shipment_id").agg(at=("as_of", "min"), ordered=("ordered_at", "first"))
         days = (first["at"] - first.ordered).dt.total_seconds() / 86400
+        when = f", first called a median {np.median(days):.0f} days after the order" if len(first) else ""
         print(f"{folder}: {t.as_of.nunique()} moments, {len(t):,} open parcels judged; likely lost: {len(called):,}, "
               f"of which delivered later: {len(false):,} ({len(false) / max(len(called), 1):.2%}, "
               f"{false.shipment_id.nunique()} parcels); parcels never delivered: {never.shipment_id.nunique():,}, "
-              f"called lost at some moment: {len(first):,}, first called a median {np.median(days):.0f} days "
-              f"after the order" if len(first) else "")
+              f"called lost at some moment: {len(first):,}{when}")
 
 
 if __name__ == "__main__":
