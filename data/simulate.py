@@ -115,6 +115,22 @@ class SimResult:
     tables: dict[str, pd.DataFrame]
     truth: dict[str, pd.DataFrame]
     summary: dict[str, float] = field(default_factory=dict)
+    #: what no table holds, for measuring what the data could tell at best
+    #: (``benchmarks/knowable_bounds.py``): the ``World``, the ``Parcels`` in the shipments
+    #: table's row order and the customers' hidden traits (``Customers``)
+    latent: dict = field(default_factory=dict)
+
+
+@dataclass
+class Customers:
+    """Each customer's hidden traits, by customer index (ids ``C`` + index + 1)."""
+
+    home: np.ndarray
+    home_postal: np.ndarray
+    rate_per_day: np.ndarray  # orders a day, on the peak-boosted order clock
+    baseline: np.ndarray  # churn log-odds after a perfect delivery
+    first_seen: np.ndarray
+    existing: np.ndarray  # a customer before the data's start: first order an exponential wait from it
 
 
 # ------------------------------------------------------------------ calendar clock
@@ -355,14 +371,15 @@ def simulate_parcels(world: World, rng: np.random.Generator, order_idx: np.ndarr
     ship_clock = np.where(slow, clock_slow, clock_fast)
 
     # Transit in operating days: lognormal with a lane-, distance-, area- and weight-dependent mean.
-    mean = (spec["base"][cs] + spec["per_km"][cs] * dist / 1000.0 + world.lane_effect[warehouse, region, cs]
-            + 0.5 * rural + 0.3 * ((weight > 10) & (spec["ground"][cs])))
-    mean = np.maximum(mean, 0.4)
+    route = spec["base"][cs] + spec["per_km"][cs] * dist / 1000.0
+    heavy = (weight > 10) & spec["ground"][cs]
+    mean = transit_mean(route, world.lane_effect[warehouse, region, cs], rural, heavy)
     sigma = spec["sigma"][cs]
     mu = np.log(mean) - 0.5 * sigma ** 2
 
     storm_soon = _storm_within(world, region, ship_day, 4)
-    p_exc = np.minimum(spec["exc"][cs] * np.where(in_peak, 2.0, 1.0) * np.where(storm_soon, 3.0, 1.0) * np.where(rural, 1.5, 1.0), 0.5)
+    p_exc_calm = spec["exc"][cs] * np.where(in_peak, 2.0, 1.0) * np.where(rural, 1.5, 1.0)
+    p_exc = np.minimum(p_exc_calm * np.where(storm_soon, 3.0, 1.0), 0.5)
     p_att = np.minimum(spec["att"][cs] * np.where(rural, 1.5, 1.0), 0.5)
     p_lost = spec["lost"][cs] * np.where(in_peak, 2.0, 1.0)
     p_ret = spec["ret"][cs]
@@ -385,13 +402,7 @@ def simulate_parcels(world: World, rng: np.random.Generator, order_idx: np.ndarr
     promised = np.where(rng.random(n) < cfg.no_promise_share, np.nan, promised)
 
     # Exact truth: the mixture over handling branch x exception x failed attempt.
-    shifts, weights = [], []
-    for branch_clock, p_branch in ((clock_fast, 1 - p_slow), (clock_slow, p_slow)):
-        for e in (0, 1):
-            for a in (0, 1):
-                shifts.append(branch_clock + EXCEPTION_DAYS * e + FAILED_ATTEMPT_DAYS * a)
-                weights.append(p_branch * (p_exc if e else 1 - p_exc) * (p_att if a else 1 - p_att))
-    shifts_m, weights_m = np.stack(shifts, axis=1), np.stack(weights, axis=1)
+    shifts_m, weights_m = delivery_mixture(clock_fast, clock_slow, p_slow, p_exc, p_att)
     q10, q50, q90 = _lognormal_mixture_quantiles(shifts_m, weights_m, mu, sigma, (0.1, 0.5, 0.9))
     promise_clock = world.clock(cs, region, np.where(np.isnan(promised), 0.0, np.floor(promised) + 1.0))
     p_on_time = mixture_cdf(promise_clock, shifts_m, weights_m, mu, sigma)
@@ -405,9 +416,31 @@ def simulate_parcels(world: World, rng: np.random.Generator, order_idx: np.ndarr
         "mean_transit_days": mean,
         "storm_soon": storm_soon,
         "peak": in_peak,
+        # the law's inputs, for references that know it but not what the data could not show
+        "first_day": first, "second_day": second, "p_slow": p_slow, "p_exc": p_exc, "p_exc_calm": np.minimum(p_exc_calm, 0.5),
+        "p_att": p_att, "sigma": sigma, "route_days": route, "rural": rural, "heavy": heavy,
     }
     return Parcels(order_idx, warehouse, region, postal, cs, weight, value, ordered, shipped, ship_clock,
                    promised, delivered, outcome, exception, failed, delivered_clock, truth)
+
+
+def transit_mean(route: np.ndarray, lane_effect: np.ndarray, rural: np.ndarray, heavy: np.ndarray) -> np.ndarray:
+    """Mean operating days of transit: the service's days for the distance, the lane's
+    hidden effect, and a rural area's and a heavy ground parcel's extra."""
+    return np.maximum(route + lane_effect + 0.5 * rural + 0.3 * heavy, 0.4)
+
+
+def delivery_mixture(clock_fast: np.ndarray, clock_slow: np.ndarray, p_slow: np.ndarray, p_exc: np.ndarray,
+                     p_att: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per parcel, the eight shifts (operating clock at handover, plus an exception's and a
+    failed attempt's days) and their weights that the lognormal transit is added to."""
+    shifts, weights = [], []
+    for branch_clock, p_branch in ((clock_fast, 1 - p_slow), (clock_slow, p_slow)):
+        for e in (0, 1):
+            for a in (0, 1):
+                shifts.append(branch_clock + EXCEPTION_DAYS * e + FAILED_ATTEMPT_DAYS * a)
+                weights.append(p_branch * (p_exc if e else 1 - p_exc) * (p_att if a else 1 - p_att))
+    return np.stack(shifts, axis=1), np.stack(weights, axis=1)
 
 
 def _cs_arrays() -> dict[str, np.ndarray]:
@@ -450,19 +483,18 @@ def _storm_within(world: World, region: np.ndarray, day: np.ndarray, horizon: in
 # ----------------------------------------------------------------------- customers
 
 
-def simulate(cfg: SimConfig, progress: Callable[[str, float], None] | None = None) -> SimResult:
-    """Run the whole simulation and return the contract tables and the truth tables."""
+def simulate(cfg: SimConfig, progress: Callable[[str, float], None] | None = None,
+             keep_latent: bool = False) -> SimResult:
+    """Run the whole simulation and return the contract tables and the truth tables (and,
+    with ``keep_latent``, what no table holds: ``SimResult.latent``)."""
     rng = np.random.default_rng(cfg.seed if not cfg.slice else [cfg.seed, 2, cfg.slice])
     world = World(cfg, np.random.default_rng([cfg.seed, 1]))
     n = cfg.customers
     report = progress or (lambda stage, frac: None)
 
-    home = rng.choice(len(REGIONS), size=n, p=world.population)
-    home_postal = rng.integers(0, POSTALS_PER_REGION, size=n)
-    rate_per_day = np.clip(rng.gamma(1.6, 3.2 / 1.6, size=n), 0.4, 30.0) / 365.0
-    baseline = rng.normal(-1.9, 0.7, size=n)  # churn log-odds after a perfect delivery
-    first_seen = rng.uniform(world.t_start - 240, world.t_end - 20, size=n)
-    existing = first_seen < world.t_start
+    people = _customers(world, rng, n)
+    home, home_postal, rate_per_day = people.home, people.home_postal, people.rate_per_day
+    baseline, first_seen, existing = people.baseline, people.first_seen, people.existing
     next_order = np.where(
         existing,
         world.orders_clock_inverse(world.orders_clock(np.full(n, world.t_start)) + rng.exponential(1.0, n) / rate_per_day),
@@ -522,10 +554,28 @@ def simulate(cfg: SimConfig, progress: Callable[[str, float], None] | None = Non
 
     report("tables", 0.99)
     orders = pd.concat(orders_parts, ignore_index=True)
-    parcels = _concat_parcels(parcel_parts)
+    parcels = _sorted(_concat_parcels(parcel_parts))
     result = _build_tables(world, cfg, rng, orders, parcels, home, home_postal, first_seen)
+    if keep_latent:
+        result.latent = {"world": world, "parcels": parcels, "customers": people}
     report("done", 1.0)
     return result
+
+
+def _customers(world: World, rng: np.random.Generator, n: int) -> Customers:
+    home = rng.choice(len(REGIONS), size=n, p=world.population)
+    home_postal = rng.integers(0, POSTALS_PER_REGION, size=n)
+    rate_per_day = np.clip(rng.gamma(1.6, 3.2 / 1.6, size=n), 0.4, 30.0) / 365.0
+    baseline = rng.normal(-1.9, 0.7, size=n)
+    first_seen = rng.uniform(world.t_start - 240, world.t_end - 20, size=n)
+    return Customers(home, home_postal, rate_per_day, baseline, first_seen, first_seen < world.t_start)
+
+
+def _sorted(p: Parcels) -> Parcels:
+    """Parcels by order time (ties by order), the order the shipments table numbers them in."""
+    order_of = np.lexsort((p.order_idx, p.ordered))
+    return Parcels(**{f: getattr(p, f)[order_of] for f in Parcels.__dataclass_fields__ if f != "truth"},
+                   truth={k: v[order_of] for k, v in p.truth.items()})
 
 
 def _order_experience(p: Parcels, p_order: np.ndarray, m: int) -> dict[str, np.ndarray]:
@@ -571,10 +621,7 @@ def _postal_code(region: np.ndarray, postal: np.ndarray) -> np.ndarray:
 def _build_tables(world: World, cfg: SimConfig, rng: np.random.Generator, orders: pd.DataFrame, p: Parcels,
                   home: np.ndarray, home_postal: np.ndarray, first_seen: np.ndarray) -> SimResult:
     t_end = world.t_end
-    # Parcels sorted by order time, numbered in that order.
-    order_of = np.lexsort((p.order_idx, p.ordered))
-    p = Parcels(**{f: getattr(p, f)[order_of] for f in Parcels.__dataclass_fields__ if f != "truth"},
-                truth={k: v[order_of] for k, v in p.truth.items()})
+    # Parcels come sorted by order time (``_sorted``), numbered in that order.
     n = len(p.order_idx)
     width = max(7, len(str(n)))
     shipment_ids = _ids(f"S{cfg.id_prefix}", np.arange(1, n + 1), width)

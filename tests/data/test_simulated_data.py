@@ -8,7 +8,7 @@ import pytest
 
 from data.contract import EVENTS, TABLES
 from data.load import load_data_set
-from data.simulate import SimConfig, _lognormal_mixture_quantiles, mixture_cdf, simulate
+from data.simulate import SimConfig, _lognormal_mixture_quantiles, mixture_cdf, simulate, transit_mean
 from data.write import write_data_set
 
 
@@ -36,6 +36,30 @@ def test_same_seed_same_data_other_seed_other_data():
     for name in a:
         pd.testing.assert_frame_equal(a[name], b[name], obj=name)
     assert not a["shipments"].delivered_at.equals(c["shipments"].delivered_at)
+
+
+def test_latent_state_changes_no_table_and_matches_the_rows_and_truth():
+    """``keep_latent=True`` (what benchmarks/knowable_bounds.py reads) hands back the hidden
+    state beside the same tables: parcels in the shipments table's row order, customers'
+    traits by id, and the law's inputs that rebuild each parcel's true mean transit."""
+    cfg = SimConfig(customers=300, seed=5)
+    plain, full = simulate(cfg), simulate(cfg, keep_latent=True)
+    assert plain.latent == {}
+    for name in plain.tables:
+        pd.testing.assert_frame_equal(plain.tables[name], full.tables[name], obj=name)
+    for name in plain.truth:
+        pd.testing.assert_frame_equal(plain.truth[name], full.truth[name], obj=name)
+    world, p, people = (full.latent[k] for k in ("world", "parcels", "customers"))
+    ship = full.tables["shipments"]
+    ordered = (ship.ordered_at - world.start) / pd.Timedelta(days=1) + world.t_start
+    np.testing.assert_allclose(ordered.to_numpy(), p.ordered, atol=1 / 86_400)  # whole seconds
+    t = p.truth
+    mean = transit_mean(t["route_days"], world.lane_effect[p.warehouse, p.region, p.cs], t["rural"], t["heavy"])
+    np.testing.assert_array_equal(mean, full.truth["shipments"].mean_transit_days.to_numpy())
+    first_seen = (full.tables["customers"].first_seen_at - world.start) / pd.Timedelta(days=1) + world.t_start
+    idx = full.tables["customers"].customer_id.str[1:].astype(int).to_numpy() - 1
+    np.testing.assert_allclose(first_seen.to_numpy(), np.minimum(people.first_seen[idx], world.t_end), atol=1 / 86_400)
+    assert len(people.rate_per_day) == cfg.customers and (people.rate_per_day > 0).all()
 
 
 def test_late_share_is_realistic_and_higher_at_peak(sim_small):
