@@ -48,6 +48,11 @@ DEMO_CUTOFFS = "2025-05-04,2025-06-03,2025-07-03,2025-08-02,2025-09-01,2025-10-0
 LANE_GRID = np.linspace(-1.4, 1.4, 57)  # the lane effect's grid: its prior is N(0, 0.35), 4 sd each way
 LANE_SD = 0.35
 RATE_POINTS, BASELINE_POINTS = 160, 60  # equal-mass grids of the customers' priors
+#: the oracle's figures here and in the table agree within this: the churn windows can
+#: differ by a few orders whose parcel never came and had no promise (the truth file
+#: judges them 10 days after the order; the data has no moment to judge them at); the
+#: EDD windows agree exactly
+CHECK_TOLERANCE = 0.001
 
 
 def storm_free(world: sim.World) -> sim.World:
@@ -208,7 +213,7 @@ def main() -> None:
         if got:  # the same rows judged: the oracle's figures agree with the backtest's
             for key, mine in ((("at_order", "oracle", "edd_mae_days"), edd_oracle),
                               (("after_delivery", "oracle", "churn_auc"), c_oracle)):
-                if key in got and abs(got[key] - mine) > 1e-6:
+                if key in got and abs(got[key] - mine) > CHECK_TOLERANCE:
                     print(f"  note: the table's {key[1]} {key[2]} is {got[key]:.4f}, here {mine:.4f}: not the same rows")
 
 
