@@ -90,8 +90,10 @@ def lane_posteriors(world: sim.World, p: sim.Parcels) -> np.ndarray:
     return post / post.sum(axis=1, keepdims=True)
 
 
-def knowable_median(world: sim.World, p: sim.Parcels, pick: np.ndarray, posterior: np.ndarray) -> np.ndarray:
-    """Delivered moment (float days) of the knowable median of the ``pick`` parcels."""
+def knowable_median(world: sim.World, p: sim.Parcels, pick: np.ndarray, posterior: np.ndarray,
+                    grid: np.ndarray = LANE_GRID) -> np.ndarray:
+    """Delivered moment (float days) of the knowable median of the ``pick`` parcels, their
+    lane's effect weighed by ``posterior`` (a row per parcel, a column per ``grid`` value)."""
     t = p.truth
     calm = storm_free(world)
     day0 = np.clip(np.floor(p.ordered[pick]).astype(np.int64), 0, world.n_days - 1)
@@ -104,7 +106,7 @@ def knowable_median(world: sim.World, p: sim.Parcels, pick: np.ndarray, posterio
             clocks = [w.clock(cs, region, t[d][i] + sim.PICKUP_HOUR / 24.0) for d in ("first_day", "second_day")]
             p_exc = np.where(under_way[chunk], t["p_exc"][i], t["p_exc_calm"][i])
             shifts, weights = sim.delivery_mixture(*clocks, t["p_slow"][i], p_exc, t["p_att"][i])
-            mu = np.log(sim.transit_mean(t["route_days"][i, None], LANE_GRID[None, :], t["rural"][i, None],
+            mu = np.log(sim.transit_mean(t["route_days"][i, None], grid[None, :], t["rural"][i, None],
                                          t["heavy"][i, None])) - 0.5 * t["sigma"][i, None] ** 2
             out[chunk] = w.delivery_moment(cs, region, _median(shifts, weights, mu, posterior[i], t["sigma"][i]))
     return out
