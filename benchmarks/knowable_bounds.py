@@ -53,6 +53,7 @@ RATE_POINTS, BASELINE_POINTS = 160, 60  # equal-mass grids of the customers' pri
 #: judges them 10 days after the order; the data has no moment to judge them at); the
 #: EDD windows agree exactly
 CHECK_TOLERANCE = 0.001
+MIN_JUDGED = 100  # parcels and orders a window needs for its figures
 
 
 def storm_free(world: sim.World) -> sim.World:
@@ -200,9 +201,13 @@ def main() -> None:
           "churn ROC-AUC: oracle  bound  eddy  BG/NBD  RFM  bound-BG/NBD  bound/oracle")
     for cut, lo in windows:
         m = delivered_by_end & (p.ordered >= lo) & (p.ordered < lo + args.horizon)
+        j = orders[mature & (orders.ref >= lo) & (orders.ref < lo + args.horizon)]
+        if m.sum() < MIN_JUDGED or len(j) < MIN_JUDGED or j.y.nunique() < 2:
+            print(f"{cut.date()}  | too little to judge: {int(m.sum())} parcels delivered and {len(j)} orders "
+                  f"matured in its window (need {MIN_JUDGED} each); is the cutoff inside the data?")
+            continue
         mae = lambda h: float(np.mean(np.abs(h[m] - actual[m]))) / 24.0  # noqa: E731
         edd_oracle, edd_known = mae((p.truth["p50"] - p.ordered) * 24.0), mae((known - p.ordered) * 24.0)
-        j = orders[mature & (orders.ref >= lo) & (orders.ref < lo + args.horizon)]
         c_oracle, c_bound = roc_auc_score(j.y, j.oracle), roc_auc_score(j.y, j.bound)
         got = _from_table(table, cut)
         eddy = got.get(("at_order", "eddy", "edd_mae_days"), np.nan)
