@@ -34,10 +34,11 @@ REFERENCE = {"edd_mae_days": "edd_mae_days", "edd_within_1d": "edd_within_1d", "
              "delay_auc": "delay_roc_auc", "delay_brier": "delay_brier", "delay_ece": "delay_ece",
              "churn_auc": "churn_roc_auc"}
 MIN_LANE_ROWS = 20  # lanes with fewer judged answers in a week are left out (their figures are noise)
-MOMENTS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at")
+MOMENTS = ("as_of", "eta_p10", "eta_p50", "eta_p90", "promise_at", "requested_promise")
 NUMBERS = ("promise_confidence", "late_probability", "churn_risk")
 LOGGED = ["model_version", "alias", "kind", "shipment_id", "customer_id", "carrier", "lane", "as_of", "eta_p10",
-          "eta_p50", "eta_p90", "promise_at", "promise_confidence", "late_probability", "churn_risk"]
+          "eta_p50", "eta_p90", "promise_at", "promise_confidence", "late_probability", "churn_risk",
+          "requested_promise"]
 
 
 def read_predictions(engine, since_us: int | None = None, chunk: int = 200_000) -> pd.DataFrame:
@@ -111,6 +112,10 @@ def eta_outcomes(logged: pd.DataFrame, ds: DataSet) -> pd.DataFrame:
     eta = eta[where >= 0].copy()
     where = where[where >= 0]
     delivered, promised = micros(s.delivered_at)[where], micros(s.promised_at)[where]
+    # Lateness is judged against the promise the request carried, the one its late
+    # probability was about; the export's where the log has none (a log from before it kept them).
+    asked = eta.requested_promise.to_numpy(dtype=np.int64) if "requested_promise" in eta else np.full(len(eta), NAT)
+    promised = np.where(asked != NAT, asked, promised)
     end = int(micros(pd.Series([data_end(s, ds.get("scans"))]))[0])
     at = eta.as_of.to_numpy()
     got = (delivered != NAT) & (delivered >= at)

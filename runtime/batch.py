@@ -147,6 +147,7 @@ def eta_log_entries(table: pd.DataFrame, shipments: pd.DataFrame, version: str, 
     cols = {c: ship[c].astype("str").to_numpy(dtype=object) for c in ("carrier", "service_level", "origin_region",
                                                                       "destination_region", "customer_id")}
     cols["shipment_id"] = table.shipment_id.astype("str").to_numpy(dtype=object)
+    cols["promised_at"] = micros(ship["promised_at"])
     return eta_records(out, cols, source, "champion", version, confidence)
 
 

@@ -58,6 +58,9 @@ def tables(metadata=None):
         Column("eta_p10", BigInteger), Column("eta_p50", BigInteger), Column("eta_p90", BigInteger),
         Column("promise_at", BigInteger), Column("promise_confidence", Float),
         Column("late_probability", Float), Column("churn_risk", Float),
+        # the promise the request carried (its late probability is about that one); an
+        # export's promised_at may differ, and a log from before 2026-12-04 has none
+        Column("requested_promise", BigInteger),
         Column("reasons", Text),
         Index("predictions_kind_as_of", "kind", "as_of"),
         Index("predictions_logged_at", "logged_at"),
@@ -124,7 +127,27 @@ def engine_for(url: str | None = None):
             cur.close()
     md = tables()[0]
     md.create_all(engine)
+    _add_new_columns(engine, md)
     return engine
+
+
+def _add_new_columns(engine, md) -> None:
+    """Columns added to the log since a database was made (``create_all`` makes missing
+    tables, not missing columns): added empty, so an older log keeps its answers."""
+    from sqlalchemy import inspect, text
+
+    from sqlalchemy.exc import DBAPIError
+
+    for column in md.tables["predictions"].columns:
+        if column.name in {c["name"] for c in inspect(engine).get_columns("predictions")}:
+            continue
+        try:
+            with engine.begin() as conn:
+                kind = column.type.compile(dialect=engine.dialect)
+                conn.execute(text(f'ALTER TABLE predictions ADD COLUMN "{column.name}" {kind}'))
+        except DBAPIError:  # another process (the service, a monitor) added it first
+            if column.name not in {c["name"] for c in inspect(engine).get_columns("predictions")}:
+                raise
 
 
 def short_error(exc: BaseException) -> str:
@@ -373,13 +396,16 @@ def _lanes(origin, destination) -> list[str]:
 
 def eta_records(out: dict, ship: dict, source: str, alias: str, version: str, confidence) -> list[dict]:
     """One log entry per ETA answer: ``out`` from ``ModelBundle.predict_columns``, ``ship``
-    the shipments' contract columns (same order)."""
+    the shipments' contract columns (same order; ``promised_at`` in microseconds, the
+    promise the request carried, logged as ``requested_promise``)."""
     n = len(out["as_of"])
     customers = ship.get("customer_id")
     reasons = out.get("reasons")
     own = {**{k: [None if v == NAT else v for v in np.asarray(out[k], dtype=np.int64).tolist()]
               for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},  # none for a parcel likely lost
            "promise_confidence": np.broadcast_to(np.asarray(confidence, dtype=float), n).tolist(),
+           "requested_promise": [None] * n if ship.get("promised_at") is None else
+           [None if v == NAT else v for v in np.asarray(ship["promised_at"], dtype=np.int64).tolist()],
            "late_probability": [_opt_float(v) for v in np.asarray(out["late_probability"], dtype=float).tolist()]}
     return _records("eta", (source, alias, version), out["as_of"], ship,
                     ids=np.asarray(ship["shipment_id"]).tolist(),
@@ -402,7 +428,8 @@ def churn_records(out: dict, shipment_ids, source: str, alias: str, version: str
 
 
 #: the fields only one kind of answer fills; the other kind logs them as None
-ANSWER_FIELDS = ("eta_p10", "eta_p50", "eta_p90", "promise_at", "promise_confidence", "late_probability", "churn_risk")
+ANSWER_FIELDS = ("eta_p10", "eta_p50", "eta_p90", "promise_at", "promise_confidence", "late_probability", "churn_risk",
+                 "requested_promise")
 
 
 def _records(kind: str, run: tuple[str, str, str], as_of, delivery: dict, ids: list, customers: list,

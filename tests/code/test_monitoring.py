@@ -148,6 +148,22 @@ def test_an_answer_that_called_the_parcel_likely_lost_is_judged_on_lateness_only
     assert eta.late == 1 and eta.lost_then_delivered == 1
 
 
+def test_lateness_is_judged_against_the_promise_the_request_carried():
+    """A caller whose promise differs from its export's (a re-promise the export does not
+    hold) is judged against the promise it asked about; a log without requested promises
+    (written before they were kept) falls back to the export's."""
+    ship = pd.DataFrame({"shipment_id": ["a", "b"], "carrier": ["ups"] * 2, "ordered_at": pd.Series([T0] * 2),
+                         "shipped_at": pd.Series([T0] * 2), "promised_at": pd.Series([T0 + pd.Timedelta(days=2)] * 2),
+                         "delivered_at": pd.Series([T0 + pd.Timedelta(days=3)] * 2)})
+    logged = logged_eta([(sid, "ups", T0, 10, 20, 30, T0 + pd.Timedelta(days=2), 0.4) for sid in ("a", "b")])
+    old = eta_outcomes(logged, data_set(ship))
+    assert list(old.late) == [1.0, 1.0]  # delivered a day after the export's promise
+    logged["requested_promise"] = [us(T0 + pd.Timedelta(days=5)), NAT]  # "a" asked about a later promise
+    new = eta_outcomes(logged, data_set(ship))
+    assert list(new.late) == [0.0, 1.0]
+    assert list(new.outcome_at) == [us(T0 + pd.Timedelta(days=3))] * 2
+
+
 def test_the_share_of_likely_lost_calls_whose_parcel_came_after_all_is_a_live_figure():
     ship = pd.DataFrame({"shipment_id": ["found", "gone", "gone-too", "dated"], "carrier": ["ups"] * 4,
                          "ordered_at": pd.Series([T0] * 4), "shipped_at": pd.Series([T0] * 4),

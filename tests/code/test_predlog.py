@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
+from features.pit import NAT
 from runtime.predlog import PredictionLog, engine_for, eta_records, masked, now_us, tables
 
 UNREACHABLE = "postgresql+psycopg://eddy:secret@127.0.0.1:9/eddy"  # discard port: nothing listens
@@ -40,6 +41,32 @@ def test_answers_are_written_in_batches_to_sqlite_in_wal_mode(tmp_path):
     assert sorted(back.as_of) == list(range(1200)) and (back.eta_p90 - back.as_of == 3).all()
     assert read_versions(engine_for(url)) == {"1": {"metrics": {"edd_mae_days": 0.9}, "horizon_days": 30,
                                                     "data_end": None, "trained_at": None, "profile": None}}
+
+
+def test_a_log_made_before_the_requested_promise_keeps_its_answers_and_gains_the_column(tmp_path):
+    """A database written by an earlier version (no ``requested_promise``): opening it adds
+    the column, empty, so its answers read back (with no requested promise) and new
+    answers are written with theirs."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE predictions (id INTEGER PRIMARY KEY AUTOINCREMENT, logged_at BIGINT NOT NULL, "
+                     "source VARCHAR(32) NOT NULL, alias VARCHAR(32) NOT NULL, model_version VARCHAR(64) NOT NULL, "
+                     "kind VARCHAR(8) NOT NULL, shipment_id VARCHAR(128), customer_id VARCHAR(128), carrier VARCHAR(64), "
+                     "service_level VARCHAR(64), lane VARCHAR(140), as_of BIGINT NOT NULL, eta_p10 BIGINT, "
+                     "eta_p50 BIGINT, eta_p90 BIGINT, promise_at BIGINT, promise_confidence FLOAT, "
+                     "late_probability FLOAT, churn_risk FLOAT, reasons TEXT)")
+        conn.execute("INSERT INTO predictions (logged_at, source, alias, model_version, kind, shipment_id, as_of, "
+                     "promise_at) VALUES (?, '/eta', 'champion', '1', 'eta', 'old', 5, 9)", (now_us(),))
+    url = f"sqlite:///{path}"
+    log = PredictionLog(url)
+    log.put([{**entry(7), "requested_promise": 11}])
+    assert log.close(timeout=30) and log.failures == 0
+    from monitoring.live import read_predictions
+    back = read_predictions(engine_for(url)).set_index("shipment_id")
+    assert back.loc["old", "requested_promise"] == NAT and back.loc["old", "promise_at"] == 9
+    assert back.loc["s7", "requested_promise"] == 11
+    engine_for(url)  # opening it again changes nothing
+    assert count(url) == 2
 
 
 def test_a_full_queue_drops_the_oldest_and_counts_them_while_the_database_is_away():
@@ -106,6 +133,9 @@ def test_records_from_answers_keep_ids_moments_and_reasons():
             "carrier": np.array(["ups", "dhl"], dtype=object), "service_level": np.array(["ground", "air"], dtype=object),
             "origin_region": np.array(["n", "s"], dtype=object), "destination_region": np.array(["e", "w"], dtype=object)}
     rec = eta_records(out, ship, "/eta/batch", "champion", "3", [0.9, 0.95])
+    assert [r["requested_promise"] for r in rec] == [None, None]  # the requests carried no promise column
+    rec = eta_records(out, {**ship, "promised_at": np.array([99, NAT])}, "/eta/batch", "champion", "3", [0.9, 0.95])
+    assert [r["requested_promise"] for r in rec] == [99, None]
     assert [r["shipment_id"] for r in rec] == ["a", "b"] and rec[0]["lane"] == "n → e"
     assert rec[0]["reasons"] == '[["carrier", 3.0]]' and rec[1]["reasons"] is None
     assert rec[1]["late_probability"] is None and rec[1]["promise_confidence"] == 0.95

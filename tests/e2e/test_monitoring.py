@@ -148,8 +148,8 @@ def test_every_answer_is_logged_once_per_alias_and_the_shadow_changes_none(world
     from sqlalchemy import create_engine, text
     with create_engine(world["env"]["EDDY_DATABASE_URL"]).connect() as conn:
         rows = pd.DataFrame(conn.execute(text(
-            "select alias, model_version, source, kind, shipment_id, eta_p50 from predictions")).fetchall(),
-            columns=["alias", "model_version", "source", "kind", "shipment_id", "eta_p50"])
+            "select alias, model_version, source, kind, shipment_id, eta_p50, requested_promise from predictions")).fetchall(),
+            columns=["alias", "model_version", "source", "kind", "shipment_id", "eta_p50", "requested_promise"])
     counts = rows.groupby(["alias", "model_version", "source"]).size().to_dict()
     assert counts == {("champion", "1", "/eta/batch"): len(traffic["eta"]), ("champion", "1", "/churn/batch"): len(traffic["churn"]),
                       ("champion", "1", "/eta"): 1, ("challenger", "2", "/eta/batch"): len(traffic["eta"]),
@@ -158,6 +158,12 @@ def test_every_answer_is_logged_once_per_alias_and_the_shadow_changes_none(world
     logged = pd.to_datetime(eta.champion, unit="us", utc=True)
     assert (logged == served_p50.reindex(logged.index)).all()  # the log holds what the client got
     assert (eta.challenger > eta.champion).mean() > 0.95  # the challenger's own (later) answers, logged apart
+    # each answer's log keeps the promise its request carried (replay sends the export's)
+    asked = rows[(rows.kind == "eta") & (rows.alias == "champion")].set_index("shipment_id").requested_promise
+    promised = ds["shipments"].drop_duplicates("shipment_id").set_index("shipment_id").promised_at.reindex(asked.index)
+    assert promised.notna().sum() > 10
+    assert (pd.to_datetime(asked[promised.notna()].astype("int64"), unit="us", utc=True) == promised.dropna()).all()
+    assert asked[promised.isna()].isna().all()
 
 
 def test_live_figures_equal_the_metrics_computed_from_the_answers_and_the_export(world, monitored, served):
