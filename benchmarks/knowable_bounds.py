@@ -45,8 +45,7 @@ from eddy import settings  # noqa: E402
 
 #: the demo backtest's cutoffs (``eddy backtest data/sets/demo``), when no table is given
 DEMO_CUTOFFS = "2025-05-04,2025-06-03,2025-07-03,2025-08-02,2025-09-01,2025-10-01"
-LANE_GRID = np.linspace(-1.4, 1.4, 57)  # the lane effect's grid: its prior is N(0, 0.35), 4 sd each way
-LANE_SD = 0.35
+LANE_GRID = np.linspace(-4 * sim.LANE_EFFECT_SD, 4 * sim.LANE_EFFECT_SD, 57)  # the lane effect's grid
 RATE_POINTS, BASELINE_POINTS = 160, 60  # equal-mass grids of the customers' priors
 #: the oracle's figures here and in the table agree within this: the churn windows can
 #: differ by a few orders whose parcel never came and had no promise (the truth file
@@ -86,7 +85,7 @@ def lane_posteriors(world: sim.World, p: sim.Parcels) -> np.ndarray:
     key = lane[done][by] * 1e5 + p.delivered[done][by]  # lane-major, then delivered time (days < 1e5)
     before = np.searchsorted(key, lane * 1e5 + p.ordered, side="left")
     first = np.searchsorted(key, lane * 1e5, side="left")
-    log_post = cum[before] - cum[first] - 0.5 * (LANE_GRID / LANE_SD) ** 2
+    log_post = cum[before] - cum[first] - 0.5 * (LANE_GRID / sim.LANE_EFFECT_SD) ** 2
     post = np.exp(log_post - log_post.max(axis=1, keepdims=True))
     return post / post.sum(axis=1, keepdims=True)
 
@@ -131,8 +130,9 @@ def churn_scores(world: sim.World, people: sim.Customers, orders: pd.DataFrame) 
     """Per order (sorted by customer, then order time), P(no order within 90 days of its
     judgment) under the customer's posterior given every earlier order and delivery."""
     u = (np.arange(RATE_POINTS) + 0.5) / RATE_POINTS
-    lam = np.clip(stats.gamma(1.6, scale=2.0).ppf(u), 0.4, 30.0) / 365.0  # the simulator's prior
-    base = stats.norm(-1.9, 0.7).ppf((np.arange(BASELINE_POINTS) + 0.5) / BASELINE_POINTS)
+    shape, scale = sim.ORDER_RATE_GAMMA
+    lam = np.clip(stats.gamma(shape, scale=scale).ppf(u), *sim.ORDER_RATE_CLIP) / 365.0  # the simulator's prior
+    base = stats.norm(*sim.CHURN_BASELINE).ppf((np.arange(BASELINE_POINTS) + 0.5) / BASELINE_POINTS)
     clock = world.orders_clock
     ci = orders.customer_idx.to_numpy()
     ordered, ref = clock(orders.ordered.to_numpy()), clock(orders.ref.to_numpy())

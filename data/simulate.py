@@ -92,6 +92,11 @@ EXCEPTION_DAYS, FAILED_ATTEMPT_DAYS = 2.0, 1.0  # operating days each one adds
 STORM_RATE = 0.30
 PEAK_ORDER_INTENSITY = 1.7
 CHURN_HORIZON_DAYS = 90.0
+LANE_EFFECT_SD = 0.35  # operating days a lane's hidden effect adds, normal around 0
+#: a customer's orders a year: gamma (shape, scale), clipped; their churn log-odds after
+#: a perfect delivery: normal (mean, sd)
+ORDER_RATE_GAMMA, ORDER_RATE_CLIP = (1.6, 3.2 / 1.6), (0.4, 30.0)
+CHURN_BASELINE = (-1.9, 0.7)
 
 
 @dataclass(frozen=True)
@@ -162,7 +167,7 @@ class World:
         self.wh_region = np.array([np.flatnonzero(self.region_codes == r)[0] for r, _ in WAREHOUSES])
         self.distance_km = self._distances()  # (warehouse, region)
         n_cs = len(CARRIER_SERVICES)
-        self.lane_effect = rng.normal(0.0, 0.35, size=(len(WAREHOUSES), len(REGIONS), n_cs))
+        self.lane_effect = rng.normal(0.0, LANE_EFFECT_SD, size=(len(WAREHOUSES), len(REGIONS), n_cs))
         self.storms = self._storms(rng)
         self.storm_days = self._storm_mask()  # (region, day)
         self.rates = self._rates()  # (cs, region, day)
@@ -565,8 +570,8 @@ def simulate(cfg: SimConfig, progress: Callable[[str, float], None] | None = Non
 def _customers(world: World, rng: np.random.Generator, n: int) -> Customers:
     home = rng.choice(len(REGIONS), size=n, p=world.population)
     home_postal = rng.integers(0, POSTALS_PER_REGION, size=n)
-    rate_per_day = np.clip(rng.gamma(1.6, 3.2 / 1.6, size=n), 0.4, 30.0) / 365.0
-    baseline = rng.normal(-1.9, 0.7, size=n)
+    rate_per_day = np.clip(rng.gamma(*ORDER_RATE_GAMMA, size=n), *ORDER_RATE_CLIP) / 365.0
+    baseline = rng.normal(*CHURN_BASELINE, size=n)
     first_seen = rng.uniform(world.t_start - 240, world.t_end - 20, size=n)
     return Customers(home, home_postal, rate_per_day, baseline, first_seen, first_seen < world.t_start)
 
