@@ -89,6 +89,19 @@ def _text(col: pd.Series) -> np.ndarray:
     return np.append(np.asarray(distinct, dtype=object), None)[codes]  # code -1, missing: the None at the end
 
 
+def positions_in(ids: pd.Series, keys: pd.Series) -> np.ndarray | None:
+    """Each of ``keys``' position in ``ids`` (-1: not there), the two columns factorized
+    together (an edge: Arrow's strings hashed in C, none made a Python string); the codes
+    ``Lookup(ids).codes(keys)`` gives. None unless ``ids`` are distinct and none is
+    missing: then a key's position is not one row's, and ``Lookup`` decides."""
+    n = len(ids)
+    codes = pd.factorize(pd.concat([ids, keys], ignore_index=True))[0]
+    if not (codes[:n] == np.arange(n)).all():
+        return None
+    keyed = codes[n:]
+    return np.where(keyed < n, keyed, -1).astype(np.int64)  # a new code (n on) is a key not among ids
+
+
 def timestamps_of(us) -> pd.Series:
     """Microseconds as UTC timestamps (NAT as NaT): the way back to pandas."""
     return pd.Series(np.asarray(us, dtype=np.int64).view("datetime64[us]")).dt.tz_localize("UTC")

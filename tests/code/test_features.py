@@ -219,6 +219,43 @@ def test_lookup_in_bulk_gives_the_dicts_codes(words, seed):
     assert lookup.codes(values[:3]).tolist() == [get(v, -1) for v in values[:3].tolist()]
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(["a", "b", "S1", "", "é"]), st.none()), min_size=0, max_size=8),
+       st.lists(st.one_of(st.sampled_from(["a", "b", "S1", "", "é", "zz"]), st.none()), min_size=0, max_size=20),
+       st.sampled_from(["str", "string", "object"]))
+def test_positions_in_a_table_are_the_lookups_codes_or_none(ids, keys, dtype):
+    """The edge's positions (both columns factorized together) are the codes a Lookup of
+    the ids gives, unknown and missing keys -1; with repeated or missing ids, None (a
+    position would not be one row's: the Lookup decides)."""
+    from features.pit import Lookup, positions_in
+
+    got = positions_in(pd.Series(ids, dtype=dtype), pd.Series(keys, dtype=dtype))
+    if len(set(ids)) < len(ids) or any(i is None for i in ids):
+        assert got is None
+    else:
+        get = Lookup(ids)._code.get
+        assert got.tolist() == [get(k, -1) if k is not None else -1 for k in keys]
+
+
+def test_rows_from_tables_equal_rows_from_columns(sim, snap):
+    """``shipment_rows`` on tables (scans placed at the edge) and on columns (scans looked
+    up by id) give the same rows, bit for bit, scans of other shipments included."""
+    from features.rows import order_moments, shipment_rows
+
+    s = sim["shipments"].sample(400, random_state=5).reset_index(drop=True)
+    scans = sim["scans"][sim["scans"].shipment_id.isin(set(s.shipment_id[:300]) | set(sim["shipments"].shipment_id[:50]))]
+    later = order_moments(s).assign(as_of=lambda m: m.as_of + pd.Timedelta(days=2, hours=5))  # scans seen by then
+    moments = pd.concat([order_moments(s), later], ignore_index=True)
+    from_tables = shipment_rows(s, scans, moments, snap)
+    from_columns = shipment_rows(columns_of(s), columns_of(scans), columns_of(moments), snap)
+    assert from_tables.keys() == from_columns.keys() and len(from_tables["as_of"]) > 400
+    assert (from_tables["scans_so_far"] > 0).sum() > 100
+    from features.rows import _scan_columns
+    assert "pos" in _scan_columns(s, scans) and "pos" not in _scan_columns(columns_of(s), scans)
+    for k in from_tables:
+        np.testing.assert_array_equal(from_tables[k], from_columns[k], err_msg=k)
+
+
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.one_of(st.sampled_from(["a", "b", "S1", "", "é"]), st.none()), min_size=0, max_size=12),
        st.sampled_from(["str", "string"]))
