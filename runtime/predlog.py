@@ -135,11 +135,11 @@ def _add_new_columns(engine, md) -> None:
     """Columns added to the log since a database was made (``create_all`` makes missing
     tables, not missing columns): added empty, so an older log keeps its answers."""
     from sqlalchemy import inspect, text
-
     from sqlalchemy.exc import DBAPIError
 
+    have = {c["name"] for c in inspect(engine).get_columns("predictions")}  # one look, not one per column
     for column in md.tables["predictions"].columns:
-        if column.name in {c["name"] for c in inspect(engine).get_columns("predictions")}:
+        if column.name in have:
             continue
         try:
             with engine.begin() as conn:
@@ -390,6 +390,11 @@ def _opt_float(v) -> float | None:
     return None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)
 
 
+def _opt_moments(us) -> list[int | None]:
+    """Microseconds as ints, NAT (no such moment) as None: NULL in the log."""
+    return [None if v == NAT else v for v in np.asarray(us, dtype=np.int64).tolist()]
+
+
 def _lanes(origin, destination) -> list[str]:
     return [f"{o} → {d}" for o, d in zip(np.asarray(origin).tolist(), np.asarray(destination).tolist())]
 
@@ -401,11 +406,9 @@ def eta_records(out: dict, ship: dict, source: str, alias: str, version: str, co
     n = len(out["as_of"])
     customers = ship.get("customer_id")
     reasons = out.get("reasons")
-    own = {**{k: [None if v == NAT else v for v in np.asarray(out[k], dtype=np.int64).tolist()]
-              for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},  # none for a parcel likely lost
+    own = {**{k: _opt_moments(out[k]) for k in ("eta_p10", "eta_p50", "eta_p90", "promise_at")},  # none: likely lost
            "promise_confidence": np.broadcast_to(np.asarray(confidence, dtype=float), n).tolist(),
-           "requested_promise": [None] * n if ship.get("promised_at") is None else
-           [None if v == NAT else v for v in np.asarray(ship["promised_at"], dtype=np.int64).tolist()],
+           "requested_promise": [None] * n if ship.get("promised_at") is None else _opt_moments(ship["promised_at"]),
            "late_probability": [_opt_float(v) for v in np.asarray(out["late_probability"], dtype=float).tolist()]}
     return _records("eta", (source, alias, version), out["as_of"], ship,
                     ids=np.asarray(ship["shipment_id"]).tolist(),
