@@ -27,7 +27,6 @@ Usage: .venv/bin/python benchmarks/knowable_bounds.py [--table demo.csv]
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -55,27 +54,13 @@ CHECK_TOLERANCE = 0.001
 MIN_JUDGED = 100  # parcels and orders a window needs for its figures
 
 
-def storm_free(world: sim.World) -> sim.World:
-    """The same world with no storm: the clock a forecaster without foresight runs."""
-    w = copy.copy(world)
-    w.storm_days = np.zeros_like(world.storm_days)
-    w.rates = w._rates()
-    n_cs, n_regions = w.rates.shape[:2]
-    w.clock_at_midnight = np.concatenate([np.zeros((n_cs, n_regions, 1)), np.cumsum(w.rates, axis=2)], axis=2)
-    w._offset = float(w.clock_at_midnight.max() + 10.0)
-    rows = n_cs * n_regions
-    w._flat = (w.clock_at_midnight.reshape(rows, -1) + w._offset * np.arange(rows)[:, None]).ravel()
-    return w
-
-
 def lane_posteriors(world: sim.World, p: sim.Parcels) -> np.ndarray:
     """Per parcel, the posterior of its lane's effect on ``LANE_GRID`` given the lane's
     deliveries completed before its order (their transit in operating days, exact)."""
     t = p.truth
     n_cs = len(sim.CARRIER_SERVICES)
     lane = (p.warehouse * len(sim.REGIONS) + p.region) * n_cs + p.cs
-    mu = np.log(sim.transit_mean(t["route_days"][:, None], LANE_GRID[None, :], t["rural"][:, None],
-                                 t["heavy"][:, None])) - 0.5 * t["sigma"][:, None] ** 2
+    mu = _log_mu(t, slice(None), LANE_GRID)
     done = np.flatnonzero(p.outcome == 0)
     transit = (p.delivered_clock - p.ship_clock - sim.EXCEPTION_DAYS * p.exception
                - sim.FAILED_ATTEMPT_DAYS * p.failed_attempt)[done]
@@ -95,7 +80,7 @@ def knowable_median(world: sim.World, p: sim.Parcels, pick: np.ndarray, posterio
     """Delivered moment (float days) of the knowable median of the ``pick`` parcels, their
     lane's effect weighed by ``posterior`` (a row per parcel, a column per ``grid`` value)."""
     t = p.truth
-    calm = storm_free(world)
+    calm = world.without_storms()
     day0 = np.clip(np.floor(p.ordered[pick]).astype(np.int64), 0, world.n_days - 1)
     under_way = world.storm_days[p.region[pick], day0]  # known at the order; later storms are not
     out = np.empty(len(pick))
@@ -106,10 +91,16 @@ def knowable_median(world: sim.World, p: sim.Parcels, pick: np.ndarray, posterio
             clocks = [w.clock(cs, region, t[d][i] + sim.PICKUP_HOUR / 24.0) for d in ("first_day", "second_day")]
             p_exc = np.where(under_way[chunk], t["p_exc"][i], t["p_exc_calm"][i])
             shifts, weights = sim.delivery_mixture(*clocks, t["p_slow"][i], p_exc, t["p_att"][i])
-            mu = np.log(sim.transit_mean(t["route_days"][i, None], grid[None, :], t["rural"][i, None],
-                                         t["heavy"][i, None])) - 0.5 * t["sigma"][i, None] ** 2
+            mu = _log_mu(t, i, grid)
             out[chunk] = w.delivery_moment(cs, region, _median(shifts, weights, mu, posterior[i], t["sigma"][i]))
     return out
+
+
+def _log_mu(t: dict, rows, grid: np.ndarray) -> np.ndarray:
+    """The lognormal transit's mu for the parcels ``rows`` (of the truth inputs ``t``) at
+    each lane effect of ``grid``: a row per parcel, a column per grid value."""
+    mean = sim.transit_mean(t["route_days"][rows, None], grid[None, :], t["rural"][rows, None], t["heavy"][rows, None])
+    return np.log(mean) - 0.5 * t["sigma"][rows, None] ** 2
 
 
 def _median(shifts, weights, mu, posterior, sigma) -> np.ndarray:
@@ -156,6 +147,28 @@ def churn_scores(world: sim.World, people: sim.Customers, orders: pd.DataFrame) 
     return out
 
 
+def day_of(world: sim.World, ts) -> np.ndarray:
+    """UTC timestamps as the simulator's float days."""
+    return ((pd.Series(ts) - world.start) / pd.Timedelta(days=1)).to_numpy() + world.t_start
+
+
+def orders_with_bound(result: sim.SimResult) -> pd.DataFrame:
+    """Every order by customer, then order time: its judgment moment ``ref`` (float days),
+    the oracle's and the bound's P(no order within 90 days), the label ``y`` (no order in
+    fact) and whether it is ``mature`` (its 90 days ended inside the data)."""
+    world, people = result.latent["world"], result.latent["customers"]
+    truth = result.truth["orders"].merge(result.tables["orders"][["order_id", "ordered_at"]], on="order_id")
+    orders = pd.DataFrame({"customer_idx": truth.customer_id.str[1:].astype(int).to_numpy() - 1,
+                           "ordered": day_of(world, truth.ordered_at), "ref": day_of(world, truth.judged_at),
+                           "p_churn": truth.p_churn.to_numpy(), "oracle": truth.p_no_order_90d.to_numpy()})
+    orders = orders.sort_values(["customer_idx", "ordered"], kind="stable").reset_index(drop=True)
+    orders["bound"] = churn_scores(world, people, orders)
+    following = orders.groupby("customer_idx").ordered.shift(-1)
+    orders["y"] = (following.isna() | (following > orders.ref + sim.CHURN_HORIZON_DAYS)).astype(float)
+    orders["mature"] = orders.ref + sim.CHURN_HORIZON_DAYS <= world.t_end
+    return orders
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--table", type=Path, help="an `eddy backtest --out` long table of the same set")
@@ -174,34 +187,23 @@ def main() -> None:
                [pd.Timestamp(c, tz="UTC") for c in DEMO_CUTOFFS.split(",")])
 
     result = sim.simulate(sim.SimConfig(customers=args.customers, seed=args.seed, end=args.end), keep_latent=True)
-    world, p, people = (result.latent[k] for k in ("world", "parcels", "customers"))
-    day_of = lambda ts: ((pd.Series(ts) - world.start) / pd.Timedelta(days=1)).to_numpy() + world.t_start  # noqa: E731
+    world, p = result.latent["world"], result.latent["parcels"]
 
     actual = (p.delivered - p.ordered) * 24.0
     delivered_by_end = (p.outcome == 0) & (p.delivered <= world.t_end)
-    windows = [(c, day_of([c])[0]) for c in cutoffs]
+    windows = [(c, day_of(world, [c])[0]) for c in cutoffs]
     pick = np.flatnonzero(delivered_by_end & np.any([(p.ordered >= lo) & (p.ordered < lo + args.horizon)
                                                       for _, lo in windows], axis=0))
     known = np.full(len(p.ordered), np.nan)
     known[pick] = knowable_median(world, p, pick, lane_posteriors(world, p))
 
-    truth = result.truth["orders"].merge(result.tables["orders"][["order_id", "ordered_at"]], on="order_id")
-    orders = pd.DataFrame({"customer_idx": truth.customer_id.str[-6:].astype(int).to_numpy() - 1,
-                           "ordered": day_of(truth.ordered_at), "ref": day_of(truth.judged_at),
-                           "p_churn": truth.p_churn.to_numpy(), "oracle": truth.p_no_order_90d.to_numpy()})
-    if truth.customer_id.str.len().max() > 7:
-        raise SystemExit("customer ids beyond six digits: this benchmark reads the default set's ids")
-    orders = orders.sort_values(["customer_idx", "ordered"], kind="stable").reset_index(drop=True)
-    orders["bound"] = churn_scores(world, people, orders)
-    following = orders.groupby("customer_idx").ordered.shift(-1)
-    orders["y"] = (following.isna() | (following > orders.ref + sim.CHURN_HORIZON_DAYS)).astype(float)
-    mature = orders.ref + sim.CHURN_HORIZON_DAYS <= world.t_end
+    orders = orders_with_bound(result)
 
     print("cutoff      | EDD MAE days: oracle  knowable  eddy  eddy/oracle  eddy/knowable | "
           "churn ROC-AUC: oracle  bound  eddy  BG/NBD  RFM  bound-BG/NBD  bound/oracle")
     for cut, lo in windows:
         m = delivered_by_end & (p.ordered >= lo) & (p.ordered < lo + args.horizon)
-        j = orders[mature & (orders.ref >= lo) & (orders.ref < lo + args.horizon)]
+        j = orders[orders.mature & (orders.ref >= lo) & (orders.ref < lo + args.horizon)]
         if m.sum() < MIN_JUDGED or len(j) < MIN_JUDGED or j.y.nunique() < 2:
             print(f"{cut.date()}  | too little to judge: {int(m.sum())} parcels delivered and {len(j)} orders "
                   f"matured in its window (need {MIN_JUDGED} each); is the cutoff inside the data?")

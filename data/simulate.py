@@ -23,6 +23,7 @@ All internal times are float days since ``origin``; everything is UTC.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +171,21 @@ class World:
         self.lane_effect = rng.normal(0.0, LANE_EFFECT_SD, size=(len(WAREHOUSES), len(REGIONS), n_cs))
         self.storms = self._storms(rng)
         self.storm_days = self._storm_mask()  # (region, day)
+        self._run_clocks()
+        self.order_intensity_cum = np.concatenate([[0.0], np.cumsum(np.where(self.peak, PEAK_ORDER_INTENSITY, 1.0))])
+
+    def without_storms(self) -> "World":
+        """The same world with no storm: the clocks a forecaster without foresight runs
+        (``benchmarks/knowable_bounds.py``)."""
+        calm = copy.copy(self)
+        calm.storm_days = np.zeros_like(self.storm_days)
+        calm._run_clocks()
+        return calm
+
+    def _run_clocks(self) -> None:
+        """Each (carrier service, region)'s daily rates and operating clock from the calendar and the storms."""
         self.rates = self._rates()  # (cs, region, day)
+        n_cs = len(CARRIER_SERVICES)
         self.clock_at_midnight = np.concatenate(
             [np.zeros((n_cs, len(REGIONS), 1)), np.cumsum(self.rates, axis=2)], axis=2
         )
@@ -179,7 +194,6 @@ class World:
         self._offset = float(self.clock_at_midnight.max() + 10.0)
         n_rows = n_cs * len(REGIONS)
         self._flat = (self.clock_at_midnight.reshape(n_rows, -1) + self._offset * np.arange(n_rows)[:, None]).ravel()
-        self.order_intensity_cum = np.concatenate([[0.0], np.cumsum(np.where(self.peak, PEAK_ORDER_INTENSITY, 1.0))])
 
     # -- calendar
     def _peak_days(self) -> np.ndarray:

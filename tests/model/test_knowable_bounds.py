@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data.simulate import CHURN_HORIZON_DAYS, SimConfig, simulate
+from data.simulate import SimConfig, simulate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -60,20 +60,8 @@ def test_the_lane_posterior_narrows_around_the_true_effect_as_deliveries_come(kb
 
 
 def test_churn_scores_are_true_probabilities(kb, sim):
-    world, people = sim.latent["world"], sim.latent["customers"]
-
-    def day_of(ts):
-        return ((pd.Series(ts) - world.start) / pd.Timedelta(days=1)).to_numpy() + world.t_start
-
-    truth = sim.truth["orders"].merge(sim.tables["orders"][["order_id", "ordered_at"]], on="order_id")
-    orders = pd.DataFrame({"customer_idx": truth.customer_id.str[1:].astype(int).to_numpy() - 1,
-                           "ordered": day_of(truth.ordered_at), "ref": day_of(truth.judged_at),
-                           "p_churn": truth.p_churn.to_numpy(), "oracle": truth.p_no_order_90d.to_numpy()})
-    orders = orders.sort_values(["customer_idx", "ordered"], kind="stable").reset_index(drop=True)
-    orders["bound"] = kb.churn_scores(world, people, orders)
-    following = orders.groupby("customer_idx").ordered.shift(-1)
-    orders["y"] = (following.isna() | (following > orders.ref + CHURN_HORIZON_DAYS)).astype(float)
-    judged = orders[orders.ref + CHURN_HORIZON_DAYS <= world.t_end]
+    orders = kb.orders_with_bound(sim)
+    judged = orders[orders.mature]
     assert len(judged) > 5000
     assert abs(judged.bound.mean() - judged.y.mean()) < 0.015
     bins = judged.groupby(pd.qcut(judged.bound.rank(method="first"), 5)).agg(
