@@ -42,7 +42,7 @@ from serving import review
 from serving.guard import COUNTS, RequestGuard, Shedder
 from runtime.reasons import churn_actionable, churn_words
 from serving.columns import columns_of, datetime_of, deliveries_of
-from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, ShipmentIn
+from serving.schemas import MAX_BATCH, ChurnIn, ChurnOut, EtaOut, Reason, ShipmentIn
 
 log = logging.getLogger("eddy.serving")
 
@@ -257,6 +257,9 @@ class MicroBatcher:
 #: shipments or customers per model call in a batch request: big enough that the fixed
 #: cost per call stays small, small enough that a cancelled batch stops within ~0.2 s
 CHUNK = 250
+#: the same for shipments none of which asks for reasons (a fifth of the cost per row):
+#: 1,000 of them in one call took 53 ms against 68 ms in four
+PLAIN_CHUNK = 1000
 
 
 class _Fronted(bentoml.Service):
@@ -305,16 +308,20 @@ class Eddy:
 
     @staticmethod
     def _answer(req: ShipmentIn, out: dict, i: int, version: str) -> EtaOut:
+        """Request ``i``'s answer from the model columns ``out``. Built without validating
+        it again (``model_construct``: 20 us an answer, a fifth of a 1,000-shipment batch):
+        every value is the runtime's own, of the schema's types; a test holds the JSON
+        equal to validated answers'."""
         late = float(out["late_probability"][i])
         lost = bool(out["likely_lost"][i])
         eta = {k: None if lost else datetime_of(out[k][i]) for k in ("eta_p10", "eta_p50", "eta_p90")}
-        return EtaOut(
+        return EtaOut.model_construct(
             shipment_id=req.shipment_id, as_of=datetime_of(out["as_of"][i]), **eta,
             **{f"{k}_date": None if v is None else v.date().isoformat() for k, v in eta.items()},
             promise_at=None if lost else datetime_of(out["promise_at"][i]), promise_confidence=req.confidence,
             late_probability=None if np.isnan(late) else late, likely_lost=lost,
-            confidence=out["confidence"][i], unseen=[f for f in out["unseen"][i].split(",") if f],
-            reasons=out["reasons"][i], model_version=version,
+            confidence=str(out["confidence"][i]), unseen=[f for f in out["unseen"][i].split(",") if f],
+            reasons=[Reason.model_construct(**r) for r in out["reasons"][i]], model_version=version,
         )
 
     @bentoml.api(route="/eta")
@@ -366,7 +373,8 @@ class Eddy:
     @bentoml.api(route="/eta/batch")
     async def eta_batch(self, shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[EtaOut]:
         """Up to 1,000 shipments in one call, answered in order."""
-        return await in_chunks(functools.partial(self._predict, source="/eta/batch"), shipments)
+        size = CHUNK if any(s.explain for s in shipments) else PLAIN_CHUNK
+        return await in_chunks(functools.partial(self._predict, source="/eta/batch"), shipments, size)
 
 
 def _record(entries) -> None:

@@ -472,3 +472,39 @@ def test_the_interval_ends_are_trained_as_distances_from_the_median(trained, tmp
     former.ends_from_median_ = False
     np.testing.assert_array_equal(former.raw_log_quantiles(rows, X),
                                   np.sort(np.column_stack([low, median, high]), axis=1))
+
+
+def test_the_services_answers_serialize_as_the_same_answers_validated(trained):
+    """The service builds each answer without validating it again (``model_construct``),
+    so every value must already be of the schema's type: its JSON equals that of the same
+    answers validated, and writing it warns of nothing. Answers with and without reasons,
+    for an unseen carrier and for a parcel silent long enough to be likely lost."""
+    import warnings
+
+    from pydantic import TypeAdapter
+
+    from serving.columns import columns_of
+    from serving.schemas import EtaOut, ShipmentIn
+    from serving.service import Eddy
+
+    result, ds = trained
+    s = ds["shipments"].tail(40)
+    iso = lambda v: None if pd.isna(v) else pd.Timestamp(v).isoformat()  # noqa: E731
+    bodies = [{"shipment_id": r.shipment_id, "carrier": r.carrier, "service_level": r.service_level,
+               "origin_region": r.origin_region, "destination_region": r.destination_region,
+               "ordered_at": iso(r.ordered_at), "promised_at": iso(r.promised_at), "weight_kg": float(r.weight_kg),
+               "explain": i % 2 == 0} for i, r in enumerate(s.itertuples())]
+    bodies[1]["carrier"] = "Pigeon Post"
+    bodies[2]["as_of"] = (s.ordered_at.iloc[2] + pd.Timedelta(days=90)).isoformat()
+    requests = [ShipmentIn(**b) for b in bodies]
+    ship, scans, moments = columns_of(requests)
+    out = result.bundle.predict_columns(result.bundle.shipment_rows(ship, scans, moments),
+                                        np.array([r.confidence for r in requests]), np.array([r.explain for r in requests]))
+    built = [Eddy.inner._answer(r, out, i, "7") for i, r in enumerate(requests)]
+    adapter = TypeAdapter(list[EtaOut])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fast = adapter.dump_json(built)
+    assert fast == adapter.dump_json(adapter.validate_python([a.model_dump() for a in built]))
+    assert built[1].unseen == ["carrier"] and built[2].likely_lost and built[2].eta_p50 is None
+    assert all(len(a.reasons) == 3 for a in built[4::2]) and not any(a.reasons for a in built[1::2])
