@@ -28,7 +28,7 @@ from typing import Annotated
 import bentoml
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
-from pydantic import Field, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -368,13 +368,24 @@ class Eddy:
     @bentoml.api(route="/churn/batch")
     async def churn_batch(self, requests: Annotated[list[ChurnIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[ChurnOut]:
         """Up to 1,000 customers, each with the delivery just completed, answered in order."""
-        return await in_chunks(functools.partial(self._churn, source="/churn/batch"), requests)
+        return _json_list(CHURN_LIST, await in_chunks(functools.partial(self._churn, source="/churn/batch"), requests))
 
     @bentoml.api(route="/eta/batch")
     async def eta_batch(self, shipments: Annotated[list[ShipmentIn], Field(min_length=1, max_length=MAX_BATCH)]) -> list[EtaOut]:
         """Up to 1,000 shipments in one call, answered in order."""
         size = CHUNK if any(s.explain for s in shipments) else PLAIN_CHUNK
-        return await in_chunks(functools.partial(self._predict, source="/eta/batch"), shipments, size)
+        return _json_list(ETA_LIST, await in_chunks(functools.partial(self._predict, source="/eta/batch"), shipments, size))
+
+
+#: a batch's answers written by pydantic's serializer in one pass; BentoML writes a list
+#: through ``model_dump`` and ``json.dumps``, three times slower (9-11 ms of the 1,000
+#: shipments' answers, 16-30 ms with reasons). The APIs keep their annotations for the
+#: OpenAPI document; BentoML sends a returned ``Response`` as it is.
+ETA_LIST, CHURN_LIST = TypeAdapter(list[EtaOut]), TypeAdapter(list[ChurnOut])
+
+
+def _json_list(adapter: TypeAdapter, answers: list) -> Response:
+    return Response(adapter.dump_json(answers), media_type="application/json")
 
 
 def _record(entries) -> None:
