@@ -9,7 +9,6 @@ import httpx
 import pandas as pd
 import pytest
 
-from features.rows import order_moments
 
 pytestmark = pytest.mark.slow
 
@@ -45,10 +44,62 @@ def request_for(row: pd.Series) -> dict:
             "weight_kg": float(row.weight_kg), "value": float(row.value)}
 
 
+def test_churn_answers_equal_score_customers_for_the_same_deliveries(served):
+    """`/churn` and `eddy score-customers` (``runtime.batch.score_data_set``) for the same
+    deliveries after the snapshot: a known customer's parcel, late with an exception, a
+    known customer's on time, and a new customer's. The same risk, percentile, days late
+    and orders so far: the service looks the customer up, the command builds the history
+    from the data set, through the same feature code."""
+    from data.load import DataSet
+    from runtime.batch import score_data_set
+
+    server, bundle, ds = served
+    end = bundle.snapshot.end
+    known = ds["shipments"].customer_id.dropna().drop_duplicates().tail(2).tolist()
+    base = ds["shipments"].iloc[-1]
+    cases = [(known[0], 3, 9), (known[1], 1, 4), ("someone-new-after", 2, 5)]  # (customer, day ordered, day delivered)
+    rows = []
+    for k, (customer, ordered_day, delivered_day) in enumerate(cases):
+        ordered = end.floor("D") + pd.Timedelta(days=ordered_day, hours=10)
+        rows.append(base.copy().rename(None).to_frame().T.assign(
+            shipment_id=f"AFTER-S{k}", order_id=f"AFTER-O{k}", customer_id=customer, ordered_at=ordered,
+            shipped_at=ordered + pd.Timedelta(hours=20), promised_at=ordered + pd.Timedelta(days=5),
+            delivered_at=ordered + pd.Timedelta(days=delivered_day - ordered_day, hours=3)))
+    ships = pd.concat(rows, ignore_index=True).astype(ds["shipments"].dtypes.to_dict())
+    exception_at = ships.ordered_at.iloc[0] + pd.Timedelta(days=2)
+    scans = ds["scans"].iloc[:0].copy()
+    scans = pd.concat([scans, pd.DataFrame({"shipment_id": ["AFTER-S0"], "scanned_at": [exception_at], "event": ["exception"]})],
+                      ignore_index=True).astype(ds["scans"].dtypes.to_dict())
+    moment = end.floor("D") + pd.Timedelta(days=12)
+    batch = score_data_set(bundle, DataSet(ds.folder, {"shipments": ships, "scans": scans}, {}, {}), as_of=moment,
+                           window_days=11).table.set_index("customer_id")
+    assert {c for c, _, _ in cases} <= set(batch.index) and batch.index.is_unique
+    for k, (customer, _, _) in enumerate(cases):
+        row = ships.iloc[k]
+        delivery = {**request_for(row), "shipment_id": row.shipment_id, "shipped_at": row.shipped_at.isoformat(),
+                    "delivered_at": row.delivered_at.isoformat(),
+                    "scans": [{"scanned_at": exception_at.isoformat(), "event": "exception"}] if k == 0 else []}
+        r = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": customer, "delivery": delivery,
+                                                                  "as_of": moment.isoformat()}}, timeout=30)
+        assert r.status_code == 200, r.text
+        got, want = r.json(), batch.loc[customer]
+        assert got["churn_risk"] == pytest.approx(want.churn_risk, abs=1e-6), customer
+        assert got["risk_percentile"] == pytest.approx(want.risk_percentile, abs=0.051), customer
+        assert got["orders_so_far"] == want.orders_so_far and got["days_late"] == pytest.approx(want.days_late, abs=1e-3)
+        assert got["known_customer"] is (k < 2)
+    assert batch.loc[known[0], "days_late"] > 0 > batch.loc[known[1], "days_late"]
+
+
 def test_eta_equals_the_batch_prediction_for_the_same_shipment(served):
+    """`/eta` against `eddy predict`'s function (``runtime.batch.predict_data_set``) for the
+    same shipments at order time."""
+    from data.load import DataSet
+    from runtime.batch import predict_data_set
+
     server, bundle, ds = served
     ships = ds["shipments"].tail(5)
-    expected = bundle.predict_rows(bundle.shipment_rows(ships, None, order_moments(ships)))
+    expected = predict_data_set(bundle, DataSet(ds.folder, {"shipments": ships}, {}, {})).rename(
+        columns={"promise_at_95": "promise_at"})
     for (_, row), (_, exp) in zip(ships.iterrows(), expected.iterrows()):
         r = httpx.post(f"{server.url}/eta", json={"shipment": request_for(row)}, timeout=30)
         assert r.status_code == 200, r.text
