@@ -6,6 +6,14 @@
 
 With ``--data`` it runs the backtest first (``eddy backtest DIR --out``). Prints one
 line per goal and cutoff with the figure and whether it is met, then a summary.
+
+Coverage and promises are shares of the parcels judged at a cutoff (``edd_n``), so
+even a model calibrated exactly misses a band by chance when they are few. Beside each
+such miss: its Wilson 95% interval, and whether a calibrated model (80% covered, c on
+time) lies inside it ("within sampling noise") or not; beside each such goal, the
+chance that a calibrated model meets it at every cutoff with these numbers of parcels
+(for "on time at least c", about a half per cutoff: a promise has to be set above its
+level to meet that goal everywhere).
 """
 
 from __future__ import annotations
@@ -16,7 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+from scipy.stats import binom
 
 
 def figure(t: pd.DataFrame, moment: str, model: str, metric: str) -> pd.Series:
@@ -24,13 +34,36 @@ def figure(t: pd.DataFrame, moment: str, model: str, metric: str) -> pd.Series:
     return v.set_index("cutoff").value
 
 
-def goals(t: pd.DataFrame) -> list[tuple[str, str, float, bool]]:
-    """(goal, cutoff, figure, met) for every goal the table can judge."""
+def wilson(share: float, n: float, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval of a share observed on ``n`` trials."""
+    centre = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return centre - half, centre + half
+
+
+def calibrated_meets(n: float, p: float, lo: float, hi: float = 1.0) -> float:
+    """The chance that a share of ``n`` parcels, each a success with probability ``p``, lies in [lo, hi]."""
+    n = int(n)
+    return float(binom.cdf(np.floor(hi * n + 1e-9), n, p) - binom.cdf(np.ceil(lo * n - 1e-9) - 1, n, p))
+
+
+def goals(t: pd.DataFrame) -> list[tuple[str, str, float, bool, str, float | None]]:
+    """(goal, cutoff, figure, met, sampling note, chance a calibrated model meets it) for
+    every goal the table can judge; the last two only for shares, where ``edd_n`` is known."""
     out = []
 
-    def each(name, values: pd.Series, ok):
+    def each(name, values: pd.Series, ok, share=None):
         for cutoff, v in values.dropna().items():
-            out.append((name, str(cutoff)[:10], float(v), bool(ok(v))))
+            note, chance = "", None
+            if share is not None:
+                p, lo, hi, moment = share
+                n = figure(t, moment, "eddy", "edd_n").get(cutoff, np.nan)
+                if n == n and n > 0:
+                    a, b = wilson(float(v), n)
+                    note = f"n={int(n):,}" + ("" if ok(v) else
+                                              f", 95% {a:.3f}-{b:.3f}: {'within' if a <= p <= b else 'beyond'} sampling noise")
+                    chance = calibrated_meets(n, p, lo, hi)
+            out.append((name, str(cutoff)[:10], float(v), bool(ok(v)), note, chance))
 
     mae, lane = figure(t, "at_order", "eddy", "edd_mae_days"), figure(t, "at_order", "lane_median", "edd_mae_days")
     each("EDD MAE / lane median <= 1", (mae / lane), lambda v: v <= 1.0)
@@ -38,10 +71,11 @@ def goals(t: pd.DataFrame) -> list[tuple[str, str, float, bool]]:
     if len(oracle):
         each("EDD MAE / oracle <= 1.10", (mae / oracle), lambda v: v <= 1.10)
     for moment in ("at_order", "in_transit"):
-        each(f"coverage 80 in 77-83% ({moment})", figure(t, moment, "eddy", "coverage_80"), lambda v: 0.77 <= v <= 0.83)
+        each(f"coverage 80 in 77-83% ({moment})", figure(t, moment, "eddy", "coverage_80"), lambda v: 0.77 <= v <= 0.83,
+             share=(0.80, 0.77, 0.83, moment))
     for c in (90, 95):
         each(f"promise at {c}% on time >= {c}%", figure(t, "at_order", "eddy", f"promise{c}_on_time"),
-             lambda v, c=c: v >= c / 100)
+             lambda v, c=c: v >= c / 100, share=(c / 100, c / 100, 1.0, "at_order"))
     churn = figure(t, "after_delivery", "eddy", "churn_auc")
     for base in ("rfm", "bgnbd"):
         b = figure(t, "after_delivery", base, "churn_auc")
@@ -70,12 +104,17 @@ def main() -> None:
                        check=True)
     t = pd.read_csv(table) if table.suffix == ".csv" else pd.read_parquet(table)
     rows = goals(t)
-    for name, cutoff, v, ok in rows:
-        print(f"{name:40s} {cutoff}  {v:7.3f}  {'met' if ok else 'MISSED'}")
+    for name, cutoff, v, ok, note, _ in rows:
+        print(f"{name:40s} {cutoff}  {v:7.3f}  {'met' if ok else 'MISSED':6s}  {note}".rstrip())
     print()
     for name in dict.fromkeys(r[0] for r in rows):
         mine = [r for r in rows if r[0] == name]
-        print(f"{name:40s} met at {sum(r[3] for r in mine)} of {len(mine)} cutoffs")
+        line = f"{name:40s} met at {sum(r[3] for r in mine)} of {len(mine)} cutoffs"
+        if all(r[5] is not None for r in mine):
+            beyond = sum(not r[3] and "beyond" in r[4] for r in mine)
+            line += (f"; misses beyond sampling noise: {beyond}; a calibrated model would meet it at every"
+                     f" cutoff with probability {np.prod([r[5] for r in mine]):.2f}")
+        print(line)
 
 
 if __name__ == "__main__":

@@ -38,7 +38,7 @@ COLUMNS = ["cutoff", "moment", "model", "metric", "value"]
 MODELS = ("eddy", "promise", "lane_median", "late_rate", "rfm", "bgnbd", "oracle")
 METRICS = ("edd_mae_days", "edd_within_1d", "coverage_80", "promise90_on_time", "promise90_days",
            "promise95_on_time", "promise95_days", "delay_auc", "delay_brier", "delay_ece", "churn_auc",
-           "churn_lift10")
+           "churn_lift10", "edd_n", "churn_n")  # *_n: the parcels and customers judged, for sampling noise
 #: churn is judged right after the delivery, the moment its labels speak of
 MOMENTS = ("at_order", "in_transit", "after_delivery")
 Figure = tuple[str, str, str, float]  # moment, model, metric, value
@@ -108,6 +108,7 @@ def edd_figures(moment: str, bundle: ModelBundle, rows: pd.DataFrame, labels: pd
     q = bundle.edd.predict_hours(r, r.carrier)
     out = _point_figures(moment, "eddy", q[:, 1], actual)
     out.append((moment, "eddy", "coverage_80", interval_metrics(q[:, 0], q[:, 2], actual)["coverage"]))
+    out.append((moment, "eddy", "edd_n", float(len(actual))))
     for c in (90, 95):
         due = hours_to_end_of_day(r, bundle.edd.promise_hours(r, r.carrier, c / 100))
         out += [(moment, "eddy", f"promise{c}_on_time", float(np.mean(actual <= due))),
@@ -188,8 +189,8 @@ def churn_figures(result: TrainResult, outcomes: Outcomes, start: pd.Timestamp, 
         scores["bgnbd"] = np.asarray(result.baselines["bgnbd"].predict_no_order(rows, horizon_days), dtype=float)
     if horizon_days != 90:  # the oracle's figure is for 90 days
         scores.pop("oracle")
-    return [f for model, p in scores.items() if p is not None
-            for f in _probability_figures("after_delivery", model, "churn", p, y)]
+    return [("after_delivery", "eddy", "churn_n", float(len(y)))] + [
+        f for model, p in scores.items() if p is not None for f in _probability_figures("after_delivery", model, "churn", p, y)]
 
 
 def shipment_figures(bundle: ModelBundle, outcomes: Outcomes, start: pd.Timestamp, until: pd.Timestamp,

@@ -137,6 +137,7 @@ def _save(fig, path: Path) -> Path:
 
 #: (metric, title, moment) shown in the backtest report, in reading order
 BACKTEST_TABLES = [
+    ("edd_n", "parcels judged at order", "at_order"),
     ("edd_mae_days", "EDD MAE (days)", "at_order"),
     ("edd_within_1d", "EDD within ±1 day", "at_order"),
     ("coverage_80", "10-90% interval coverage", "at_order"),
@@ -150,6 +151,7 @@ BACKTEST_TABLES = [
     ("edd_mae_days", "EDD MAE (days), in transit", "in_transit"),
     ("coverage_80", "10-90% interval coverage, in transit", "in_transit"),
     ("delay_auc", "delay ROC-AUC, in transit", "in_transit"),
+    ("churn_n", "customers judged right after a delivery", "after_delivery"),
     ("churn_auc", "churn ROC-AUC (right after delivery)", "after_delivery"),
     ("churn_lift10", "churn top-decile lift", "after_delivery"),
 ]
@@ -181,7 +183,8 @@ def write_backtest_report(long: pd.DataFrame, infos: list[dict], command: str, f
 def _backtest_plots(long: pd.DataFrame, folder: Path) -> list[Path]:
     from training.backtest import by_cutoff
 
-    shown = [(m, t, mo) for m, t, mo in BACKTEST_TABLES if not by_cutoff(long, m, mo).empty][:9]
+    shown = [(m, t, mo) for m, t, mo in BACKTEST_TABLES
+             if not m.endswith("_n") and not by_cutoff(long, m, mo).empty][:9]  # counts: tables only
     if not shown:
         return []
     cols = 3

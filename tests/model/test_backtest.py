@@ -98,6 +98,11 @@ def test_a_cutoff_has_every_model_and_baseline_with_sane_values(ds, at_cut):
     assert v["at_order", "eddy", "promise95_days"] > v["at_order", "eddy", "promise90_days"]
     share = f[f.metric.str.endswith(("_on_time", "_within_1d", "coverage_80", "_auc", "_brier", "_ece"))].value
     assert share.between(0, 1).all()
+    # the parcels judged, so a share can be read against its sampling noise: each share is a count of them
+    n = v["at_order", "eddy", "edd_n"]
+    assert n == int(n) >= 100 and v["after_delivery", "eddy", "churn_n"] >= 100
+    for metric in ("coverage_80", "promise90_on_time", "promise95_on_time", "edd_within_1d"):
+        assert abs(v["at_order", "eddy", metric] * n - round(v["at_order", "eddy", metric] * n)) < 1e-6, metric
     assert at_cut.info["train_shipments"] == int((ds["shipments"].ordered_at < CUT).sum())
 
 
