@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import importlib.util
 import os
 from pathlib import Path
 
@@ -20,6 +21,18 @@ SHARED_UNIT = {"tests/model/test_distributed.py": "dask", "tests/code/test_regis
 LONGEST_FIRST = ["dask", "tests/model/test_backtest.py", "tests/e2e/test_monitoring.py", "tests/e2e/test_service.py",
                  "tests/e2e/test_bento.py", "tests/e2e/test_review.py", "tests/code/test_registry_safety.py",
                  "tests/model/test_training.py", "tests/model/test_behaviour.py"]
+
+
+@pytest.fixture(scope="session")
+def benchmark_module():
+    """A script of ``benchmarks/`` imported as a module (they are scripts, not a package)."""
+    def load(name: str):
+        path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+    return load
 
 
 def unit_of(nodeid: str) -> str:

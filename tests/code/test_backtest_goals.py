@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import binom
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def goals():
-    spec = importlib.util.spec_from_file_location("backtest_goals", ROOT / "benchmarks" / "backtest_goals.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def goals(benchmark_module):
+    return benchmark_module("backtest_goals")
 
 
 def test_the_wilson_interval_and_the_chance_of_a_band_are_the_textbooks(goals):

@@ -4,24 +4,16 @@ probabilities (calibrated against the labels and, by the tower property, the ora
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from data.simulate import SimConfig, simulate
 
-ROOT = Path(__file__).resolve().parents[2]
-
 
 @pytest.fixture(scope="module")
-def kb():
-    spec = importlib.util.spec_from_file_location("knowable_bounds", ROOT / "benchmarks" / "knowable_bounds.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def kb(benchmark_module):
+    return benchmark_module("knowable_bounds")
 
 
 @pytest.fixture(scope="module")
