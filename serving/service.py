@@ -389,7 +389,10 @@ def _json_list(adapter: TypeAdapter, answers: list) -> Response:
 
 
 def _record(entries) -> None:
-    """Hand the answers to the prediction log; whatever goes wrong, the answer goes out."""
+    """Hand the answers to the prediction log; whatever goes wrong, the answer goes out.
+    ``entries`` makes the records only when they are kept (not with the log turned off)."""
+    if isinstance(STATE.predlog, NoLog):
+        return
     try:
         STATE.predlog.put(entries())
     except Exception as exc:  # noqa: BLE001 - logging must never fail an answer
