@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -47,23 +48,37 @@ def calibrated_meets(n: float, p: float, lo: float, hi: float = 1.0) -> float:
     return float(binom.cdf(np.floor(hi * n + 1e-9), n, p) - binom.cdf(np.ceil(lo * n - 1e-9) - 1, n, p))
 
 
-def goals(t: pd.DataFrame) -> list[tuple[str, str, float, bool, str, float | None]]:
-    """(goal, cutoff, figure, met, sampling note, chance a calibrated model meets it) for
-    every goal the table can judge; the last two only for shares, where ``edd_n`` is known."""
+class Judged(NamedTuple):
+    """One goal at one cutoff. For shares with a known number of parcels: ``note`` (n, and
+    for a miss its Wilson 95% interval), ``chance`` that a calibrated model meets the goal
+    there, and ``beyond``: a miss a calibrated model would not make by chance."""
+
+    goal: str
+    cutoff: str
+    value: float
+    met: bool
+    note: str = ""
+    chance: float | None = None
+    beyond: bool = False
+
+
+def goals(t: pd.DataFrame) -> list[Judged]:
+    """Every goal the table can judge, cutoff by cutoff."""
     out = []
 
     def each(name, values: pd.Series, ok, share=None):
+        p, lo, hi, moment = share if share is not None else (None, None, None, None)
+        parcels = figure(t, moment, "eddy", "edd_n") if share is not None else pd.Series(dtype=float)
         for cutoff, v in values.dropna().items():
-            note, chance = "", None
-            if share is not None:
-                p, lo, hi, moment = share
-                n = figure(t, moment, "eddy", "edd_n").get(cutoff, np.nan)
-                if n == n and n > 0:
-                    a, b = wilson(float(v), n)
-                    note = f"n={int(n):,}" + ("" if ok(v) else
-                                              f", 95% {a:.3f}-{b:.3f}: {'within' if a <= p <= b else 'beyond'} sampling noise")
-                    chance = calibrated_meets(n, p, lo, hi)
-            out.append((name, str(cutoff)[:10], float(v), bool(ok(v)), note, chance))
+            judged = Judged(name, str(cutoff)[:10], float(v), bool(ok(v)))
+            n = parcels.get(cutoff, np.nan)
+            if n == n and n > 0:
+                a, b = wilson(float(v), n)
+                beyond = not judged.met and not a <= p <= b
+                note = f"n={int(n):,}" + ("" if judged.met else
+                                          f", 95% {a:.3f}-{b:.3f}: {'beyond' if beyond else 'within'} sampling noise")
+                judged = judged._replace(note=note, chance=calibrated_meets(n, p, lo, hi), beyond=beyond)
+            out.append(judged)
 
     mae, lane = figure(t, "at_order", "eddy", "edd_mae_days"), figure(t, "at_order", "lane_median", "edd_mae_days")
     each("EDD MAE / lane median <= 1", (mae / lane), lambda v: v <= 1.0)
@@ -104,18 +119,16 @@ def main() -> None:
                        check=True)
     t = pd.read_csv(table) if table.suffix == ".csv" else pd.read_parquet(table)
     rows = goals(t)
-    for name, cutoff, v, ok, note, _ in rows:
-        print(f"{name:40s} {cutoff}  {v:7.3f}  {'met' if ok else 'MISSED':6s}  {note}".rstrip())
+    for r in rows:
+        print(f"{r.goal:40s} {r.cutoff}  {r.value:7.3f}  {'met' if r.met else 'MISSED':6s}  {r.note}".rstrip())
     print()
-    for name in dict.fromkeys(r[0] for r in rows):
-        mine = [r for r in rows if r[0] == name]
-        line = f"{name:40s} met at {sum(r[3] for r in mine)} of {len(mine)} cutoffs"
-        if all(r[5] is not None for r in mine):
-            beyond = sum(not r[3] and "beyond" in r[4] for r in mine)
-            line += (f"; misses beyond sampling noise: {beyond}; a calibrated model would meet it at every"
-                     f" cutoff with probability {np.prod([r[5] for r in mine]):.2f}")
+    for name in dict.fromkeys(r.goal for r in rows):
+        mine = [r for r in rows if r.goal == name]
+        line = f"{name:40s} met at {sum(r.met for r in mine)} of {len(mine)} cutoffs"
+        if all(r.chance is not None for r in mine):
+            line += (f"; misses beyond sampling noise: {sum(r.beyond for r in mine)}; a calibrated model would meet it"
+                     f" at every cutoff with probability {np.prod([r.chance for r in mine]):.2f}")
         print(line)
-
 
 if __name__ == "__main__":
     main()

@@ -28,8 +28,8 @@ def test_a_miss_is_called_noise_only_when_a_calibrated_model_could_have_made_it(
         rows += [(cutoff, "at_order", "eddy", "coverage_80", cover), (cutoff, "at_order", "eddy", "edd_n", n),
                  (cutoff, "at_order", "eddy", "edd_mae_days", 1.0), (cutoff, "at_order", "lane_median", "edd_mae_days", 2.0)]
     t = pd.DataFrame(rows, columns=["cutoff", "moment", "model", "metric", "value"])
-    cover = [g for g in goals.goals(t) if g[0].startswith("coverage 80") and "at_order" in g[0]]
-    (_, _, _, met1, note1, p1), (_, _, _, met2, note2, p2), (_, _, _, met3, _, p3) = cover
+    cover = [g for g in goals.goals(t) if g.goal.startswith("coverage 80") and "at_order" in g.goal]
+    (met1, note1, p1), (met2, note2, p2), (met3, _, p3) = ((g.met, g.note, g.chance) for g in cover)
     assert not met1 and "within sampling noise" in note1 and "n=200" in note1  # 75% of 200: 80% is inside its interval
     assert not met2 and "beyond sampling noise" in note2  # 75% of 5,000 is not
     assert met3 and p1 < p2 == pytest.approx(p3) and p3 > 0.99  # 200 parcels often leave the band by chance
