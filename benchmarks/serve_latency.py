@@ -47,6 +47,8 @@ BATCH_RUNS = 5
 BATCH_PAUSE_S = 2.0
 sys.path.insert(0, str(ROOT))
 
+from monitoring.replay import shipment_body  # noqa: E402
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -76,12 +78,7 @@ def requests_from(data: Path, n: int, live: bool = True) -> list[dict]:
     if live:  # whole days, so weekdays and hours stay as they were
         shift = (all_.ordered_at.max() - s.ordered_at.min()).ceil("D") + pd.Timedelta(days=1)
         s["ordered_at"], s["promised_at"] = s.ordered_at + shift, s.promised_at + shift
-    iso = lambda v: None if pd.isna(v) else pd.Timestamp(v).isoformat()  # noqa: E731
-    return [{"shipment_id": r.shipment_id, "carrier": r.carrier, "service_level": r.service_level,
-             "origin_region": r.origin_region, "destination_region": r.destination_region,
-             "origin_postal": r.origin_postal, "destination_postal": r.destination_postal,
-             "ordered_at": iso(r.ordered_at), "promised_at": iso(r.promised_at),
-             "weight_kg": float(r.weight_kg), "value": float(r.value)} for r in s.itertuples()]
+    return [shipment_body(r) for r in s.itertuples()]
 
 
 def churn_bodies(shipments: list[dict], data: Path) -> list[dict]:

@@ -19,7 +19,9 @@ def _iso(v) -> str | None:
     return None if pd.isna(v) else pd.Timestamp(v).isoformat()
 
 
-def _shipment(row) -> dict:
+def shipment_body(row) -> dict:
+    """A contract shipment row (a namedtuple or Series) as the ``shipment`` of a request:
+    its contract fields, timestamps as ISO text, missing values left out or null."""
     out = {k: (None if pd.isna(getattr(row, k)) else str(getattr(row, k))) for k in SHIPMENT_FIELDS}
     out.update(ordered_at=_iso(row.ordered_at), promised_at=_iso(row.promised_at))
     for k in ("weight_kg", "value"):
@@ -31,14 +33,14 @@ def _shipment(row) -> dict:
 
 def eta_requests(shipments: pd.DataFrame, explain: bool = False) -> list[dict]:
     """One ``/eta`` body per shipment, at its order moment (what checkout asks)."""
-    return [{**_shipment(r), "explain": explain} for r in shipments.itertuples()]
+    return [{**shipment_body(r), "explain": explain} for r in shipments.itertuples()]
 
 
 def churn_requests(shipments: pd.DataFrame, explain: bool = False) -> list[dict]:
     """One ``/churn`` body per delivered shipment, right after its delivery."""
     done = shipments[shipments.delivered_at.notna()]
     return [{"customer_id": str(r.customer_id), "explain": explain,
-             "delivery": {**_shipment(r), "delivered_at": _iso(r.delivered_at)}} for r in done.itertuples()]
+             "delivery": {**shipment_body(r), "delivered_at": _iso(r.delivered_at)}} for r in done.itertuples()]
 
 
 def slow_down(ds: DataSet, carrier: str, start: pd.Timestamp, days: float = 2.0) -> DataSet:

@@ -9,6 +9,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from monitoring.replay import shipment_body
 
 pytestmark = pytest.mark.slow
 
@@ -33,15 +34,6 @@ def served(trained, tmp_path_factory, Server, env_with):
 
 
 SECRET = "customer-7f3a-never-logged"
-
-
-def request_for(row: pd.Series) -> dict:
-    iso = lambda v: None if pd.isna(v) else pd.Timestamp(v).isoformat()  # noqa: E731
-    return {"shipment_id": row.shipment_id, "carrier": row.carrier, "service_level": row.service_level,
-            "origin_region": row.origin_region, "destination_region": row.destination_region,
-            "origin_postal": row.origin_postal, "destination_postal": row.destination_postal,
-            "ordered_at": iso(row.ordered_at), "promised_at": iso(row.promised_at),
-            "weight_kg": float(row.weight_kg), "value": float(row.value)}
 
 
 def test_churn_answers_equal_score_customers_for_the_same_deliveries(served):
@@ -76,7 +68,7 @@ def test_churn_answers_equal_score_customers_for_the_same_deliveries(served):
     assert {c for c, _, _ in cases} <= set(batch.index) and batch.index.is_unique
     for k, (customer, _, _) in enumerate(cases):
         row = ships.iloc[k]
-        delivery = {**request_for(row), "shipment_id": row.shipment_id, "shipped_at": row.shipped_at.isoformat(),
+        delivery = {**shipment_body(row), "shipment_id": row.shipment_id, "shipped_at": row.shipped_at.isoformat(),
                     "delivered_at": row.delivered_at.isoformat(),
                     "scans": [{"scanned_at": exception_at.isoformat(), "event": "exception"}] if k == 0 else []}
         r = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": customer, "delivery": delivery,
@@ -101,7 +93,7 @@ def test_eta_equals_the_batch_prediction_for_the_same_shipment(served):
     expected = predict_data_set(bundle, DataSet(ds.folder, {"shipments": ships}, {}, {})).rename(
         columns={"promise_at_95": "promise_at"})
     for (_, row), (_, exp) in zip(ships.iterrows(), expected.iterrows()):
-        r = httpx.post(f"{server.url}/eta", json={"shipment": request_for(row)}, timeout=30)
+        r = httpx.post(f"{server.url}/eta", json={"shipment": shipment_body(row)}, timeout=30)
         assert r.status_code == 200, r.text
         got = r.json()
         for col in ("eta_p10", "eta_p50", "eta_p90", "promise_at"):
@@ -114,7 +106,7 @@ def test_eta_equals_the_batch_prediction_for_the_same_shipment(served):
 
 def test_batch_answers_in_order_and_equals_single_calls(served):
     server, _, ds = served
-    reqs = [request_for(r) for _, r in ds["shipments"].tail(4).iterrows()]
+    reqs = [shipment_body(r) for _, r in ds["shipments"].tail(4).iterrows()]
     batch = httpx.post(f"{server.url}/eta/batch", json={"shipments": reqs}, timeout=60)
     assert batch.status_code == 200, batch.text
     answers = batch.json()
@@ -128,7 +120,7 @@ def test_concurrent_single_requests_each_get_their_own_answer(served):
     from concurrent.futures import ThreadPoolExecutor
 
     server, _, ds = served
-    reqs = [request_for(r) for _, r in ds["shipments"].tail(24).iterrows()]
+    reqs = [shipment_body(r) for _, r in ds["shipments"].tail(24).iterrows()]
     reqs[5]["explain"] = False
     reqs[6]["confidence"] = 0.8
     expected = httpx.post(f"{server.url}/eta/batch", json={"shipments": reqs}, timeout=60).json()
@@ -144,7 +136,7 @@ def test_concurrent_single_requests_each_get_their_own_answer(served):
 
 def test_a_value_the_model_never_saw_is_named_in_the_answer(served):
     server, _, ds = served
-    req = request_for(ds["shipments"].iloc[-1])
+    req = shipment_body(ds["shipments"].iloc[-1])
     known = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30).json()
     shouted = httpx.post(f"{server.url}/eta", json={"shipment": {**req, "carrier": req["carrier"].upper()}},
                          timeout=30).json()
@@ -153,7 +145,7 @@ def test_a_value_the_model_never_saw_is_named_in_the_answer(served):
 
 def test_scans_so_far_move_the_eta(served):
     server, _, ds = served
-    req = request_for(ds["shipments"].iloc[-1])
+    req = shipment_body(ds["shipments"].iloc[-1])
     start = pd.Timestamp(req["ordered_at"])
     at_order = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30).json()
     req["scans"] = [{"scanned_at": (start + pd.Timedelta(hours=30)).isoformat(), "event": "picked_up"},
@@ -172,7 +164,7 @@ def test_a_parcel_silent_for_months_is_likely_lost_with_no_dates_and_its_batch_t
     row = ds["shipments"].iloc[-1].copy()
     row["ordered_at"] = bundle.snapshot.end - pd.Timedelta(days=90)
     row["promised_at"] = row.ordered_at + pd.Timedelta(days=7)
-    req = {**request_for(row), "shipment_id": "LOST-1", "as_of": (bundle.snapshot.end + pd.Timedelta(days=1)).isoformat()}
+    req = {**shipment_body(row), "shipment_id": "LOST-1", "as_of": (bundle.snapshot.end + pd.Timedelta(days=1)).isoformat()}
     r = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30)
     assert r.status_code == 200, r.text
     got = r.json()
@@ -186,7 +178,7 @@ def test_a_parcel_silent_for_months_is_likely_lost_with_no_dates_and_its_batch_t
                                                                          dtype="datetime64[us, UTC]")})
     batch = bundle.predict_rows(bundle.shipment_rows(ship, None, moments)).iloc[0]
     assert batch.likely_lost and pd.isna(batch.eta_p50) and batch.reasons == got["reasons"]
-    known = httpx.post(f"{server.url}/eta", json={"shipment": request_for(ds["shipments"].iloc[-1])}, timeout=30).json()
+    known = httpx.post(f"{server.url}/eta", json={"shipment": shipment_body(ds["shipments"].iloc[-1])}, timeout=30).json()
     assert known["likely_lost"] is False and known["eta_p50"] is not None
 
 
@@ -202,7 +194,7 @@ def test_a_parcel_silent_for_months_is_likely_lost_with_no_dates_and_its_batch_t
 ])
 def test_bad_requests_get_a_400_naming_the_field(served, mutate, field):
     server, _, ds = served
-    req = {**request_for(ds["shipments"].iloc[-1]), "customer_id": SECRET}
+    req = {**shipment_body(ds["shipments"].iloc[-1]), "customer_id": SECRET}
     mutate(req)
     r = httpx.post(f"{server.url}/eta", json={"shipment": req}, timeout=30)
     assert r.status_code == 400, r.text
@@ -211,7 +203,7 @@ def test_bad_requests_get_a_400_naming_the_field(served, mutate, field):
 
 def test_oversized_batches_bodies_and_non_json_are_4xx(served):
     server, _, ds = served
-    req = request_for(ds["shipments"].iloc[-1])
+    req = shipment_body(ds["shipments"].iloc[-1])
     too_many = httpx.post(f"{server.url}/eta/batch", json={"shipments": [req] * 1001}, timeout=60)
     assert too_many.status_code == 400 and "shipments" in too_many.text
     assert httpx.post(f"{server.url}/eta", content=b"not json", headers={"content-type": "application/json"},
@@ -240,7 +232,7 @@ def test_metrics_are_labelled_by_route_so_random_paths_add_no_series(served):
     """A scanner's 300 random URLs are one `other` series, not 300 histograms (BentoML's
     own metrics grew by a series per path: 4.2 MB after 1,000)."""
     server, _, ds = served
-    assert httpx.post(f"{server.url}/eta", json={"shipment": request_for(ds["shipments"].iloc[-1])},
+    assert httpx.post(f"{server.url}/eta", json={"shipment": shipment_body(ds["shipments"].iloc[-1])},
                       timeout=30).status_code == 200
     for i in range(300):
         assert httpx.get(f"{server.url}/probe-{i}/x{i}", timeout=10).status_code == 404
@@ -264,7 +256,7 @@ def test_a_batch_whose_client_goes_away_is_cancelled(served):
     rows = ds["shipments"].tail(1000)
     scans = lambda r: [{"scanned_at": (r.ordered_at + pd.Timedelta(hours=h)).isoformat(), "event": "in_transit",  # noqa: E731
                         "region": r.origin_region} for h in range(1, 40)]
-    batch = [{**request_for(r), "scans": scans(r), "as_of": (r.ordered_at + pd.Timedelta(hours=41)).isoformat()}
+    batch = [{**shipment_body(r), "scans": scans(r), "as_of": (r.ordered_at + pd.Timedelta(hours=41)).isoformat()}
              for _, r in rows.iterrows()]
     body = json.dumps({"shipments": batch}).encode()
     before = httpx.get(f"{server.url}/status", timeout=30).json()["cancelled"]
@@ -285,7 +277,7 @@ def test_a_batch_whose_client_goes_away_is_cancelled(served):
 def test_churn_for_a_known_and_an_unknown_customer(served):
     server, _, ds = served
     row = ds["shipments"].iloc[-1]
-    delivery = {**request_for(row), "delivered_at": (row.promised_at + pd.Timedelta(days=3)).isoformat(),
+    delivery = {**shipment_body(row), "delivered_at": (row.promised_at + pd.Timedelta(days=3)).isoformat(),
                 "scans": [{"scanned_at": (row.ordered_at + pd.Timedelta(days=1)).isoformat(), "event": "exception"}]}
     known = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": row.customer_id, "delivery": delivery}}, timeout=30)
     assert known.status_code == 200, known.text
@@ -321,7 +313,7 @@ def test_not_ready_without_a_champion_and_ready_after_a_restart_with_one(trained
         assert ready.status_code == 503 and "not ready: no champion model loaded" in ready.text, ready.text
         status = httpx.get(f"{empty.url}/status", timeout=10)
         assert status.status_code == 503 and "no champion model loaded" in status.json()["reason"]
-        req = request_for(ds["shipments"].iloc[-1])
+        req = shipment_body(ds["shipments"].iloc[-1])
         r = httpx.post(f"{empty.url}/eta", json={"shipment": req}, timeout=30)
         assert r.status_code == 503  # BentoML hides an API's 5xx message; /readyz and /status carry the reason
     finally:
@@ -376,7 +368,7 @@ def test_bodies_are_strict_json_with_the_apis_one_key(served):
     """Unknown or duplicate keys, other content types and huge bodies are refused with a
     4xx naming the problem (BentoML alone would ignore them and answer 200)."""
     server, _, ds = served
-    shipment = request_for(ds["shipments"].iloc[-1])
+    shipment = shipment_body(ds["shipments"].iloc[-1])
     url = f"{server.url}/eta"
     extra = httpx.post(url, json={"shipment": shipment, "as_of": "2026-01-01T00:00:00Z"}, timeout=30)
     assert extra.status_code == 400 and "unknown key(s) 'as_of'" in extra.json()["error"], extra.text
@@ -401,7 +393,7 @@ def test_bodies_are_strict_json_with_the_apis_one_key(served):
 
 def test_every_answer_has_security_headers_and_the_docs_are_offline(served):
     server, _, ds = served
-    eta = httpx.post(f"{server.url}/eta", json={"shipment": request_for(ds["shipments"].iloc[-1])}, timeout=30)
+    eta = httpx.post(f"{server.url}/eta", json={"shipment": shipment_body(ds["shipments"].iloc[-1])}, timeout=30)
     for r in (eta, httpx.get(f"{server.url}/review", timeout=30), httpx.get(f"{server.url}/nowhere", timeout=30)):
         assert r.headers["x-content-type-options"] == "nosniff" and r.headers["x-frame-options"] == "DENY"
         assert "default-src 'self'" in r.headers["content-security-policy"]
@@ -424,7 +416,7 @@ def test_overload_is_shed_with_503_and_retry_after(trained, tmp_path, Server, en
     result, ds = trained
     server = Server(env_with(tmp_path, EDDY_BUNDLE_DIR=str(result.bundle.save(tmp_path / "7")), EDDY_MAX_IN_FLIGHT="2"))
     try:
-        batch = [request_for(r) for _, r in ds["shipments"].tail(400).iterrows()]
+        batch = [shipment_body(r) for _, r in ds["shipments"].tail(400).iterrows()]
 
         def call(_):
             with httpx.Client(timeout=60) as c:
@@ -446,7 +438,7 @@ def test_overload_is_shed_with_503_and_retry_after(trained, tmp_path, Server, en
 def test_impossible_timelines_are_refused_naming_the_field(served):
     server, _, ds = served
     row = ds["shipments"].iloc[-1]
-    shipment = request_for(row)
+    shipment = shipment_body(row)
     delivered = (row.ordered_at + pd.Timedelta(days=2)).isoformat()
     eta = httpx.post(f"{server.url}/eta", json={"shipment": {**shipment, "scans": [
         {"scanned_at": delivered, "event": "delivered"}]}}, timeout=30)
@@ -489,7 +481,7 @@ def test_fuzzed_valid_bodies_with_an_extra_key_or_another_content_type_are_refus
 
 def test_a_full_prediction_log_costs_no_answer_and_is_reported(served):
     server, _, ds = served
-    bodies = [request_for(r) for _, r in ds["shipments"].tail(1000).iterrows()]
+    bodies = [shipment_body(r) for _, r in ds["shipments"].tail(1000).iterrows()]
     for _ in range(3):  # 3,000 answers: far more than the capped database holds
         r = httpx.post(f"{server.url}/eta/batch", json={"shipments": bodies}, timeout=120)
         assert r.status_code == 200 and len(r.json()) == 1000

@@ -483,17 +483,14 @@ def test_the_services_answers_serialize_as_the_same_answers_validated(trained):
 
     from pydantic import TypeAdapter
 
+    from monitoring.replay import shipment_body
     from serving.columns import columns_of
     from serving.schemas import EtaOut, ShipmentIn
     from serving.service import Eddy
 
     result, ds = trained
     s = ds["shipments"].tail(40)
-    iso = lambda v: None if pd.isna(v) else pd.Timestamp(v).isoformat()  # noqa: E731
-    bodies = [{"shipment_id": r.shipment_id, "carrier": r.carrier, "service_level": r.service_level,
-               "origin_region": r.origin_region, "destination_region": r.destination_region,
-               "ordered_at": iso(r.ordered_at), "promised_at": iso(r.promised_at), "weight_kg": float(r.weight_kg),
-               "explain": i % 2 == 0} for i, r in enumerate(s.itertuples())]
+    bodies = [{**shipment_body(r), "explain": i % 2 == 0} for i, r in enumerate(s.itertuples())]
     bodies[1]["carrier"] = "Pigeon Post"
     bodies[2]["as_of"] = (s.ordered_at.iloc[2] + pd.Timedelta(days=90)).isoformat()
     requests = [ShipmentIn(**b) for b in bodies]
