@@ -18,10 +18,17 @@ HEADLINE = [
     ("EDD within ±1 day", "edd_within_1d", "edd_oracle_within_1d", ["edd_baseline_promise_within_1d", "edd_baseline_lane_median_within_1d"]),
     ("EDD 10-90% coverage", "edd_interval_coverage", None, []),
     ("EDD 10-90% width (days)", "edd_interval_width_days", None, []),
+    ("EDD MAE (days), in transit", "edd_in_transit_mae_days", None, []),
+    ("EDD 10-90% coverage, in transit", "edd_in_transit_interval_coverage", None, []),
+    ("Promise at 90%: on time", "edd_promise90_on_time", None, ["retailer_promise_on_time"]),
+    ("Promise at 90%: mean days", "edd_promise90_days", None, ["retailer_promise_days"]),
+    ("Promise at 95%: on time", "edd_promise95_on_time", None, ["retailer_promise_on_time"]),
+    ("Promise at 95%: mean days", "edd_promise95_days", None, ["retailer_promise_days"]),
     ("Delay ROC-AUC", "delay_roc_auc", "delay_oracle_roc_auc", ["delay_baseline_late_rate_roc_auc"]),
     ("Delay PR-AUC", "delay_pr_auc", "delay_oracle_pr_auc", ["delay_baseline_late_rate_pr_auc"]),
     ("Delay Brier", "delay_brier", "delay_oracle_brier", ["delay_baseline_late_rate_brier"]),
     ("Delay ECE", "delay_ece", "delay_oracle_ece", ["delay_baseline_late_rate_ece"]),
+    ("Delay ROC-AUC, in transit", "delay_in_transit_roc_auc", None, []),
     ("Churn ROC-AUC", "churn_roc_auc", "churn_oracle_roc_auc", ["churn_baseline_rfm_roc_auc", "churn_baseline_bgnbd_roc_auc"]),
     ("Churn PR-AUC", "churn_pr_auc", "churn_oracle_pr_auc", ["churn_baseline_rfm_pr_auc", "churn_baseline_bgnbd_pr_auc"]),
     ("Churn top-decile lift", "churn_top_decile_lift", None, []),
@@ -56,7 +63,10 @@ def write_report(result, folder: Path) -> Path:
 
 
 def _baseline_name(key: str) -> str:
-    """'edd_baseline_lane_median_mae_days' -> 'lane_median'."""
+    """'edd_baseline_lane_median_mae_days' -> 'lane_median'; 'retailer_promise_days' ->
+    "retailer's promise" (the data's own promised dates)."""
+    if key.startswith("retailer_promise"):
+        return "retailer's promise"
     name = key.split("_baseline_", 1)[1]
     for suffix in ("_mae_days", "_within_1d", "_roc_auc", "_pr_auc", "_brier", "_ece"):
         name = name.removesuffix(suffix)

@@ -46,6 +46,13 @@ def aliases(root: Path) -> dict[str, str]:
         return {a: str(v) for a, v in db.execute("select alias, version from registered_model_aliases").fetchall()}
 
 
+def mlflow_metrics(root: Path, version: int = 1) -> dict[str, float]:
+    """The metrics logged by the run that registered ``version``, read from the store."""
+    with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
+        run = db.execute("select run_id from model_versions where version = ?", (version,)).fetchone()[0]
+        return dict(db.execute("select key, value from latest_metrics where run_uuid = ?", (run,)).fetchall())
+
+
 def versions(root: Path) -> int:
     with sqlite3.connect(root / "mlruns" / "mlflow.db") as db:
         return db.execute("select count(*) from model_versions").fetchone()[0]
@@ -65,6 +72,10 @@ def test_first_training_is_champion_and_challenger_in_a_sqlite_store(store):
     assert aliases(root) == {"challenger": "1", "champion": "1"}
     report = (root / "report1" / "report.md").read_text()
     assert "Churn ROC-AUC" in report and "shap_churn_summary.png" in report
+    headline = {line.split(" | ")[0].strip("| "): line for line in report.splitlines() if line.startswith("| ")}
+    metrics = mlflow_metrics(root)
+    assert f"| {metrics['edd_in_transit_mae_days']:.3f} |" in headline["EDD MAE (days), in transit"]
+    assert f"retailer's promise: {metrics['retailer_promise_on_time']:.3f}" in headline["Promise at 95%: on time"]
     assert (root / "report1" / "calibration_delay.png").stat().st_size > 1000
 
 
