@@ -23,12 +23,17 @@ SHIPMENTS_PER_CUSTOMER = 3.67
 
 
 def ensure_data(shipments: int) -> Path:
+    """The simulated set of about ``shipments`` shipments in ``benchmarks/results/``, with
+    its truth (so ``eddy backtest`` can judge the oracle there too); simulated once."""
     folder = HERE / "results" / f"sim-{shipments}"
-    if not (folder / "shipments.parquet").exists():
-        from data.simulate import SimConfig, simulate
+    if not (folder / "shipments.parquet").exists() or not (folder / "truth" / "shipments.parquet").exists():
+        from data.simulate import SimConfig, simulate, write_truth
         from data.write import write_data_set
 
-        write_data_set(simulate(SimConfig(customers=int(shipments / SHIPMENTS_PER_CUSTOMER))).tables, folder)
+        sim = simulate(SimConfig(customers=int(shipments / SHIPMENTS_PER_CUSTOMER)))
+        if not (folder / "shipments.parquet").exists():
+            write_data_set(sim.tables, folder)
+        write_truth(sim.truth, folder)
     return folder
 
 
