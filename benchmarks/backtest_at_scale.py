@@ -31,13 +31,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, help="keep the backtest's long table here (.csv or .parquet)")
     a = p.parse_args()
     folder = ensure_data(a.shipments)
-    if a.out is None:
-        subprocess.run([sys.executable, str(HERE / "backtest_goals.py"), "--data", str(folder), "--jobs", a.jobs],
-                       check=True)
-        return
-    eddy = str(Path(sys.executable).parent / "eddy")
-    subprocess.run([eddy, "backtest", str(folder), "--jobs", a.jobs, "--out", str(a.out)], check=True)
-    subprocess.run([sys.executable, str(HERE / "backtest_goals.py"), "--table", str(a.out)], check=True)
+    keep = [] if a.out is None else ["--out", str(a.out)]
+    subprocess.run([sys.executable, str(HERE / "backtest_goals.py"), "--data", str(folder), "--jobs", a.jobs, *keep],
+                   check=True)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/backtest_goals.py --data data/sets/olist \\
         --cutoffs 2017-09-01,2017-10-01,2017-11-01,2017-12-01,2018-01-01,2018-02-01
 
-With ``--data`` it runs the backtest first (``eddy backtest DIR --out``). Prints one
+With ``--data`` it runs the backtest first (``eddy backtest DIR --out``; ``--out FILE``
+keeps that table). Prints one
 line per goal and cutoff with the figure and whether it is met, then a summary.
 
 Coverage and promises are shares of the parcels judged at a cutoff (``edd_n``), so
@@ -108,12 +109,13 @@ def main() -> None:
     p.add_argument("--data", type=Path, help="run eddy backtest on this data set first")
     p.add_argument("--cutoffs", default="6")
     p.add_argument("--jobs", default="2")
+    p.add_argument("--out", type=Path, help="with --data, keep the backtest's long table here (.csv or .parquet)")
     a = p.parse_args()
     table = a.table
     if table is None:
         if a.data is None:
             p.error("give --table or --data")
-        table = Path(tempfile.mkdtemp()) / "figures.csv"
+        table = a.out or Path(tempfile.mkdtemp()) / "figures.csv"
         eddy = str(Path(sys.executable).parent / "eddy")
         subprocess.run([eddy, "backtest", str(a.data), "--cutoffs", a.cutoffs, "--jobs", a.jobs, "--out", str(table)],
                        check=True)
@@ -129,6 +131,7 @@ def main() -> None:
             line += (f"; misses beyond sampling noise: {sum(r.beyond for r in mine)}; a calibrated model would meet it"
                      f" at every cutoff with probability {np.prod([r.chance for r in mine]):.2f}")
         print(line)
+
 
 if __name__ == "__main__":
     main()
