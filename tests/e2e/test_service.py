@@ -68,7 +68,7 @@ def test_churn_answers_equal_score_customers_for_the_same_deliveries(served):
     assert {c for c, _, _ in cases} <= set(batch.index) and batch.index.is_unique
     for k, (customer, _, _) in enumerate(cases):
         row = ships.iloc[k]
-        delivery = {**shipment_body(row), "shipment_id": row.shipment_id, "shipped_at": row.shipped_at.isoformat(),
+        delivery = {**shipment_body(row), "shipped_at": row.shipped_at.isoformat(),
                     "delivered_at": row.delivered_at.isoformat(),
                     "scans": [{"scanned_at": exception_at.isoformat(), "event": "exception"}] if k == 0 else []}
         r = httpx.post(f"{server.url}/churn", json={"request": {"customer_id": customer, "delivery": delivery,
